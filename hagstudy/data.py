@@ -1,0 +1,168 @@
+"""Third-party data: fetch the BIG-bench sdist from PyPI, verify it, extract the few files the study reads.
+
+Nothing third-party is committed. ``make data`` (``python -m hagstudy.data``) downloads
+``bigbench==1.0.0`` (a 358 MB sdist that carries the task JSON files), checks its sha256 against the
+value PyPI publishes, extracts only ``BIGBENCH_FILES`` into ``data/bigbench/`` and writes
+``data/MANIFEST.json`` (source, version, sha256, item counts). ``pip download`` cannot fetch this
+sdist by itself (its metadata build fails on a direct-URL dependency), so the file is fetched from
+the same PyPI address pip would use and verified the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from hagstudy.config import Paths
+
+BIGBENCH_VERSION = "1.0.0"
+BIGBENCH_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
+BIGBENCH_URL = (
+    "https://files.pythonhosted.org/packages/95/f8/c019b3579df548a04cac12342cfcb878e50ddf6cfcd7fddba8cfc721c157/"
+    f"bigbench-{BIGBENCH_VERSION}.tar.gz"
+)
+SDIST_ENV = "HAGSTUDY_BIGBENCH_SDIST"  # a local copy of the sdist, for machines without PyPI
+_PREFIX = f"bigbench-{BIGBENCH_VERSION}/bigbench/benchmark_tasks/"
+BIGBENCH_FILES: dict[str, str] = {
+    "strategyqa": "strategyqa/task.json",
+    "pig_latin_encode": "language_games/pig_latin_encode/task.json",
+    "taboo": "taboo/taboo_data.json",
+}
+
+
+class DataError(RuntimeError):
+    """Missing or malformed third-party data, with the command that fixes it."""
+
+
+def data_dir() -> Path:
+    return Paths.for_profile("default").data
+
+
+def bigbench_file(name: str) -> Path:
+    """Path of an extracted BIG-bench file; a clear error (naming ``make data``) when it is missing."""
+    if name not in BIGBENCH_FILES:
+        raise DataError(f"unknown BIG-bench file {name!r}; known: {sorted(BIGBENCH_FILES)}")
+    path = data_dir() / "bigbench" / BIGBENCH_FILES[name]
+    if not path.is_file():
+        raise DataError(f"{path} is missing: run `make data` to fetch and extract BIG-bench {BIGBENCH_VERSION}")
+    return path
+
+
+def read_json(path: Path) -> Any:
+    """Parse a data file, naming the file and the fix when it is malformed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} is malformed ({err}): delete it and run `make data` again") from err
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch_sdist(downloads: Path) -> Path:
+    """Download (or reuse) the verified sdist. A partial download never passes for a whole one."""
+    local = os.environ.get(SDIST_ENV)
+    target = downloads / f"bigbench-{BIGBENCH_VERSION}.tar.gz"
+    if local:
+        src = Path(local)
+        if sha256(src) != BIGBENCH_SHA256:
+            raise DataError(f"{src} (from ${SDIST_ENV}) does not have the expected sha256 {BIGBENCH_SHA256}")
+        return src
+    if target.is_file() and sha256(target) == BIGBENCH_SHA256:
+        return target
+    downloads.mkdir(parents=True, exist_ok=True)
+    part = target.with_suffix(".part")
+    print(f"downloading {BIGBENCH_URL} (358 MB)")
+    with urllib.request.urlopen(BIGBENCH_URL, timeout=120) as response, part.open("wb") as out:
+        shutil.copyfileobj(response, out, length=1 << 20)
+    digest = sha256(part)
+    if digest != BIGBENCH_SHA256:
+        part.unlink()
+        raise DataError(f"bigbench sdist sha256 {digest} != expected {BIGBENCH_SHA256}; not using it")
+    os.replace(part, target)
+    return target
+
+
+def extract(sdist: Path, out: Path) -> dict[str, Path]:
+    """Extract only the study's files (members named explicitly: no path traversal possible)."""
+    wanted = {_PREFIX + rel: rel for rel in BIGBENCH_FILES.values()}
+    written: dict[str, Path] = {}
+    with tarfile.open(sdist, "r:gz") as tar:
+        for member in tar:
+            if member.name in wanted and member.isfile():
+                dest = out / "bigbench" / wanted[member.name]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                src = tar.extractfile(member)
+                assert src is not None
+                tmp = dest.with_suffix(".part")
+                tmp.write_bytes(src.read())
+                os.replace(tmp, dest)
+                written[wanted[member.name]] = dest
+                if len(written) == len(wanted):
+                    break
+    missing = sorted(set(wanted.values()) - set(written))
+    if missing:
+        raise DataError(f"{sdist} lacks {missing}")
+    return written
+
+
+def item_count(name: str, path: Path) -> int:
+    data = read_json(path)
+    return len(data["examples"])
+
+
+def prepare(force: bool = False) -> Path:
+    """Fetch, verify, extract and write the manifest; a no-op when the manifest is current."""
+    out = data_dir()
+    manifest = out / "MANIFEST.json"
+    if manifest.is_file() and not force:
+        current = read_json(manifest)
+        if current.get("sha256") == BIGBENCH_SHA256 and all(
+            (out / "bigbench" / rel).is_file() for rel in BIGBENCH_FILES.values()
+        ):
+            return manifest
+    sdist = fetch_sdist(out / "downloads")
+    extract(sdist, out)
+    info = {
+        "source": "PyPI sdist bigbench (BIG-bench task files)",
+        "url": BIGBENCH_URL,
+        "version": BIGBENCH_VERSION,
+        "sha256": BIGBENCH_SHA256,
+        "license": "Apache-2.0 (BIG-bench)",
+        "files": {
+            name: {"path": f"bigbench/{rel}", "items": item_count(name, out / "bigbench" / rel),
+                   "sha256": sha256(out / "bigbench" / rel)}
+            for name, rel in BIGBENCH_FILES.items()
+        },
+    }
+    tmp = manifest.with_suffix(".part")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp, manifest)
+    return manifest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="re-extract even when the manifest is current")
+    args = parser.parse_args()
+    manifest = prepare(force=args.force)
+    info = read_json(manifest)
+    for name, f in info["files"].items():
+        print(f"{name:18s} {f['items']:5d} items  {f['path']}")
+    print(f"manifest: {manifest}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Decoding configs: the schema, the search space, the canonical JSON text and the tolerant parser.
+
+One ``DecodingConfig`` is what HAG's stage 1 writes and stage 2 obeys. Its canonical JSON (fixed key
+order, rounded values) is shared by the search labels, the training targets and the cache keys, so
+that the same config is always the same string.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterator
+
+HYPERPARAMETERS: tuple[str, ...] = ("temperature", "top_p", "top_k", "repetition_penalty")
+RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (0.0, 2.0),  # 0 means greedy
+    "top_p": (0.0, 1.0),  # open at 0: (0, 1]
+    "top_k": (0, 1000),  # 0 means off; the upper bound only guards against nonsense
+    "repetition_penalty": (1.0, 2.0),
+}
+DECIMALS = 2
+
+
+class ConfigError(ValueError):
+    """A decoding hyperparameter outside its range or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 50
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 64  # set per task; not a searched hyperparameter, not in the JSON text
+
+    def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, round(float(value), DECIMALS))
+        for name in ("top_k", "max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, float) and value.is_integer():
+                    object.__setattr__(self, name, int(value))
+                else:
+                    raise ConfigError(f"{name} must be an integer, got {value!r}")
+        lo, hi = RANGES["temperature"]
+        if not lo <= self.temperature <= hi:
+            raise ConfigError(f"temperature must be in [{lo}, {hi}] (0 = greedy), got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        lo, hi = RANGES["top_k"]
+        if not lo <= self.top_k <= hi:
+            raise ConfigError(f"top_k must be an integer in [{lo}, {hi}] (0 = off), got {self.top_k}")
+        lo, hi = RANGES["repetition_penalty"]
+        if not lo <= self.repetition_penalty <= hi:
+            raise ConfigError(f"repetition_penalty must be in [{lo}, {hi}], got {self.repetition_penalty}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def hyperparameters(self) -> dict[str, float | int]:
+        """The four searched values, in canonical order."""
+        return {name: getattr(self, name) for name in HYPERPARAMETERS}
+
+    def to_json(self) -> str:
+        """Canonical text: fixed key order, rounded values, no spaces. The training target."""
+        return json.dumps(self.hyperparameters(), separators=(", ", ": "))
+
+    def effective(self) -> "DecodingConfig":
+        """The config that decodes identically: greedy ignores top_p and top_k. Used for cache keys."""
+        if self.greedy:
+            return replace(self, top_p=1.0, top_k=0)
+        return self
+
+    def key(self) -> str:
+        """A stable string for hashing: effective hyperparameters plus the token budget."""
+        eff = self.effective()
+        return json.dumps({**eff.hyperparameters(), "max_new_tokens": eff.max_new_tokens}, sort_keys=True)
+
+    def with_(self, **changes: Any) -> "DecodingConfig":
+        return replace(self, **changes)
+
+    def distance(self, other: "DecodingConfig") -> float:
+        """Range-normalised L1 distance over the four hyperparameters (ties go to the nearer config)."""
+        total = 0.0
+        for name in HYPERPARAMETERS:
+            lo, hi = RANGES[name]
+            if name == "top_k":  # 0 means off: treat as the widest setting
+                a, b = (getattr(c, name) or 100 for c in (self, other))
+                total += abs(min(a, 100) - min(b, 100)) / 100
+            else:
+                total += abs(getattr(self, name) - getattr(other, name)) / (hi - lo)
+        return total
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# transformers' sampling defaults; SmolLM2's GGUF carries no sampling values of its own.
+TRANSFORMERS_DEFAULT = DecodingConfig(temperature=1.0, top_p=1.0, top_k=50, repetition_penalty=1.0)
+
+
+def default_config(generation_config: Any = None, max_new_tokens: int = 64) -> tuple[DecodingConfig, str]:
+    """The study's ``default`` baseline and where it came from.
+
+    The model's own generation defaults when it sets sampling values (``do_sample`` or a temperature
+    other than 1), otherwise transformers' defaults (T=1.0, top_p=1.0, top_k=50, rep=1.0).
+    """
+    gc = generation_config
+    if gc is not None and (getattr(gc, "do_sample", False) or getattr(gc, "temperature", None) not in (None, 1.0)):
+        cfg = DecodingConfig(
+            temperature=float(getattr(gc, "temperature", None) or 1.0),
+            top_p=float(getattr(gc, "top_p", None) or 1.0),
+            top_k=int(getattr(gc, "top_k", None) or 0),
+            repetition_penalty=float(getattr(gc, "repetition_penalty", None) or 1.0),
+            max_new_tokens=max_new_tokens,
+        )
+        return cfg, "model generation_config"
+    return replace(TRANSFORMERS_DEFAULT, max_new_tokens=max_new_tokens), "transformers defaults (model sets none)"
+
+
+GREEDY = DecodingConfig(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Grids per hyperparameter. ``coarse`` is the pruning grid; ``fine`` bounds random/TPE search."""
+
+    coarse: dict[str, tuple[float, ...]] = field(
+        default_factory=lambda: {
+            "temperature": (0.0, 0.5, 1.0, 1.5),
+            "top_p": (0.5, 0.9, 1.0),
+            "top_k": (0, 10, 50),
+            "repetition_penalty": (1.0, 1.1, 1.3),
+        }
+    )
+
+    def grid(self, max_new_tokens: int = 64) -> list[DecodingConfig]:
+        """Every coarse-grid combination, greedy duplicates (T=0 with other top_p/top_k) removed."""
+        seen: dict[str, DecodingConfig] = {}
+        for values in _product([self.coarse[h] for h in HYPERPARAMETERS]):
+            cfg = DecodingConfig(**dict(zip(HYPERPARAMETERS, values)), max_new_tokens=max_new_tokens)
+            seen.setdefault(cfg.effective().key(), cfg.effective())
+        return list(seen.values())
+
+    def sample(self, rng: Any, max_new_tokens: int = 64) -> DecodingConfig:
+        """A uniform draw over the continuous ranges (top_k uniform over {0, 1..100}); for ``random``."""
+        return DecodingConfig(
+            temperature=float(rng.uniform(0.0, 1.5)),
+            top_p=float(rng.uniform(0.3, 1.0)),
+            top_k=int(rng.integers(0, 101)),
+            repetition_penalty=float(rng.uniform(1.0, 1.5)),
+            max_new_tokens=max_new_tokens,
+        )
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        """Ranges used by random search and Optuna (the same as ``sample``)."""
+        return {"temperature": (0.0, 1.5), "top_p": (0.3, 1.0), "top_k": (0, 100), "repetition_penalty": (1.0, 1.5)}
+
+
+def _product(lists: list[tuple[float, ...]]) -> Iterator[tuple[float, ...]]:
+    if not lists:
+        yield ()
+        return
+    for head in lists[0]:
+        for tail in _product(lists[1:]):
+            yield (head, *tail)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tolerant stage-1 parser
+# ---------------------------------------------------------------------------------------------
+
+_ALIASES = {
+    "temperature": "temperature",
+    "temp": "temperature",
+    "t": "temperature",
+    "top_p": "top_p",
+    "topp": "top_p",
+    "p": "top_p",
+    "nucleus": "top_p",
+    "top_k": "top_k",
+    "topk": "top_k",
+    "k": "top_k",
+    "repetition_penalty": "repetition_penalty",
+    "repetitionpenalty": "repetition_penalty",
+    "rep_penalty": "repetition_penalty",
+    "reppenalty": "repetition_penalty",
+    "repeat_penalty": "repetition_penalty",
+    "penalty": "repetition_penalty",
+}
+_PAIR = re.compile(r"[\"']?([A-Za-z][A-Za-z _\-]{0,30}?)[\"']?\s*[:=]\s*(-?\d+(?:\.\d+)?(?:[eE]-?\d+)?)")
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    """What stage 1's text became. ``config`` is None only when ``status == 'failed'``."""
+
+    config: DecodingConfig | None
+    status: str  # "ok" | "clamped" | "partial" | "failed"
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.config is not None
+
+
+def _norm_key(key: str) -> str | None:
+    k = re.sub(r"[\s\-]+", "_", key.strip().lower())
+    return _ALIASES.get(k) or _ALIASES.get(k.replace("_", ""))
+
+
+def parse_config(text: str, fallback: DecodingConfig = TRANSFORMERS_DEFAULT, max_new_tokens: int | None = None) -> ParseResult:
+    """Read a config out of model text: JSON first, then ``key: value`` pairs; clamp into range.
+
+    Missing hyperparameters take ``fallback``'s values (status ``partial``); values out of range are
+    clamped (status ``clamped``); no recognisable hyperparameter at all is a failure, and the caller
+    decides what to do (HAG uses the default config and counts it).
+    """
+    budget = max_new_tokens if max_new_tokens is not None else fallback.max_new_tokens
+    found: dict[str, float] = {}
+    for match in re.finditer(r"\{[^{}]*\}", text or ""):
+        try:
+            obj = json.loads(match.group(0))
+        except (json.JSONDecodeError, ValueError):
+            continue
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                name = _norm_key(str(key))
+                if name and name not in found and _is_number(value):
+                    found[name] = float(value)
+            if found:
+                break
+    if not found:
+        for key, value in _PAIR.findall(text or ""):
+            name = _norm_key(key)
+            if name and name not in found:
+                found[name] = float(value)
+    if not found:
+        snippet = (text or "").strip().replace("\n", " ")[:80]
+        return ParseResult(None, "failed", f"no hyperparameter found in {snippet!r}")
+    clamped = []
+    values: dict[str, Any] = {}
+    for name in HYPERPARAMETERS:
+        if name not in found:
+            values[name] = getattr(fallback, name)
+            continue
+        value = found[name]
+        lo, hi = RANGES[name]
+        if name == "top_p":
+            lo = 0.01
+        new = min(max(value, lo), hi)
+        if name == "top_k":
+            new = int(round(new))
+        if new != value:
+            clamped.append(f"{name} {value:g}->{new:g}")
+        values[name] = new
+    cfg = DecodingConfig(**values, max_new_tokens=budget)
+    missing = [h for h in HYPERPARAMETERS if h not in found]
+    if clamped:
+        return ParseResult(cfg, "clamped", "; ".join(clamped))
+    if missing:
+        return ParseResult(cfg, "partial", f"missing {missing}, taken from the fallback")
+    return ParseResult(cfg, "ok")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

