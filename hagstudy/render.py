@@ -1,0 +1,167 @@
+"""Run a notebook with papermill into the profile's results folder, then make the copy diff-friendly.
+
+``python -m hagstudy.render notebooks/01_search.ipynb --profile default`` executes the notebook with
+the ``hagstudy`` kernel, strips papermill's volatile metadata (timestamps, durations) so a rerun with
+the same numbers diffs empty, writes an HTML copy beside it and records the wall time in
+``run_metadata.json``. ``--readme`` writes ``results/README.md`` from the tables and that metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from hagstudy.config import Paths, load_profile, repo_root
+
+KERNEL = "hagstudy"
+_VOLATILE_CELL_KEYS = ("start_time", "end_time", "duration", "exception", "status")
+
+
+def strip_volatile(nb: dict[str, Any]) -> dict[str, Any]:
+    """Drop what changes on every run though the results do not: papermill times, execution timing."""
+    meta = nb.get("metadata", {})
+    pm = meta.get("papermill")
+    if isinstance(pm, dict):
+        for key in (*_VOLATILE_CELL_KEYS, "input_path", "output_path", "environment_variables", "version"):
+            pm.pop(key, None)
+    for cell in nb.get("cells", []):
+        cmeta = cell.get("metadata", {})
+        cpm = cmeta.get("papermill")
+        if isinstance(cpm, dict):
+            for key in _VOLATILE_CELL_KEYS:
+                cpm.pop(key, None)
+        cmeta.pop("execution", None)
+        for out in cell.get("outputs", []):
+            out.get("metadata", {}).pop("execution", None)
+    return nb
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def execute(notebook: Path, profile: str, kernel: str = KERNEL, html: bool = True) -> Path:
+    """Execute ``notebook`` at ``profile`` into that profile's results folder; return the rendered path."""
+    import nbformat
+    import papermill
+
+    out_dir = Paths.for_profile(profile).results
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / notebook.name
+    tmp = out_dir / f".{notebook.stem}.running.ipynb"
+    start = time.time()
+    papermill.execute_notebook(
+        str(notebook), str(tmp), parameters={"profile": profile}, kernel_name=kernel, cwd=str(repo_root()),
+        progress_bar=False,
+    )
+    wall = time.time() - start
+    nb = strip_volatile(json.loads(tmp.read_text(encoding="utf-8")))
+    _atomic_write(target, json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+    tmp.unlink()
+    if html:
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter().from_notebook_node(nbformat.reads(target.read_text(encoding="utf-8"), as_version=4))
+        _atomic_write(target.with_suffix(".html"), body)
+    record_time(out_dir, notebook.stem, wall)
+    print(f"{notebook.name}: {wall:.0f} s -> {target}")
+    return target
+
+
+def record_time(out_dir: Path, name: str, wall_s: float) -> None:
+    path = out_dir / "run_metadata.json"
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    meta.setdefault("wall_s", {})[name] = round(wall_s, 1)
+    meta["machine"] = f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.processor() or 'cpu'}"
+    meta["commit"] = _git_commit()
+    _atomic_write(path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=repo_root())
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def write_readme(profile: str = "default") -> Path:
+    """results/README.md: the main table, the figures and the run metadata, all read from files."""
+    import pandas as pd
+
+    p = load_profile(profile)
+    paths = p.paths
+    out = paths.results / "README.md"
+    meta_path = paths.results / "run_metadata.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    lines = [
+        "# Rendered results",
+        "",
+        f"Written by `make all` (`python -m hagstudy.render --readme`) from the files in this folder; do not edit by hand.",
+        "",
+        f"- profile: `{p.name}`; model: `{p.model}` ({p.dtype}); evaluation seeds: {list(p.seeds)}",
+        f"- commit: `{meta.get('commit', 'unknown')}`; machine: {meta.get('machine', 'unknown')}",
+        "",
+    ]
+    main = paths.results / "tables" / "main.csv"
+    if main.is_file():
+        df = pd.read_csv(main)
+        lines += ["## Main table (95 % bootstrap CIs over items and seeds)", "", _markdown(df), ""]
+    rel = paths.results / "tables" / "relative.csv"
+    if rel.is_file():
+        lines += ["## HAG against default and random", "", _markdown(pd.read_csv(rel)), ""]
+    figures = sorted((paths.results / "figures").glob("*.png")) if (paths.results / "figures").is_dir() else []
+    if figures:
+        lines += ["## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]
+    if meta.get("wall_s"):
+        total = sum(meta["wall_s"].values())
+        lines += ["## Wall time per notebook (this machine)", "", "| notebook | seconds |", "|---|---:|"]
+        lines += [f"| {k} | {v:.0f} |" for k, v in sorted(meta["wall_s"].items())]
+        lines += [f"| total | {total:.0f} |", ""]
+    notebooks = sorted(paths.results.glob("[0-9][0-9]_*.html"))
+    if notebooks:
+        lines += ["## Rendered notebooks", ""] + [f"- [{n.stem}]({n.name}) ([ipynb]({n.stem}.ipynb))" for n in notebooks]
+    _atomic_write(out, "\n".join(lines) + "\n")
+    return out
+
+
+def _markdown(df: Any) -> str:
+    cols = list(df.columns)
+    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        rows.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    return "\n".join(rows)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("--profile", default=os.environ.get("HAGSTUDY_PROFILE", "default"))
+    parser.add_argument("--kernel", default=KERNEL)
+    parser.add_argument("--no-html", action="store_true")
+    parser.add_argument("--readme", action="store_true", help="write the profile's results README")
+    args = parser.parse_args()
+    load_profile(args.profile)  # fail fast on a bad profile name or value
+    for nb in args.notebooks:
+        execute(nb, args.profile, kernel=args.kernel, html=not args.no_html)
+    if args.readme:
+        print(f"wrote {write_readme(args.profile)}")
+
+
+if __name__ == "__main__":
+    main()

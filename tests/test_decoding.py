@@ -1,0 +1,104 @@
+import json
+import random
+
+import pytest
+
+from hagstudy.decoding import (
+    GREEDY,
+    HYPERPARAMETERS,
+    TRANSFORMERS_DEFAULT,
+    ConfigError,
+    DecodingConfig,
+    SearchSpace,
+    default_config,
+    parse_config,
+)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("temperature", -0.1), ("temperature", 2.5), ("top_p", 0.0), ("top_p", 1.2), ("top_k", -1),
+     ("top_k", 2.5), ("repetition_penalty", 0.9), ("repetition_penalty", 2.1), ("max_new_tokens", 0),
+     ("temperature", float("nan")), ("temperature", True)],
+)
+def test_out_of_range_names_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        DecodingConfig(**{field: value})
+
+
+def test_canonical_json_is_fixed_order_and_rounded():
+    cfg = DecodingConfig(temperature=0.7000001, top_p=0.9, top_k=40, repetition_penalty=1.1)
+    assert cfg.to_json() == '{"temperature": 0.7, "top_p": 0.9, "top_k": 40, "repetition_penalty": 1.1}'
+    assert list(json.loads(cfg.to_json())) == list(HYPERPARAMETERS)
+    assert parse_config(cfg.to_json()).config == cfg
+
+
+def test_greedy_configs_share_a_cache_key():
+    a = DecodingConfig(temperature=0.0, top_p=0.5, top_k=10)
+    assert a.key() == GREEDY.key() and a.effective() == GREEDY
+    assert DecodingConfig(temperature=0.5).key() != DecodingConfig(temperature=0.6).key()
+
+
+def test_grid_has_no_greedy_duplicates():
+    grid = SearchSpace().grid()
+    keys = [c.key() for c in grid]
+    assert len(keys) == len(set(keys)) == 3 * 3 * 3 * 3 + 3
+    assert TRANSFORMERS_DEFAULT.with_(top_k=50).key() in keys or any(c.temperature == 1.0 for c in grid)
+
+
+def test_sample_is_in_range_and_seeded():
+    import numpy as np
+
+    space = SearchSpace()
+    a = [space.sample(np.random.default_rng(3)) for _ in range(3)]
+    b = [space.sample(np.random.default_rng(3)) for _ in range(3)]
+    assert a == b
+
+
+def test_default_config_source():
+    cfg, source = default_config(None, max_new_tokens=12)
+    assert cfg == TRANSFORMERS_DEFAULT.with_(max_new_tokens=12) and "transformers" in source
+
+    class GC:
+        do_sample, temperature, top_p, top_k, repetition_penalty = True, 0.2, 0.9, 50, 1.0
+
+    cfg, source = default_config(GC())
+    assert cfg.temperature == 0.2 and cfg.top_p == 0.9 and "model" in source
+
+
+@pytest.mark.parametrize(
+    "text, expected, status",
+    [
+        ('{"temperature": 0.3, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.2}', (0.3, 0.8, 20, 1.2), "ok"),
+        ('Here you go:\n```json\n{"temperature": 0.3, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.2}\n```',
+         (0.3, 0.8, 20, 1.2), "ok"),
+        ("temperature: 0.5, top-p = 0.7, top_k: 5, repetition penalty: 1.05", (0.5, 0.7, 5, 1.05), "ok"),
+        ('{"temperature": 5, "top_p": 0, "top_k": -3, "repetition_penalty": 0.5}', (2.0, 0.01, 0, 1.0), "clamped"),
+        ('{"temp": 0.2}', (0.2, 1.0, 50, 1.0), "partial"),
+    ],
+)
+def test_parser_is_tolerant(text, expected, status):
+    result = parse_config(text)
+    assert result.status == status
+    assert tuple(result.config.hyperparameters().values()) == expected
+
+
+@pytest.mark.parametrize("text", ["", "I cannot decide.", "{not json}", "🙂" * 50, "{'x': 1}"])
+def test_parser_failure_is_reported_not_hidden(text):
+    result = parse_config(text)
+    assert result.status == "failed" and result.config is None and not result.ok
+
+
+def test_parser_never_raises_on_noise():
+    rng = random.Random(0)
+    alphabet = '{}":,.0123456789 temperaturtop_pkrepetition'
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+        result = parse_config(text)
+        assert result.status in {"ok", "clamped", "partial", "failed"}
+
+
+def test_distance_zero_to_self_and_symmetric():
+    a, b = DecodingConfig(temperature=0.3, top_k=0), DecodingConfig(temperature=1.3, top_p=0.5)
+    assert a.distance(a) == 0 and a.distance(b) > 0
+    assert a.distance(b) == pytest.approx(b.distance(a))
