@@ -1,0 +1,334 @@
+"""Fine-tuning for HAG's stage 1: TRL SFT with a PEFT LoRA adapter, on CPU, seeded, saved atomically.
+
+The instruction set (``hagstudy.dataset``) holds chat rows ``{"messages": [system, user, assistant], ...}``
+whose assistant turn is a decoding config's canonical JSON. TRL's ``assistant_only_loss`` uses the
+``{% generation %}`` markers of ``models.CHATML_TEMPLATE`` to learn only that JSON and its ``<|im_end|>``.
+That last token matters: the embedded tokenizer pads with ``<|im_end|>`` (pad == eos), and a collator
+that masked pad ids would also mask every end of turn, giving a model that never stops. TRL 1.16 builds
+labels from the assistant mask before padding and pads labels with -100, so the end of turn stays in
+the loss; ``tests/test_training.py`` checks it on real tokens.
+
+``train`` writes ``output_dir`` with the adapter, the tokenizer and ``train_log.json`` in one
+``os.replace``; ``load_adapted`` reloads it, unmerged, with an identity that names the adapter so the
+completion cache never confuses tuned and untuned generations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from hagstudy import models
+from hagstudy.config import TrainSettings
+
+log = logging.getLogger(__name__)
+
+TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+TRAIN_LOG = "train_log.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+@dataclass
+class TrainResult:
+    """What a training run did; ``log_history`` is one dict per logged step (``pd.DataFrame(log_history)``)."""
+
+    output_dir: str
+    base_spec: str
+    adapter_digest: str
+    seed: int
+    steps: int
+    epochs: float
+    wall_seconds: float
+    seconds_per_step: float
+    train_loss: float | None  # last logged training loss (not the run's mean)
+    mean_train_loss: float | None  # TRL's mean over the run
+    eval_loss: float | None  # on the validation rows, after training
+    n_train: int
+    n_validation: int
+    n_dropped_too_long: int  # rows whose full sequence exceeds max_length: dropped, never truncated
+    settings: dict[str, Any] = field(default_factory=dict)
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "TrainResult":
+        return cls(**raw)
+
+
+def lora_config(settings: TrainSettings) -> Any:
+    """PEFT LoRA on the attention projections (the paper's choice; MLP left frozen)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=list(TARGET_MODULES),
+    )
+
+
+def sft_config(
+    settings: TrainSettings, output_dir: str | Path, seed: int, *, evaluate: bool, progress: bool = True
+) -> Any:
+    """TRL's ``SFTConfig`` for a CPU LoRA run.
+
+    TRL's defaults that would hurt here are overridden: ``bf16`` (TRL turns it on by default; we train
+    in fp32), activation (gradient) checkpointing (on by default; only slows a 135M model down), ``logging_steps``
+    (10; we log every step, runs are short) and reporting (off: no wandb/trackio).
+    """
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir),
+        assistant_only_loss=True,
+        max_length=settings.max_length,
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        # TRL defaults gradient_checkpointing=True; transformers 5.23 renamed it activation_checkpointing and
+        # copies the old value over only when the new one is unset, so set the new name.
+        activation_checkpointing=False,
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        learning_rate=settings.learning_rate,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        logging_strategy="steps",
+        logging_steps=1,
+        eval_strategy="epoch" if evaluate else "no",
+        prediction_loss_only=True,
+        save_strategy="no",
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+    )
+
+
+def _check_rows(rows: Sequence[dict[str, Any]], what: str) -> None:
+    for i, row in enumerate(rows):
+        msgs = row.get("messages") if isinstance(row, dict) else None
+        if not msgs or not isinstance(msgs, list) or msgs[-1].get("role") != "assistant":
+            raise ValueError(f"{what} row {i}: expected {{'messages': [..., assistant]}}, got {str(row)[:120]!r}")
+
+
+def sequence_length(tokenizer: Any, messages: list[dict[str, str]]) -> int:
+    """Tokens in the full training sequence (chat template applied), as TRL will tokenize it."""
+    return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+
+
+def fit_rows(
+    tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Drop rows longer than ``max_length`` (and say so).
+
+    TRL truncates long rows from the end (``keep_start``), which would cut the assistant JSON and its
+    ``<|im_end|>``: training on a half config teaches the model to ramble. Dropping is the honest choice.
+    """
+    kept = [r for r in rows if sequence_length(tokenizer, r["messages"]) <= max_length]
+    dropped = len(rows) - len(kept)
+    if dropped:
+        log.warning("dropped %d of %d rows longer than max_length=%d tokens", dropped, len(rows), max_length)
+    return kept, dropped
+
+
+def to_dataset(rows: Sequence[dict[str, Any]]) -> Any:
+    """An in-memory ``datasets.Dataset`` with only the ``messages`` column (TRL's conversational format)."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"messages": r["messages"]} for r in rows])
+
+
+def build_trainer(
+    model: Any,
+    tokenizer: Any,
+    train_rows: Sequence[dict[str, Any]],
+    val_rows: Sequence[dict[str, Any]] | None,
+    settings: TrainSettings,
+    output_dir: str | Path,
+    seed: int,
+    *,
+    progress: bool = True,
+) -> Any:
+    """An ``SFTTrainer`` with the LoRA adapter attached and the datasets tokenized (labels built)."""
+    from trl import SFTTrainer
+
+    _check_rows(train_rows, "train")
+    _check_rows(val_rows or [], "validation")
+    if not train_rows:
+        raise ValueError("no training rows")
+    args = sft_config(settings, output_dir, seed, evaluate=bool(val_rows), progress=progress)
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=to_dataset(train_rows),
+        eval_dataset=to_dataset(val_rows) if val_rows else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(settings),
+    )
+
+
+def train(
+    base_spec: str,
+    train_rows: Sequence[dict[str, Any]],
+    val_rows: Sequence[dict[str, Any]] | None,
+    settings: TrainSettings,
+    output_dir: str | Path,
+    seed: int,
+    *,
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune a LoRA adapter on ``base_spec`` (loaded in float32) and save it into ``output_dir``.
+
+    ``output_dir`` ends up holding the adapter, the tokenizer and ``train_log.json`` (a ``TrainResult``),
+    or is left as it was if training fails: the run happens in a temporary sibling folder that replaces
+    ``output_dir`` only at the end.
+    """
+    from transformers import set_seed
+
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    set_seed(seed)
+    model, tokenizer = models.load(base_spec, dtype="float32")
+    train_rows, dropped_train = fit_rows(tokenizer, list(train_rows), settings.max_length)
+    val_rows, dropped_val = fit_rows(tokenizer, list(val_rows or []), settings.max_length)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
+    try:
+        trainer = build_trainer(
+            model, tokenizer, train_rows, val_rows, settings, tmp / "trainer", seed, progress=progress
+        )
+        start = time.perf_counter()
+        out = trainer.train()
+        train_seconds = time.perf_counter() - start
+        eval_loss = None
+        if val_rows:
+            eval_loss = float(trainer.evaluate()["eval_loss"])
+        wall = time.perf_counter() - start
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+        digest = save_adapter(trainer.model, tokenizer, tmp)
+        history = [dict(entry) for entry in trainer.state.log_history]
+        losses = [e["loss"] for e in history if "loss" in e]
+        steps = int(trainer.state.global_step)
+        result = TrainResult(
+            output_dir=str(output_dir),
+            base_spec=base_spec,
+            adapter_digest=digest,
+            seed=seed,
+            steps=steps,
+            epochs=float(trainer.state.epoch or 0.0),
+            wall_seconds=round(wall, 3),
+            seconds_per_step=round(train_seconds / max(steps, 1), 4),
+            train_loss=_finite(losses[-1]) if losses else None,
+            mean_train_loss=_finite(out.training_loss),
+            eval_loss=_finite(eval_loss),
+            n_train=len(train_rows),
+            n_validation=len(val_rows),
+            n_dropped_too_long=dropped_train + dropped_val,
+            settings=asdict(settings),
+            log_history=history,
+        )
+        (tmp / TRAIN_LOG).write_text(json.dumps(result.to_dict(), indent=2, default=_jsonable) + "\n")
+        _replace_dir(tmp, output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info(
+        "trained %s: %d steps in %.1f s (%.2f s/step), loss %s, eval %s",
+        base_spec, result.steps, result.wall_seconds, result.seconds_per_step, result.train_loss, result.eval_loss,
+    )
+    return result
+
+
+def save_adapter(model: Any, tokenizer: Any, directory: str | Path) -> str:
+    """Write the LoRA weights (not the base) and the tokenizer side by side; return the adapter digest."""
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return adapter_digest(directory)
+
+
+def read_result(output_dir: str | Path) -> TrainResult:
+    """The ``TrainResult`` saved with an adapter (so a notebook can skip training it already did)."""
+    path = Path(output_dir) / TRAIN_LOG
+    if not path.is_file():
+        raise FileNotFoundError(f"no {TRAIN_LOG} in {output_dir}: not a finished training run")
+    return TrainResult.from_dict(json.loads(path.read_text()))
+
+
+def adapter_digest(adapter_dir: str | Path) -> str:
+    """sha256 of the adapter weights and config: names the adapter in cache keys."""
+    h = hashlib.sha256()
+    for name in (ADAPTER_WEIGHTS, "adapter_config.json"):
+        path = Path(adapter_dir) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: not a saved PEFT adapter")
+        h.update(name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def load_adapted(base_spec: str, adapter_dir: str | Path, dtype: str = "float32") -> tuple[Any, Any]:
+    """Base model plus the saved LoRA adapter, unmerged, in eval mode, and the saved tokenizer.
+
+    ``model.hagstudy_spec`` becomes ``"<base>+lora:<digest>"``, so ``models.identity`` (and every cache key)
+    differs from the base model's. The adapter is cast to ``dtype`` with the base (PEFT would otherwise
+    keep bf16 adapters in fp32), so a bfloat16 run is bfloat16 throughout.
+    """
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    adapter_dir = Path(adapter_dir)
+    digest = adapter_digest(adapter_dir)
+    log_path = adapter_dir / TRAIN_LOG
+    if log_path.is_file():
+        trained_on = json.loads(log_path.read_text()).get("base_spec")
+        if trained_on and trained_on != base_spec:
+            raise ValueError(f"adapter {adapter_dir} was trained on {trained_on!r}, not {base_spec!r}")
+    base, _ = models.load(base_spec, dtype=dtype)
+    models.forget_digest(base)  # PeftModel forwards attribute reads to the base: no stale base digest
+    model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False, autocast_adapter_dtype=False)
+    model.to(models.DTYPES[dtype])
+    model.eval()
+    model.hagstudy_spec = f"{base_spec}+lora:{digest}"
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    models._prepare_tokenizer(tokenizer, keep_template=True)
+    return model, tokenizer
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move ``src`` onto ``dst``; an existing ``dst`` is set aside first and deleted after."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}-old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _finite(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "item"):
+        return x.item()
+    return str(x)

@@ -1,0 +1,146 @@
+"""Training on tiny-random: label masking (assistant JSON + end of turn only), a short run that learns,
+and the adapter's save/reload round trip. A few seconds each on 2 CPU cores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from dataclasses import replace
+
+import pytest
+import torch
+
+from hagstudy import models, training
+from hagstudy.config import TrainSettings
+from hagstudy.decoding import DecodingConfig
+
+SYSTEM = "You choose decoding hyperparameters for a question. Answer with JSON only."
+CONFIGS = [
+    DecodingConfig(temperature=0.5, top_p=0.9, top_k=50, repetition_penalty=1.0),
+    DecodingConfig(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.1),
+]
+
+
+def row(i: int, query: str | None = None) -> dict:
+    """One instruction row in the dataset module's shape."""
+    return {
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": query or f"Question {i}: is the sky blue?"},
+            {"role": "assistant", "content": CONFIGS[i % 2].to_json()},
+        ],
+        "task": "strategyqa",
+        "item_id": f"strategyqa-{i:04d}",
+    }
+
+
+SETTINGS = TrainSettings(epochs=1, learning_rate=1e-2, batch_size=4, lora_r=8, lora_alpha=16, lora_dropout=0.0,
+                         max_length=128, max_steps=8)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return models.load("tiny-random", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def trainer(tiny, tmp_path_factory):
+    model, tokenizer = models.load("tiny-random", dtype="float32")
+    rows = [row(0), row(1, "A much longer question that makes this row longer than the other one, for padding?")]
+    return training.build_trainer(model, tokenizer, rows, None, SETTINGS, tmp_path_factory.mktemp("t"), 0,
+                                  progress=False)
+
+
+def test_labels_are_exactly_the_assistant_json_and_end_of_turn(trainer):
+    tok = trainer.processing_class
+    for i, example in enumerate(trainer.train_dataset):
+        ids, labels = example["input_ids"], example["labels"]
+        learned = [t for t, lab in zip(ids, labels) if lab != -100]
+        assert tok.decode(learned) == CONFIGS[i % 2].to_json() + "<|im_end|>"
+        # the learned span is contiguous and everything before it (system, user, assistant header) is masked
+        first = next(j for j, lab in enumerate(labels) if lab != -100)
+        assert tok.decode(ids[:first]).endswith("<|im_start|>assistant\n")
+        assert all(lab == ids[j] for j, lab in enumerate(labels) if lab != -100)
+
+
+def test_end_of_turn_survives_padding_with_eos(trainer):
+    """pad == eos == <|im_end|>: the collator must pad labels with -100, not mask every eos id."""
+    tok = trainer.processing_class
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    assert tok.pad_token_id == tok.eos_token_id == eot
+    batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+    short = 0 if len(trainer.train_dataset[0]["input_ids"]) < len(trainer.train_dataset[1]["input_ids"]) else 1
+    labels, mask, ids = batch["labels"][short], batch["attention_mask"][short], batch["input_ids"][short]
+    n = int(mask.sum())
+    assert n < len(ids) and (ids[n:] == eot).all()  # padded with the eos id ...
+    assert (labels[n:] == -100).all()  # ... which is not learned,
+    learned = labels[labels != -100]
+    assert int(learned[-1]) == eot  # while the real end of turn is
+    assert (batch["labels"][1 - short] != -100).sum() > 0
+
+
+def test_fit_rows_drops_rows_that_would_be_truncated(tiny):
+    _, tok = tiny
+    long = row(0, "word " * 200)
+    kept, dropped = training.fit_rows(tok, [row(0), long], max_length=128)
+    assert dropped == 1 and kept == [row(0)]
+
+
+def test_bad_rows_are_refused(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="assistant"):
+        training.build_trainer(model, tok, [{"messages": row(0)["messages"][:2]}], None, SETTINGS, "/tmp/x", 0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    rows = [row(i) for i in range(8)]
+    out = tmp_path_factory.mktemp("run") / "adapter"
+    return training.train("tiny-random", rows, rows[:2], SETTINGS, out, seed=0, progress=False)
+
+
+def test_training_learns_and_saves_atomically(trained):
+    losses = [e["loss"] for e in trained.log_history if "loss" in e]
+    assert trained.steps == SETTINGS.max_steps == len(losses)
+    assert losses[-1] < losses[0] - 0.1, losses
+    assert trained.eval_loss is not None and trained.n_train == 8 and trained.n_validation == 2
+    out = Path(trained.output_dir)
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "train_log.json"} <= names
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
+    saved = training.read_result(out)
+    assert saved.adapter_digest == trained.adapter_digest == training.adapter_digest(out)
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == SETTINGS.lora_r
+
+
+def test_training_is_seeded(trained, tmp_path):
+    rows = [row(i) for i in range(8)]
+    again = training.train("tiny-random", rows, None, replace(SETTINGS, max_steps=2), tmp_path / "a", seed=0,
+                           progress=False)
+    first = [e["loss"] for e in trained.log_history if "loss" in e][:2]
+    assert [e["loss"] for e in again.log_history if "loss" in e] == pytest.approx(first, rel=1e-5)
+
+
+def test_load_adapted_names_the_adapter(trained, tiny):
+    model, tok = training.load_adapted("tiny-random", trained.output_dir)
+    assert model.hagstudy_spec == f"tiny-random+lora:{trained.adapter_digest}"
+    assert models.identity(model) != models.identity(tiny[0])
+    assert tok.padding_side == "left" and tok.pad_token == "<|im_end|>" and "generation" in tok.chat_template
+    with pytest.raises(ValueError, match="trained on"):
+        training.load_adapted("smollm2-135m-instruct", trained.output_dir)
+
+
+def test_adapter_round_trip_same_logits(trainer, tiny, tmp_path):
+    trainer.train()
+    model = trainer.model.eval()
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    with torch.no_grad():
+        before = model(input_ids=batch["input_ids"]).logits
+        base = tiny[0](input_ids=batch["input_ids"]).logits
+    digest = training.save_adapter(model, trainer.processing_class, tmp_path)
+    reloaded, _ = training.load_adapted("tiny-random", tmp_path)
+    with torch.no_grad():
+        after = reloaded(input_ids=batch["input_ids"]).logits
+    assert not torch.allclose(before, base, atol=1e-4)  # the adapter changed something
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    assert reloaded.hagstudy_spec.endswith(digest)
