@@ -218,6 +218,18 @@ def _norm_key(key: str) -> str | None:
     return _ALIASES.get(k) or _ALIASES.get(k.replace("_", ""))
 
 
+def _norm_key_tail(key: str) -> str | None:
+    """A key at the end of a phrase ("I suggest temperature: 0.7"): its last one or two words, no 1-letter aliases."""
+    words = key.split()
+    for tail in (words[-2:], words[-1:]):
+        joined = " ".join(tail)
+        if len(tail) < len(words) and len(joined) > 1:
+            name = _norm_key(joined)
+            if name:
+                return name
+    return None
+
+
 def parse_config(text: str, fallback: DecodingConfig = TRANSFORMERS_DEFAULT, max_new_tokens: int | None = None) -> ParseResult:
     """Read a config out of model text: JSON first, then ``key: value`` pairs; clamp into range.
 
@@ -241,7 +253,7 @@ def parse_config(text: str, fallback: DecodingConfig = TRANSFORMERS_DEFAULT, max
                 break
     if not found:
         for key, value in _PAIR.findall(text or ""):
-            name = _norm_key(key)
+            name = _norm_key(key) or _norm_key_tail(key)
             if name and name not in found:
                 found[name] = float(value)
     if not found:
