@@ -1,0 +1,251 @@
+"""HAG inference in two stages: the model writes a decoding config for a query, then the answer uses it.
+
+Stage 1 (``propose``/``propose_configs``) renders ``dataset.stage1_messages(query)`` and decodes greedily
+(seed 0) in one batched ``engine.generate`` call; ``decoding.parse_config`` reads each text. ``resolve``
+turns parse results into stage-2 configs: a failed parse falls back to the ``default`` config and is
+counted and logged, never hidden, so every evaluation can report its parse rate per task.
+
+Stage 2 (``answer_requests``) builds one request per (item, seed) from the task's own prompt. By
+default it runs on the BASE model's engine (a separate, clean base Engine: its identity is the base
+identity, so its cache entries are shared with the baselines) and only the hyperparameters differ from
+the baselines; passing the tuned engine instead is the adapter-on ablation. ``zero_shot`` is the same
+stage 1 run on the untuned base model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Sequence
+
+from hagstudy.decoding import GREEDY, HYPERPARAMETERS, TRANSFORMERS_DEFAULT, DecodingConfig, ParseResult, parse_config
+
+log = logging.getLogger(__name__)
+
+STAGE1_MAX_NEW_TOKENS = 48  # the longest canonical config JSON is 44 tokens plus <|im_end|>
+STAGE1_SEED = 0
+STATUSES = ("ok", "clamped", "partial", "failed")
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One stage-1 generation: the query, the raw text, whether the model stopped by itself, the parse."""
+
+    query: str
+    text: str
+    finished: bool
+    parse: ParseResult
+
+
+def stage1_config(max_new_tokens: int = STAGE1_MAX_NEW_TOKENS) -> DecodingConfig:
+    """Greedy: the config a model proposes must not depend on a sampling seed."""
+    return GREEDY.with_(max_new_tokens=max_new_tokens)
+
+
+def _default_messages(query: str) -> Messages:
+    from hagstudy import dataset  # imported late: the dataset module imports the tasks
+
+    return dataset.stage1_messages(query)
+
+
+def stage1_requests(
+    engine: Any,
+    queries: Sequence[str],
+    max_new_tokens: int = STAGE1_MAX_NEW_TOKENS,
+    *,
+    messages_fn: Callable[[str], Messages] | None = None,
+) -> list[Any]:
+    """One greedy request per query, prompt = the instruction set's [system, user] rendered by ``engine``."""
+    from hagstudy.generation import Request
+
+    to_messages = messages_fn or _default_messages
+    config = stage1_config(max_new_tokens)
+    return [Request(prompt=engine.render(to_messages(q)), config=config, seed=STAGE1_SEED) for q in queries]
+
+
+def propose(
+    engine: Any,
+    queries: Sequence[str],
+    max_new_tokens: int = STAGE1_MAX_NEW_TOKENS,
+    *,
+    fallback: DecodingConfig = TRANSFORMERS_DEFAULT,
+    messages_fn: Callable[[str], Messages] | None = None,
+    desc: str = "HAG stage 1",
+) -> list[Proposal]:
+    """Stage 1 for many queries in one ``engine.generate`` call; ``fallback`` fills missing hyperparameters."""
+    requests = stage1_requests(engine, queries, max_new_tokens, messages_fn=messages_fn)
+    completions = engine.generate(requests, desc=desc) if requests else []
+    return [
+        Proposal(query=q, text=c.text, finished=bool(c.finished), parse=parse_config(c.text, fallback=fallback))
+        for q, c in zip(queries, completions, strict=True)
+    ]
+
+
+def propose_configs(
+    engine: Any,
+    queries: Sequence[str],
+    max_new_tokens: int = STAGE1_MAX_NEW_TOKENS,
+    *,
+    fallback: DecodingConfig = TRANSFORMERS_DEFAULT,
+    messages_fn: Callable[[str], Messages] | None = None,
+) -> list[ParseResult]:
+    """Stage 1: the parsed config of each query (``ParseResult.status`` says how it went)."""
+    return [p.parse for p in propose(engine, queries, max_new_tokens, fallback=fallback, messages_fn=messages_fn)]
+
+
+def zero_shot(
+    base_engine: Any,
+    queries: Sequence[str],
+    max_new_tokens: int = STAGE1_MAX_NEW_TOKENS,
+    *,
+    fallback: DecodingConfig = TRANSFORMERS_DEFAULT,
+    messages_fn: Callable[[str], Messages] | None = None,
+) -> list[Proposal]:
+    """The ``zero_shot`` baseline: HAG's stage 1 with the untuned base model (same prompt, same parser)."""
+    return propose(base_engine, queries, max_new_tokens, fallback=fallback, messages_fn=messages_fn,
+                   desc="zero-shot stage 1")
+
+
+class Resolution(NamedTuple):
+    """Stage-2 configs and each row's parse status; unpacks as ``configs, status = resolve(...)``."""
+
+    configs: list[DecodingConfig]
+    status: list[str]  # "ok" | "clamped" | "partial" | "failed" (failed rows use the default config)
+
+    @property
+    def n_failed(self) -> int:
+        return self.status.count("failed")
+
+    @property
+    def parse_rate(self) -> float:
+        """Share of rows whose config came from the model (not the default); 1.0 for no rows."""
+        return 1.0 - self.n_failed / len(self.status) if self.status else 1.0
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(self.status)
+        return {s: c.get(s, 0) for s in STATUSES}
+
+
+def resolve(
+    parse_results: Sequence[ParseResult], default: DecodingConfig, task_max_new_tokens: int
+) -> Resolution:
+    """The config stage 2 uses for each row: the parsed one (already clamped by the parser), else ``default``.
+
+    Every config gets the task's token budget. Failures are counted and logged as a warning.
+    """
+    configs: list[DecodingConfig] = []
+    status: list[str] = []
+    for result in parse_results:
+        if result.config is None or result.status == "failed":
+            configs.append(default.with_(max_new_tokens=task_max_new_tokens))
+            status.append("failed")
+        else:
+            configs.append(result.config.with_(max_new_tokens=task_max_new_tokens))
+            status.append(result.status if result.status in STATUSES else "ok")
+    out = Resolution(configs, status)
+    if out.n_failed:
+        log.warning(
+            "HAG stage 1: %d of %d proposals did not parse; they use the default config %s",
+            out.n_failed, len(status), default.to_json(),
+        )
+    return out
+
+
+def answer_requests(
+    engine: Any, task: Any, items: Sequence[Any], configs: Sequence[DecodingConfig], seeds: Sequence[int]
+) -> list[Any]:
+    """Stage 2: one request per item x seed (item-major), the task's prompt, the item's config, the task budget.
+
+    ``engine`` renders the prompt; it should be the engine that will run the requests (the base model's
+    by default).
+    """
+    from hagstudy.generation import Request
+
+    if len(configs) != len(items):
+        raise ValueError(f"{len(items)} items but {len(configs)} configs")
+    requests = []
+    for item, config in zip(items, configs):
+        prompt = engine.render(task.messages(item))
+        cfg = config.with_(max_new_tokens=task.max_new_tokens)
+        requests.extend(Request(prompt=prompt, config=cfg, seed=int(seed)) for seed in seeds)
+    return requests
+
+
+@dataclass
+class HagRun:
+    """A full HAG run on one task: stage-1 proposals, the resolved configs and the stage-2 completions."""
+
+    task: str
+    items: list[Any]
+    seeds: list[int]
+    proposals: list[Proposal]
+    resolution: Resolution
+    completions: list[Any]  # item-major: completions[i * len(seeds) + j] is item i, seed j
+
+    def outputs(self) -> list[str]:
+        return [c.text for c in self.completions]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat row per item x seed (for a DataFrame): config, parse status, output."""
+        out = []
+        for i, item in enumerate(self.items):
+            for j, seed in enumerate(self.seeds):
+                c = self.completions[i * len(self.seeds) + j]
+                cfg = self.resolution.configs[i]
+                out.append({
+                    "task": self.task, "item_id": item.id, "seed": seed,
+                    "status": self.resolution.status[i], "stage1_text": self.proposals[i].text,
+                    "stage1_finished": self.proposals[i].finished, **cfg.hyperparameters(),
+                    "output": c.text, "n_tokens": c.n_tokens, "finished": c.finished,
+                })
+        return out
+
+
+def run(
+    stage1_engine: Any,
+    stage2_engine: Any,
+    task: Any,
+    items: Sequence[Any],
+    seeds: Sequence[int],
+    default: DecodingConfig,
+    *,
+    max_new_tokens: int = STAGE1_MAX_NEW_TOKENS,
+    messages_fn: Callable[[str], Messages] | None = None,
+) -> HagRun:
+    """Both stages for one task. ``stage2_engine`` is the base model's for HAG, the tuned one for the ablation."""
+    items = list(items)
+    proposals = propose(stage1_engine, [it.query for it in items], max_new_tokens, fallback=default,
+                        messages_fn=messages_fn, desc=f"HAG stage 1 ({task.name})")
+    resolution = resolve([p.parse for p in proposals], default, task.max_new_tokens)
+    requests = answer_requests(stage2_engine, task, items, resolution.configs, seeds)
+    completions = stage2_engine.generate(requests, desc=f"HAG stage 2 ({task.name})") if requests else []
+    return HagRun(task.name, items, [int(s) for s in seeds], proposals, resolution, list(completions))
+
+
+def config_quality(proposed: Sequence[ParseResult], labels: Sequence[DecodingConfig]) -> dict[str, Any]:
+    """How close stage 1 comes to the search labels (03_train compares tuned vs untuned with it).
+
+    Configs are compared in effective form (greedy ignores top_p/top_k). ``parse_rate``: any config
+    came out; ``valid_rate``: status "ok" (all four values present and in range); exact matches count a
+    failed parse as a miss; ``mean_distance`` (``DecodingConfig.distance``) is over parsed rows only.
+    """
+    if len(proposed) != len(labels):
+        raise ValueError(f"{len(proposed)} proposals but {len(labels)} labels")
+    n = len(proposed)
+    parsed = [(p.config.effective(), l.effective()) for p, l in zip(proposed, labels) if p.config is not None]
+    status = Counter(p.status for p in proposed)
+    out: dict[str, Any] = {
+        "n": n,
+        "parse_rate": len(parsed) / n if n else float("nan"),
+        "valid_rate": status.get("ok", 0) / n if n else float("nan"),
+        **{f"n_{s}": status.get(s, 0) for s in STATUSES},
+        "mean_distance": sum(a.distance(b) for a, b in parsed) / len(parsed) if parsed else float("nan"),
+    }
+    for h in HYPERPARAMETERS:
+        hits = sum(getattr(a, h) == getattr(b, h) for a, b in parsed)
+        out[f"exact_{h}"] = hits / n if n else float("nan")
+    out["exact_all"] = sum(a.hyperparameters() == b.hyperparameters() for a, b in parsed) / n if n else float("nan")
+    return out

@@ -1,0 +1,192 @@
+"""HAG's two stages against a fake engine: stage-1 requests and parsing, failures counted, stage-2 requests,
+the config-quality helper, and one real stage-1 pass through a tiny-random Engine."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+from dataclasses import dataclass
+
+import pytest
+
+from hagstudy import hag
+from hagstudy.decoding import GREEDY, TRANSFORMERS_DEFAULT, DecodingConfig, ParseResult, parse_config
+
+try:
+    from hagstudy.generation import Completion, Request
+
+    _STUB = None
+except ImportError:  # TEMPORARY: hagstudy.generation has not landed yet; same fields as the brief's interface
+
+    @dataclass(frozen=True)
+    class Request:  # type: ignore[no-redef]
+        prompt: str
+        config: DecodingConfig
+        seed: int = 0
+
+    @dataclass(frozen=True)
+    class Completion:  # type: ignore[no-redef]
+        text: str
+        n_tokens: int
+        finished: bool
+        cached: bool
+
+    _STUB = types.ModuleType("hagstudy.generation")
+    _STUB.Request, _STUB.Completion = Request, Completion
+
+
+@pytest.fixture(autouse=True)
+def _generation(monkeypatch):
+    if _STUB is not None:
+        monkeypatch.setitem(sys.modules, "hagstudy.generation", _STUB)
+
+
+def messages(query: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "Pick a config."}, {"role": "user", "content": query}]
+
+
+class FakeEngine:
+    """Renders messages as plain text and answers from a {user text: reply} table; records every request."""
+
+    def __init__(self, replies: dict[str, str] | None = None):
+        self.replies = replies or {}
+        self.calls: list[list[Request]] = []
+
+    def render(self, msgs: list[dict[str, str]]) -> str:
+        return "".join(f"<{m['role']}>{m['content']}" for m in msgs) + "<assistant>"
+
+    def generate(self, requests, desc: str = "generate"):
+        self.calls.append(list(requests))
+        out = []
+        for r in requests:
+            user = r.prompt.split("<user>")[-1].removesuffix("<assistant>")
+            text = self.replies.get(user, f"answer to {user} with seed {r.seed}")
+            out.append(Completion(text=text, n_tokens=len(text.split()), finished=True, cached=False))
+        return out
+
+
+@dataclass(frozen=True)
+class Item:
+    task: str
+    id: str
+    query: str
+    reference: object = None
+
+
+class FakeTask:
+    name = "fake"
+    capability = "testing"
+    max_new_tokens = 17
+
+    def messages(self, item):
+        return [{"role": "user", "content": f"Q: {item.query}"}]
+
+
+GOOD = DecodingConfig(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1)
+REPLIES = {
+    "a": GOOD.to_json(),
+    "b": "I think temperature: 3.5 would be fun",  # prose before the key  # clamped to 2.0, the rest from the fallback
+    "c": '{"temperature": 0.2}',  # partial
+    "d": "no idea, sorry",  # failed
+}
+
+
+def test_stage1_is_one_greedy_batched_call():
+    engine = FakeEngine(REPLIES)
+    proposals = hag.propose(engine, list("abcd"), messages_fn=messages)
+    assert len(engine.calls) == 1 and len(engine.calls[0]) == 4
+    for r, q in zip(engine.calls[0], "abcd"):
+        assert r.prompt == engine.render(messages(q))
+        assert r.config == GREEDY.with_(max_new_tokens=48) and r.config.greedy and r.seed == 0
+    assert [p.parse.status for p in proposals] == ["ok", "clamped", "partial", "failed"]
+    assert proposals[0].parse.config.hyperparameters() == GOOD.hyperparameters()
+    assert [p.parse for p in proposals] == hag.propose_configs(engine, list("abcd"), messages_fn=messages)
+
+
+def test_stage1_uses_the_instruction_sets_prompt():
+    """The default prompt is dataset.stage1_messages: the one the model was trained on."""
+    dataset = pytest.importorskip("hagstudy.dataset")
+    engine = FakeEngine()
+    (request,) = hag.stage1_requests(engine, ["is the sky blue?"])
+    assert request.prompt == engine.render(dataset.stage1_messages("is the sky blue?"))
+
+
+def test_resolve_counts_failures_and_sets_the_budget(caplog):
+    parses = [parse_config(REPLIES[q]) for q in "abcd"]
+    default = TRANSFORMERS_DEFAULT.with_(max_new_tokens=5)
+    with caplog.at_level(logging.WARNING, logger="hagstudy.hag"):
+        res = hag.resolve(parses, default, task_max_new_tokens=33)
+    configs, status = res  # unpacks as a pair
+    assert status == ["ok", "clamped", "partial", "failed"]
+    assert res.n_failed == 1 and res.parse_rate == 0.75
+    assert res.counts() == {"ok": 1, "clamped": 1, "partial": 1, "failed": 1}
+    assert all(c.max_new_tokens == 33 for c in configs)
+    assert configs[0].hyperparameters() == GOOD.hyperparameters()
+    assert configs[1].temperature == 2.0
+    assert configs[3] == TRANSFORMERS_DEFAULT.with_(max_new_tokens=33)
+    assert "1 of 4" in caplog.text
+
+
+def test_resolve_without_failures_is_quiet(caplog):
+    with caplog.at_level(logging.WARNING, logger="hagstudy.hag"):
+        res = hag.resolve([ParseResult(GOOD, "ok")], TRANSFORMERS_DEFAULT, 9)
+    assert res.parse_rate == 1.0 and res.n_failed == 0 and not caplog.text
+    assert hag.resolve([], TRANSFORMERS_DEFAULT, 9).parse_rate == 1.0
+
+
+def test_stage2_requests_are_item_major_with_task_prompt_and_budget():
+    engine, task = FakeEngine(), FakeTask()
+    items = [Item("fake", "fake-0", "x"), Item("fake", "fake-1", "y")]
+    configs = [GOOD, GREEDY]
+    reqs = hag.answer_requests(engine, task, items, configs, seeds=[0, 1, 2])
+    assert len(reqs) == 6
+    assert [r.seed for r in reqs] == [0, 1, 2, 0, 1, 2]
+    assert all(r.prompt == engine.render(task.messages(items[0])) for r in reqs[:3])
+    assert all(r.config == GOOD.with_(max_new_tokens=17) for r in reqs[:3])
+    assert all(r.config == GREEDY.with_(max_new_tokens=17) for r in reqs[3:])
+    with pytest.raises(ValueError):
+        hag.answer_requests(engine, task, items, [GOOD], seeds=[0])
+
+
+def test_run_uses_stage1_engine_then_stage2_engine():
+    tuned = FakeEngine({"x": GOOD.to_json(), "y": "garbage"})
+    base = FakeEngine()
+    items = [Item("fake", "fake-0", "x"), Item("fake", "fake-1", "y")]
+    out = hag.run(tuned, base, FakeTask(), items, [0, 1], TRANSFORMERS_DEFAULT, messages_fn=messages)
+    assert len(tuned.calls) == 1 and len(base.calls) == 1  # stage 2 on the base engine
+    assert out.resolution.status == ["ok", "failed"]
+    rows = out.rows()
+    assert len(rows) == 4 and rows[0]["temperature"] == 0.7 and rows[2]["status"] == "failed"
+    assert out.outputs()[1] == "answer to Q: x with seed 1"
+
+
+def test_config_quality():
+    labels = [GOOD, GREEDY, GOOD, GOOD]
+    proposed = [
+        ParseResult(GOOD, "ok"),
+        ParseResult(GREEDY.with_(top_p=0.5, top_k=10), "ok"),  # greedy: top_p/top_k do not matter
+        ParseResult(GOOD.with_(temperature=1.7), "clamped"),
+        ParseResult(None, "failed"),
+    ]
+    q = hag.config_quality(proposed, labels)
+    assert q["n"] == 4 and q["parse_rate"] == 0.75 and q["valid_rate"] == 0.5 and q["n_failed"] == 1
+    assert q["exact_all"] == 0.5 and q["exact_temperature"] == 0.5 and q["exact_top_p"] == 0.75
+    assert q["mean_distance"] == pytest.approx((0 + 0 + 0.5) / 3)
+    with pytest.raises(ValueError):
+        hag.config_quality(proposed, labels[:2])
+
+
+def test_stage1_through_a_real_engine():
+    """tiny-random writes nonsense; the point is that the real Engine, template and parser fit together."""
+    if _STUB is not None:
+        pytest.skip("hagstudy.generation has not landed yet")
+    from hagstudy import generation
+    from hagstudy import models
+
+    model, tok = models.load("tiny-random")
+    engine = generation.Engine(model, tok, None, progress=False)
+    proposals = hag.propose(engine, ["is the sky blue?", "2+2?"], max_new_tokens=8, messages_fn=messages)
+    assert len(proposals) == 2 and all(p.parse.status in hag.STATUSES for p in proposals)
+    res = hag.resolve([p.parse for p in proposals], TRANSFORMERS_DEFAULT, 4)
+    assert len(res.configs) == 2
