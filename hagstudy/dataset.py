@@ -1,0 +1,164 @@
+"""The hyperparameter-aware instruction set: search labels turned into chat examples for SFT.
+
+Each example is ``[system, user=query, assistant=config JSON]``. ``stage1_messages`` builds the same
+``[system, user]`` prefix that HAG inference and the zero-shot baseline send, so the prompt the model
+is trained on and the prompt it is asked at test time are identical by construction.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from hagstudy.decoding import HYPERPARAMETERS, RANGES, TRANSFORMERS_DEFAULT, DecodingConfig
+from hagstudy.search import atomic_write, config_from_json, stable_hash
+
+_EXAMPLE = DecodingConfig(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1).to_json()
+
+SYSTEM_PROMPT = (
+    "You choose the decoding hyperparameters another assistant will use to answer the user's request. "
+    "Read the request and reply with a single JSON object and nothing else, with exactly these four keys:\n"
+    f'- "temperature": a number from {RANGES["temperature"][0]:g} to {RANGES["temperature"][1]:g} '
+    "(0 means greedy decoding; higher means more random),\n"
+    '- "top_p": a number greater than 0 and at most 1 (nucleus sampling; 1 means off),\n'
+    f'- "top_k": an integer from {RANGES["top_k"][0]} to {RANGES["top_k"][1]} (0 means off),\n'
+    f'- "repetition_penalty": a number from {RANGES["repetition_penalty"][0]:g} to '
+    f"{RANGES['repetition_penalty'][1]:g} (1 means no penalty).\n"
+    f"Format: {_EXAMPLE}"
+)
+
+
+def stage1_messages(query: str) -> list[dict[str, str]]:
+    """HAG's stage-1 prompt (training, HAG inference and the zero-shot baseline all use this)."""
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": query}]
+
+
+def _canonical(config: DecodingConfig | str) -> str:
+    return config.to_json() if isinstance(config, DecodingConfig) else config_from_json(config).to_json()
+
+
+def example(item_query: str, config: DecodingConfig | str, task: str = "", item_id: str = "") -> dict[str, Any]:
+    """One SFT row: the stage-1 messages plus the config's canonical JSON as the assistant turn."""
+    return {
+        "messages": [*stage1_messages(item_query), {"role": "assistant", "content": _canonical(config)}],
+        "task": task,
+        "item_id": item_id,
+    }
+
+
+def _records(labels: Any) -> list[dict[str, Any]]:
+    """Rows of a labels DataFrame (or an iterable of dicts) as plain dicts."""
+    if hasattr(labels, "to_dict"):
+        return labels.to_dict("records")
+    return [dict(r) for r in labels]
+
+
+def build(labels: Any, validation_fraction: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split labels into train/validation rows, stratified by task and seeded.
+
+    Each task with at least two items gives ``round(fraction * n)`` items to validation, but at least
+    one and never all (so tiny smoke runs still have a validation set). Rows keep the labels' order.
+    """
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    records = _records(labels)
+    by_task: dict[str, list[str]] = {}
+    for r in records:
+        by_task.setdefault(str(r["task"]), []).append(str(r["item_id"]))
+    validation: set[tuple[str, str]] = set()
+    for task, ids in by_task.items():
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate item ids in the labels of task {task!r}")
+        n = len(ids)
+        if n < 2:
+            continue
+        n_val = min(max(1, round(validation_fraction * n)), n - 1)
+        order = sorted(ids)  # independent of the frame's row order
+        random.Random(stable_hash("split", seed, task)).shuffle(order)
+        validation.update((task, i) for i in order[:n_val])
+    train, val = [], []
+    for r in records:
+        row = example(str(r["query"]), str(r["config"]), str(r["task"]), str(r["item_id"]))
+        (val if (str(r["task"]), str(r["item_id"])) in validation else train).append(row)
+    return train, val
+
+
+def write_jsonl(rows: Iterable[Mapping[str, Any]], path: Path | str) -> Path:
+    """Write rows as JSON lines, atomically (a reader never sees half a file)."""
+    path = Path(path)
+    atomic_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return path
+
+
+def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load(path: Path | str) -> Any:
+    """A JSONL file as a ``datasets.Dataset`` (built in memory: no Hugging Face cache folder involved)."""
+    from datasets import Dataset
+
+    rows = read_jsonl(path)
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return Dataset.from_list(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Label distributions and the per-task-label ablation
+# ---------------------------------------------------------------------------------------------
+
+
+def per_task_labels(labels: Any, default: DecodingConfig = TRANSFORMERS_DEFAULT) -> dict[str, DecodingConfig]:
+    """One config per task: the one chosen for most items; ties to the config nearest the default."""
+    counts: dict[str, Counter[str]] = {}
+    for r in _records(labels):
+        counts.setdefault(str(r["task"]), Counter())[_canonical(str(r["config"]))] += 1
+    out = {}
+    for task, counter in counts.items():
+        top = max(counter.values())
+        tied = [config_from_json(c) for c, k in counter.items() if k == top]
+        out[task] = min(tied, key=lambda c: (round(c.distance(default), 12), c.to_json()))
+    return out
+
+
+def with_per_task_labels(labels: Any, default: DecodingConfig = TRANSFORMERS_DEFAULT) -> Any:
+    """A copy of a labels DataFrame whose config column holds each task's single per-task label."""
+    chosen = per_task_labels(labels, default)
+    frame = labels.copy()
+    frame["config"] = [chosen[str(t)].to_json() for t in frame["task"]]
+    return frame
+
+
+def config_distribution(labels: Any) -> Any:
+    """How often each whole config was chosen, per task (most frequent first)."""
+    import pandas as pd
+
+    counts: dict[tuple[str, str], int] = Counter(
+        (str(r["task"]), _canonical(str(r["config"]))) for r in _records(labels)
+    )
+    frame = pd.DataFrame(
+        [{"task": t, "config": c, "count": k} for (t, c), k in counts.items()], columns=["task", "config", "count"]
+    )
+    frame["fraction"] = frame["count"] / frame.groupby("task")["count"].transform("sum")
+    return frame.sort_values(["task", "count", "config"], ascending=[True, False, True], ignore_index=True)
+
+
+def label_distribution(labels: Any) -> Any:
+    """Per task and hyperparameter, how often each value was chosen (long format, for bar plots)."""
+    import pandas as pd
+
+    counts: Counter[tuple[str, str, float]] = Counter()
+    for r in _records(labels):
+        cfg = json.loads(_canonical(str(r["config"])))
+        for h in HYPERPARAMETERS:
+            counts[(str(r["task"]), h, cfg[h])] += 1
+    frame = pd.DataFrame(
+        [{"task": t, "hyperparameter": h, "value": v, "count": k} for (t, h, v), k in counts.items()],
+        columns=["task", "hyperparameter", "value", "count"],
+    )
+    frame["fraction"] = frame["count"] / frame.groupby(["task", "hyperparameter"])["count"].transform("sum")
+    return frame.sort_values(["task", "hyperparameter", "value"], ignore_index=True)

@@ -1,0 +1,429 @@
+"""hagstudy.search on a fake engine and fake tasks (fast), plus one integration test on tiny-random."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pytest
+
+from hagstudy import search
+from hagstudy.config import Profile, SearchSettings
+from hagstudy.decoding import GREEDY, HYPERPARAMETERS, TRANSFORMERS_DEFAULT, DecodingConfig, SearchSpace
+
+DEFAULT = TRANSFORMERS_DEFAULT
+
+
+# ---------------------------------------------------------------------------------------------
+# Fakes
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FakeItem:
+    task: str
+    id: str
+    query: str
+    reference: Any = None
+
+
+@dataclass(frozen=True)
+class FakeCompletion:
+    text: str
+    n_tokens: int
+    finished: bool
+    cached: bool
+
+
+class FakeEngine:
+    """Deterministic text from sha256(prompt, effective config, seed); greedy ignores the seed.
+
+    The text ends with the config's JSON so a task can score "how good is this config". ``seen``
+    plays the cache: a request generated before comes back with ``cached=True``.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.seen: set[str] = set()
+        self.stats = {"hits": 0, "misses": 0, "new_tokens": 0, "seconds": 0.0}
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+    def generate(self, requests: Sequence[Any], desc: str = "generate") -> list[FakeCompletion]:
+        self.calls.append(len(requests))
+        out = []
+        for r in requests:
+            cfg = r.config.effective()
+            seed = 0 if cfg.greedy else r.seed
+            key = f"{r.prompt}|{cfg.key()}|{seed}"
+            digest = hashlib.sha256(key.encode()).hexdigest()
+            cached = key in self.seen
+            self.seen.add(key)
+            n = int(digest[8:10], 16) % cfg.max_new_tokens + 1
+            self.stats["hits" if cached else "misses"] += 1
+            out.append(FakeCompletion(text=f"{digest[:8]}|{cfg.to_json()}", n_tokens=n, finished=True, cached=cached))
+        return out
+
+
+class FakeTask:
+    """score = fn(text); counts score calls to check that scoring is batched."""
+
+    capability = "fake"
+
+    def __init__(self, fn: Callable[[str], float], name: str = "fake", n_items: int = 8, max_new_tokens: int = 16):
+        self.name = name
+        self.fn = fn
+        self.max_new_tokens = max_new_tokens
+        self._items = [FakeItem(name, f"{name}-{i:03d}", f"question {i}?", i) for i in range(n_items)]
+        self.score_calls = 0
+
+    def items(self, split: str, n: int | None = None) -> list[FakeItem]:
+        return self._items[:n]
+
+    def messages(self, item: FakeItem) -> list[dict[str, str]]:
+        return [{"role": "system", "content": "Answer."}, {"role": "user", "content": item.query}]
+
+    def score(self, items: Sequence[FakeItem], outputs: Sequence[str]) -> list[float]:
+        self.score_calls += 1
+        assert len(items) == len(outputs)
+        return [self.fn(o) for o in outputs]
+
+
+def noise(text: str) -> float:
+    """Coarse pseudo-random score in {0, 1/3, 2/3, 1}: many ties, on purpose."""
+    return (int(text[:8], 16) % 4) / 3
+
+
+def target_score(target: DecodingConfig, noise_weight: float = 0.0) -> Callable[[str], float]:
+    """Scores a config by its closeness to ``target`` (plus optional hash noise)."""
+
+    def fn(text: str) -> float:
+        cfg = DecodingConfig(**json.loads(text.split("|", 1)[1]))
+        value = 1.0 - cfg.distance(target) / 4
+        return (1 - noise_weight) * value + noise_weight * noise(text)
+
+    return fn
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds and evaluate
+# ---------------------------------------------------------------------------------------------
+
+
+def test_stable_hash_is_stable_across_processes() -> None:
+    code = "from hagstudy.search import stable_hash; print(stable_hash('taboo', 'taboo-0001', 3))"
+    values = set()
+    for hashseed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hashseed}
+        values.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
+    assert values == {f"{search.stable_hash('taboo', 'taboo-0001', 3)}\n"}
+    assert 0 <= search.stable_hash("x") < 2**31
+
+
+def test_seeds_are_common_per_item_and_fresh_with_offset() -> None:
+    a = search.draw_seeds("t", "t-1", 3)
+    assert len(set(a)) == 3
+    assert a != search.draw_seeds("t", "t-2", 3)
+    assert a != search.draw_seeds("u", "t-1", 3)
+    assert set(a).isdisjoint(search.draw_seeds("t", "t-1", 3, seed_offset=search.OFFSET_REPEAT))
+    assert search.draw_seeds("t", "t-1", 2) == a[:2]
+
+
+def test_evaluate_batches_everything_in_one_call() -> None:
+    engine, task = FakeEngine(), FakeTask(noise)
+    items = task.items("search", 3)
+    configs = [DEFAULT, DEFAULT.with_(temperature=0.5), DEFAULT.with_(top_k=10)]
+    budget = search.Budget()
+    evals = search.evaluate(engine, task, items, configs, draws=2, stage="x", budget=budget)
+    assert engine.calls == [3 * 3 * 2] and task.score_calls == 1
+    assert [(e.item_id, e.config) for e in evals] == [(i.id, c.to_json()) for i in items for c in configs]
+    for ev in evals:
+        assert ev.seeds == search.draw_seeds(task.name, ev.item_id, 2)  # same seeds for every config
+        assert ev.mean == pytest.approx(sum(ev.scores) / 2)
+        assert len(ev.texts) == 2 and ev.stage == "x"
+        assert all(t.endswith(ev.config) for t in ev.texts)
+    assert budget.requested == 18 and budget.generated == 18
+    assert budget.tokens == sum(e.tokens for e in evals)
+    search.evaluate(engine, task, items, configs, draws=2, stage="x", budget=budget)
+    assert budget.requested == 36 and budget.generated == 18  # the second time is all cache hits
+
+
+def test_evaluate_sends_identical_requests_once() -> None:
+    engine, task = FakeEngine(), FakeTask(noise)
+    items = task.items("search", 2)
+    # greedy ignores top_p/top_k: these two configs decode identically
+    configs = [GREEDY, GREEDY.with_(top_p=0.5, top_k=10)]
+    evals = search.evaluate(engine, task, items, configs, draws=2)
+    assert engine.calls == [2 * 2]
+    assert evals[0].scores == evals[1].scores
+    assert search.evaluate(engine, task, [], configs, 2) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Pruning and greedy
+# ---------------------------------------------------------------------------------------------
+
+
+def test_prune_keeps_configs_at_least_as_good_as_default() -> None:
+    engine, task = FakeEngine(), FakeTask(target_score(DecodingConfig(0.5, 0.9, 10, 1.1), noise_weight=0.5))
+    items = task.items("search", 3)
+    p = search.prune(engine, task, items, DEFAULT, draws=2)
+    grid = SearchSpace().grid()
+    assert engine.calls == [len(grid) * 3 * 2]
+    assert len(p.table) == len(grid)
+    assert p.threshold == p.table[DEFAULT.to_json()]
+    assert DEFAULT.to_json() in p.survivors
+    for config, mean in p.table.items():
+        assert (config in p.survivors) == (mean >= p.threshold - search.EPS)
+    for h in HYPERPARAMETERS:
+        assert set(p.candidates[h]) == {json.loads(c)[h] for c in p.survivors}
+    assert p.best() in p.survivors and p.table[p.best()] == max(p.table.values())
+    frame = search.prune_frame(p)
+    assert len(frame) == len(grid) and frame["is_default"].sum() == 1 and frame["is_start"].sum() == 1
+    assert set(HYPERPARAMETERS) <= set(frame.columns)
+
+
+def test_prune_adds_a_default_that_is_not_on_the_grid() -> None:
+    engine, task = FakeEngine(), FakeTask(noise)
+    default = DecodingConfig(0.7, 0.95, 40, 1.0)
+    p = search.prune(engine, task, task.items("search", 2), default, draws=1)
+    assert default.to_json() in p.table and default.to_json() in p.survivors
+    assert 0.7 in p.candidates["temperature"]
+
+
+def test_greedy_finds_the_target_when_scores_are_noiseless() -> None:
+    target = DecodingConfig(0.5, 0.9, 10, 1.1)
+    engine, task = FakeEngine(), FakeTask(target_score(target))
+    items = task.items("search", 3)
+    p = search.prune(engine, task, items[:2], DEFAULT, draws=1)
+    labels = search.greedy(engine, task, items, p, DEFAULT, draws=2)
+    for lab in labels:
+        assert lab.config == target.to_json()
+        assert lab.score == pytest.approx(1.0) and lab.score > lab.default_score
+        assert lab.n_evals == len(lab.evaluations) and lab.search_evals <= lab.n_evals + 1
+
+
+def test_greedy_ties_keep_the_config_nearest_the_default() -> None:
+    engine, task = FakeEngine(), FakeTask(lambda text: 0.5)
+    items = task.items("search", 2)
+    p = search.prune(engine, task, items, DEFAULT, draws=1)
+    assert len(p.survivors) == len(p.table)  # everything ties with the default
+    assert p.best() == DEFAULT.to_json()
+    labels = search.greedy(engine, task, items, p, DEFAULT, draws=2)
+    assert all(lab.config == DEFAULT.to_json() for lab in labels)
+
+
+def test_greedy_moves_only_on_strict_improvement_and_one_call_per_step() -> None:
+    engine, task = FakeEngine(), FakeTask(target_score(DecodingConfig(0.0, 1.0, 0, 1.3), noise_weight=0.6))
+    items = task.items("search", 5)
+    p = search.prune(engine, task, items[:2], DEFAULT, draws=2)
+    engine.calls.clear()
+    labels = search.greedy(engine, task, items, p, DEFAULT, draws=2)
+    assert len(engine.calls) == 1 + len(HYPERPARAMETERS)
+    start = p.best()
+    for lab in labels:
+        by_config = {e.config: e.mean for e in lab.evaluations}
+        assert lab.score == by_config[lab.config]
+        assert lab.score >= by_config[start]
+        if lab.config != start:
+            assert lab.score > by_config[start] + search.EPS
+        assert lab.default_score == by_config[DEFAULT.to_json()]
+        assert len(by_config) == len(lab.evaluations)  # each config evaluated once per item
+        assert all(e.seeds == search.draw_seeds(task.name, lab.item_id, 2) for e in lab.evaluations)
+
+
+def test_greedy_batched_equals_one_item_at_a_time() -> None:
+    task = FakeTask(target_score(DecodingConfig(1.0, 0.5, 10, 1.0), noise_weight=0.7))
+    items = task.items("search", 6)
+    engine = FakeEngine()
+    p = search.prune(engine, task, items[:3], DEFAULT, draws=2)
+    order = ("top_k", "temperature", "repetition_penalty", "top_p")
+    batched = search.greedy(FakeEngine(), task, items, p, DEFAULT, 2, order)
+    single = [search.greedy(FakeEngine(), task, [item], p, DEFAULT, 2, order)[0] for item in items]
+    assert batched == single
+    assert [lab.evaluations for lab in batched] == [lab.evaluations for lab in single]
+
+
+# ---------------------------------------------------------------------------------------------
+# Random search, TPE, reliability
+# ---------------------------------------------------------------------------------------------
+
+
+def test_random_search_is_seeded_and_within_budget() -> None:
+    task = FakeTask(target_score(DecodingConfig(0.5, 0.9, 10, 1.1), noise_weight=0.3))
+    items = task.items("search", 3)
+    engine = FakeEngine()
+    a = search.random_search(engine, task, items, DEFAULT, draws=2, generations=12, seed=3)
+    assert engine.calls and len(engine.calls) == 1
+    b = search.random_search(FakeEngine(), task, items, DEFAULT, draws=2, generations=12, seed=3)
+    c = search.random_search(FakeEngine(), task, items, DEFAULT, draws=2, generations=12, seed=4)
+    assert a == b and a != c
+    for lab in a:
+        assert lab.method == "random" and lab.search_evals <= 6
+        assert lab.score == max(e.mean for e in lab.evaluations if e.config != DEFAULT.to_json())
+    assert search.generations_per_item(a, 2) <= 12
+
+
+def test_tpe_is_seeded_batched_and_within_budget() -> None:
+    task = FakeTask(target_score(DecodingConfig(0.5, 0.9, 10, 1.1), noise_weight=0.2))
+    items = task.items("search", 2)
+    engine = FakeEngine()
+    a = search.tpe_search(engine, task, items, DEFAULT, draws=1, generations=10, seed=0, batch=4, n_startup=4)
+    assert len(engine.calls) == 1 + math.ceil(10 / 4)  # default round + ask rounds, all items per call
+    b = search.tpe_search(FakeEngine(), task, items, DEFAULT, draws=1, generations=10, seed=0, batch=4, n_startup=4)
+    assert a == b
+    for lab in a:
+        assert lab.method == "tpe" and 1 <= lab.search_evals <= 10
+        assert lab.score >= max(e.mean for e in lab.evaluations if e.config != DEFAULT.to_json()) - 1e-12
+
+
+def test_reliability_on_noiseless_scores_agrees_fully() -> None:
+    target = DecodingConfig(0.5, 0.9, 10, 1.1)
+    engine, task = FakeEngine(), FakeTask(target_score(target))
+    items = task.items("search", 3)
+    p = search.prune(engine, task, items[:2], DEFAULT, draws=1)
+    rel = search.reliability(engine, task, items, p, DEFAULT, 2, HYPERPARAMETERS, heldout_draws=3)
+    s = rel.summary()
+    assert s["n_items"] == 3 and s["agree_exact"] == 1.0
+    assert all(s[f"agree_{h}"] == 1.0 for h in HYPERPARAMETERS)
+    assert s["gap_ab"] == 0.0 and s["gain_a_vs_default"] > 0
+    assert len(rel.frame()) == 3
+
+
+def test_reliability_on_pure_noise_reuses_given_labels_and_uses_fresh_seeds() -> None:
+    engine, task = FakeEngine(), FakeTask(noise)
+    items = task.items("search", 4)
+    p = search.prune(engine, task, items[:2], DEFAULT, draws=1)
+    labels = search.greedy(engine, task, items, p, DEFAULT, 2, HYPERPARAMETERS)
+    rel = search.reliability(engine, task, items[:3], p, DEFAULT, 2, HYPERPARAMETERS, 2, labels_a=labels)
+    assert [lab.item_id for lab in rel.labels_a] == [i.id for i in items[:3]]
+    for lab in rel.labels_b:
+        for ev in lab.evaluations:
+            assert ev.stage == "repeat"
+            assert ev.seeds == search.draw_seeds(task.name, lab.item_id, 2, search.OFFSET_REPEAT)
+    assert 0.0 <= rel.summary()["agree_exact"] <= 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# run_search files, frames, sensitivity
+# ---------------------------------------------------------------------------------------------
+
+
+def _profile() -> Profile:
+    return Profile(name="unit", n_search=4, search=SearchSettings(prune_items=2, draws=2))
+
+
+def test_run_search_writes_deterministic_files_and_resumes(tmp_path: Path) -> None:
+    task = FakeTask(target_score(DecodingConfig(0.5, 0.9, 10, 1.1), noise_weight=0.5), name="fk")
+    task._items[1] = FakeItem("fk", "fk-001", 'a "quoted", multi-line\nquery, with commas')
+    engine = FakeEngine()
+    result = search.run_search(engine, task, _profile(), tmp_path, default=DEFAULT)
+    folder = tmp_path / "fk"
+    names = ("evaluations.jsonl", "labels.csv", "prune.json", "budget.json")
+    assert all((folder / n).is_file() for n in names)
+    first = {n: (folder / n).read_bytes() for n in names}
+    budget = json.loads(first["budget.json"])
+    assert 0 < budget["generated"] <= budget["requested"] and budget["seconds"] >= 0
+    assert budget["requested"] == sum(len(e["seeds"]) for e in map(json.loads, first["evaluations.jsonl"].splitlines()))
+
+    again = search.run_search(engine, task, _profile(), tmp_path, default=DEFAULT)  # resume: all cached
+    for n in ("evaluations.jsonl", "labels.csv", "prune.json"):
+        assert (folder / n).read_bytes() == first[n]
+    assert again.budget.generated == 0 and again.budget.requested == result.budget.requested
+    assert not list(folder.glob(".*tmp"))  # no temporary files left behind
+
+    frame = search.read_labels(tmp_path)
+    assert list(frame["item_id"]) == [i.id for i in task.items("search", 4)]
+    assert frame.loc[1, "query"] == task._items[1].query
+    assert list(frame["score"]) == [lab.score for lab in result.labels]  # floats round-trip exactly
+    evals = search.read_evaluations(tmp_path, "fk")
+    assert len(evals) == len(result.evaluations())
+    assert {e["stage"] for e in evals} == {"prune", "greedy"}
+
+    back = search.read_prune(tmp_path, "fk")
+    assert back.best() == result.prune.best() and back.candidates == result.prune.candidates
+    assert back.table == result.prune.table and back.threshold == result.prune.threshold
+    read = search.read_item_labels(tmp_path, "fk")
+    assert [(r.item_id, r.config, r.score, r.search_evals) for r in read] == [
+        (r.item_id, r.config, r.score, r.search_evals) for r in result.labels
+    ]
+
+    lf = search.labels_frame(result)
+    assert set(search.LABEL_COLUMNS) <= set(lf.columns) and set(HYPERPARAMETERS) <= set(lf.columns)
+    assert (lf["gain"] == lf["score"] - lf["default_score"]).all()
+
+
+def test_sensitivity_moves_one_hyperparameter_at_a_time() -> None:
+    engine, task = FakeEngine(), FakeTask(noise)
+    items = task.items("search", 2)
+    grids = {"temperature": [0.0, 0.5, 1.0], "top_p": [0.5, 1.0]}
+    frame = search.sensitivity(engine, task, items, DEFAULT, grids, draws=2)
+    assert len(engine.calls) == 1
+    assert engine.calls[0] == 2 * 4 * 2  # default shared by both sweeps, sent once
+    assert len(frame) == (3 + 2) * 2
+    assert frame.groupby(["hyperparameter", "value"]).size().eq(2).all()
+    assert frame["is_default"].sum() == 2 * 2
+    row = frame[(frame.hyperparameter == "temperature") & (frame.value == 0.5)].iloc[0]
+    assert json.loads(row["config"]) == {**DEFAULT.hyperparameters(), "temperature": 0.5}
+    assert len(row["samples"]) == 2
+    with pytest.raises(ValueError):
+        search.sensitivity(engine, task, items, DEFAULT, {"beam": [1]}, draws=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Integration: the real engine and a real task (only once they exist)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_run_search_on_tiny_random_and_a_real_task(tmp_path: Path) -> None:
+    generation = pytest.importorskip("hagstudy.generation")
+    tasks = pytest.importorskip("hagstudy.tasks")
+    if not hasattr(tasks, "get"):
+        pytest.skip("hagstudy.tasks is not written yet")
+    from hagstudy import models
+    from hagstudy.cache import CompletionCache
+
+    model, tokenizer = models.load("tiny-random")
+    engine = generation.Engine(model, tokenizer, CompletionCache(tmp_path / "cache.sqlite"), progress=False)
+    task = tasks.get("coinflip")
+    task = _short(task, 8)
+    space = SearchSpace(coarse={"temperature": (0.0, 1.0), "top_p": (0.9, 1.0), "top_k": (0, 50), "repetition_penalty": (1.0,)})
+    profile = Profile(name="unit", n_search=2, search=SearchSettings(prune_items=1, draws=1))
+    result = search.run_search(engine, task, profile, tmp_path / "search", default=DEFAULT, space=space)
+    first = (tmp_path / "search" / task.name / "labels.csv").read_bytes()
+    assert len(result.labels) == 2 and result.budget.generated > 0
+    again = search.run_search(engine, task, profile, tmp_path / "search", default=DEFAULT, space=space)
+    assert again.budget.generated == 0  # resumed from the cache
+    assert (tmp_path / "search" / task.name / "labels.csv").read_bytes() == first
+    assert all(0.0 <= e.mean <= 1.0 for e in result.evaluations())
+
+
+def _short(task: Any, max_new_tokens: int) -> Any:
+    """The real task with a smaller token budget (tiny-random never stops by itself)."""
+
+    class Short:
+        name = task.name
+        capability = task.capability
+
+        def __init__(self) -> None:
+            self.max_new_tokens = max_new_tokens
+
+        def items(self, split: str, n: int | None = None) -> list[Any]:
+            return task.items(split, n)
+
+        def messages(self, item: Any) -> list[dict[str, str]]:
+            return task.messages(item)
+
+        def score(self, items: Sequence[Any], outputs: Sequence[str]) -> list[float]:
+            return task.score(items, outputs)
+
+    return Short()
