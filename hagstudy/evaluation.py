@@ -1,0 +1,503 @@
+"""Statistics and tables for the study: bootstrap CIs, paired comparisons, relative improvements.
+
+Every function takes the per-generation score table (one row per scored generation) with columns
+``task, method, item_id, seed, score`` (extra columns such as ``config`` or ``parse_status`` are
+ignored). All methods of a task must be scored on exactly the same ``(item_id, seed)`` pairs, so that
+comparisons are paired and no method is favoured by an easier subset; :func:`validate_scores`
+enforces that and everything else the statistics assume.
+
+The unit of analysis is the *item*: a method's score on a task is the mean over items of the item's
+mean over seeds. Items are the random sample we want to generalise over; seeds only measure decoding
+noise inside an item. Hence the two-level bootstrap (:func:`bootstrap_ci`) and the item-paired
+comparison (:func:`paired_bootstrap`). Everything is seeded, and results do not depend on row order,
+so a rerun gives identical numbers and byte-identical CSV files (:func:`write_table`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("task", "method", "item_id", "seed", "score")
+TASK_ORDER: tuple[str, ...] = (
+    "coinflip",
+    "strategyqa",
+    "yes_no_black_white",
+    "taboo",
+    "pig_latin",
+    "arithmetic",
+)
+METHOD_ORDER: tuple[str, ...] = ("default", "greedy", "random", "task_oracle", "zero_shot", "hag")
+MAIN_COLUMNS: tuple[str, ...] = ("task", "method", "mean", "ci_low", "ci_high", "n_items", "n_seeds")
+VERDICTS: tuple[str, str, str] = ("better", "worse", "no significant difference")
+
+# Upper bound on the number of array cells one bootstrap chunk materialises (~8 bytes each), so that
+# memory stays small for any table while the work is still done in a few large numpy operations.
+_CHUNK_CELLS = 2_000_000
+
+
+class CI(NamedTuple):
+    mean: float
+    ci_low: float
+    ci_high: float
+
+
+class PairedResult(NamedTuple):
+    diff_mean: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation and ordering
+
+
+def validate_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    """Check a score table and return a copy with a float ``score`` column.
+
+    Raises ValueError naming the problem: missing columns, an empty table, missing values, scores
+    that are not numbers in [0, 1], duplicated (task, method, item_id, seed) rows, or methods of one
+    task that were not scored on the same (item_id, seed) pairs (an unpaired comparison would be
+    silently biased, so it is refused rather than patched).
+    """
+    if not isinstance(scores, pd.DataFrame):
+        raise ValueError(f"scores must be a pandas DataFrame, got {type(scores).__name__}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in scores.columns]
+    if missing:
+        raise ValueError(
+            f"score table is missing column(s) {missing}; required: {list(REQUIRED_COLUMNS)}, "
+            f"got: {list(scores.columns)}"
+        )
+    if len(scores) == 0:
+        raise ValueError("score table is empty")
+    frame = scores.copy()
+    for col in ("task", "method", "item_id", "seed"):
+        n_null = int(frame[col].isna().sum())
+        if n_null:
+            raise ValueError(f"column {col!r} has {n_null} missing value(s)")
+    try:
+        frame["score"] = pd.to_numeric(frame["score"], errors="raise").astype(float)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"column 'score' must be numeric: {exc}") from None
+    nan = frame["score"].isna()
+    if nan.any():
+        where = _examples(frame.loc[nan])
+        raise ValueError(f"{int(nan.sum())} NaN score(s), e.g. {where}; score every generation (a failure is 0)")
+    bad = (frame["score"] < 0.0) | (frame["score"] > 1.0)
+    if bad.any():
+        where = _examples(frame.loc[bad], with_score=True)
+        raise ValueError(f"{int(bad.sum())} score(s) outside [0, 1], e.g. {where}")
+    dup = frame.duplicated(list(REQUIRED_COLUMNS[:4]), keep=False)
+    if dup.any():
+        where = _examples(frame.loc[dup])
+        raise ValueError(
+            f"{int(dup.sum())} rows share a (task, method, item_id, seed) key, e.g. {where}; "
+            "each generation must appear once (encode variants in the method name)"
+        )
+    for task, group in frame.groupby("task", sort=True):
+        pairs = {
+            method: set(zip(g["item_id"], g["seed"])) for method, g in group.groupby("method", sort=True)
+        }
+        union = set().union(*pairs.values())
+        problems = []
+        for method, have in pairs.items():
+            lacking = union - have
+            if lacking:
+                example = sorted(lacking, key=repr)[:3]
+                problems.append(f"{method!r} lacks {len(lacking)} pair(s), e.g. {example}")
+        if problems:
+            raise ValueError(
+                f"task {task!r}: methods are not scored on the same (item_id, seed) pairs: "
+                + "; ".join(problems)
+                + f" (the task has {len(union)} pairs over methods {sorted(pairs)})"
+            )
+    return frame
+
+
+def _examples(rows: pd.DataFrame, with_score: bool = False, k: int = 3) -> list[tuple]:
+    cols = list(REQUIRED_COLUMNS[:4]) + (["score"] if with_score else [])
+    return [tuple(r) for r in rows[cols].head(k).itertuples(index=False, name=None)]
+
+
+def _rank(value: str, order: Sequence[str]) -> tuple[int, str]:
+    """Known names in canonical order, then unknown ones alphabetically (e.g. ablations)."""
+    return (order.index(value), "") if value in order else (len(order), str(value))
+
+
+def task_key(task: str) -> tuple[int, str]:
+    return _rank(task, TASK_ORDER)
+
+
+def method_key(method: str) -> tuple[int, str]:
+    return _rank(method, METHOD_ORDER)
+
+
+def sort_canonical(df: pd.DataFrame) -> pd.DataFrame:
+    """Sort rows by canonical task order, then method (or baseline) order, keeping other order stable."""
+    keys: list[list[tuple[int, str]]] = []
+    if "task" in df.columns:
+        keys.append([task_key(v) for v in df["task"]])
+    for col in ("method", "baseline"):
+        if col in df.columns:
+            keys.append([method_key(v) for v in df[col]])
+            break
+    if not keys:
+        return df.reset_index(drop=True)
+    order = sorted(range(len(df)), key=lambda i: tuple(k[i] for k in keys))
+    return df.iloc[order].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bootstrap primitives
+
+
+def _item_matrix(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Scores as an (items x max_seeds) matrix padded with NaN, plus each item's seed count.
+
+    Rows are sorted by item_id and columns by seed first, so the result (and every bootstrap drawn
+    from it) does not depend on the row order of the input table.
+    """
+    ordered = frame.sort_values(["item_id", "seed"], kind="mergesort")
+    codes, _ = pd.factorize(ordered["item_id"], sort=False)
+    pos = ordered.groupby(codes, sort=False).cumcount().to_numpy()
+    n_items = int(codes.max()) + 1
+    counts = np.bincount(codes, minlength=n_items)
+    mat = np.full((n_items, int(counts.max())), np.nan)
+    mat[codes, pos] = ordered["score"].to_numpy(dtype=float)
+    return mat, counts
+
+
+def _item_means(frame: pd.DataFrame) -> pd.Series:
+    """Mean over seeds per item, indexed by item_id (sorted)."""
+    return frame.groupby("item_id", sort=True)["score"].mean()
+
+
+def _hierarchical_replicates(
+    mat: np.ndarray, counts: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Bootstrap replicates of the mean of item means, resampling items and then seeds per item."""
+    n_items, width = mat.shape
+    filled = np.where(np.isnan(mat), 0.0, mat)
+    chunk = max(1, _CHUNK_CELLS // max(1, n_items * width))
+    out = np.empty(n_boot)
+    cols = np.arange(width)
+    balanced = bool((counts == width).all())
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        items = rng.integers(0, n_items, size=(b, n_items))  # level 1: items with replacement
+        if balanced:  # level 2, fast path: every item has `width` seeds
+            seeds = rng.integers(0, width, size=(b, n_items, width))
+            item_means = mat[items[..., None], seeds].mean(axis=-1)
+        else:  # level 2: for each drawn item, draw as many seeds as it has, with replacement
+            n_sel = counts[items]
+            seeds = (rng.random((b, n_items, width)) * n_sel[..., None]).astype(np.intp)
+            valid = cols < n_sel[..., None]
+            drawn = filled[items[..., None], np.where(valid, seeds, 0)]
+            item_means = np.where(valid, drawn, 0.0).sum(axis=-1) / n_sel
+        out[start : start + b] = item_means.mean(axis=-1)
+    return out
+
+
+def _item_replicates(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap replicates of the mean of a 1-D array (resampling its entries)."""
+    n = len(values)
+    chunk = max(1, _CHUNK_CELLS // max(1, n))
+    out = np.empty(n_boot)
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        out[start : start + b] = values[rng.integers(0, n, size=(b, n))].mean(axis=-1)
+    return out
+
+
+def _check_boot_args(n_boot: int, alpha: float) -> None:
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+
+
+def bootstrap_ci(
+    scores_frame: pd.DataFrame, n_boot: int = 2000, alpha: float = 0.05, rng_seed: int = 0
+) -> CI:
+    """Mean score and its (1 - alpha) percentile CI by a two-level (hierarchical) bootstrap.
+
+    ``scores_frame`` holds one method on one task: columns ``item_id, seed, score`` (``task`` and
+    ``method`` may be present but must then be single-valued). The estimate is the mean over items
+    of each item's mean over its seeds. Each bootstrap replicate (1) draws ``n_items`` items with
+    replacement, then (2) within every drawn item draws as many seeds as the item has, with
+    replacement, from that item's seeds, and recomputes the mean of item means. Resampling both
+    levels propagates item-to-item variation (the generalisation we care about) and decoding noise
+    across seeds; resampling only generations would treat correlated seeds of one item as
+    independent and give CIs that are too narrow. Fully vectorised (chunks of replicates, no Python
+    loop per replicate), seeded with ``rng_seed``, and independent of row order.
+    """
+    _check_boot_args(n_boot, alpha)
+    for col in ("task", "method"):
+        if col in scores_frame.columns and scores_frame[col].nunique(dropna=False) > 1:
+            raise ValueError(
+                f"bootstrap_ci expects one task and one method; column {col!r} has values "
+                f"{sorted(map(str, scores_frame[col].unique()))}"
+            )
+    missing = [c for c in ("item_id", "seed", "score") if c not in scores_frame.columns]
+    if missing:
+        raise ValueError(f"bootstrap_ci: missing column(s) {missing}")
+    if len(scores_frame) == 0:
+        raise ValueError("bootstrap_ci: no rows")
+    frame = scores_frame.assign(score=pd.to_numeric(scores_frame["score"]).astype(float))
+    if frame["score"].isna().any():
+        raise ValueError("bootstrap_ci: NaN score(s)")
+    mat, counts = _item_matrix(frame)
+    estimate = float(np.nanmean(mat, axis=1).mean())
+    reps = _hierarchical_replicates(mat, counts, n_boot, np.random.default_rng(rng_seed))
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    return CI(estimate, float(lo), float(hi))
+
+
+def paired_bootstrap(
+    scores: pd.DataFrame,
+    method_a: str,
+    method_b: str,
+    task: str,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    rng_seed: int = 0,
+    *,
+    validated: bool = False,
+) -> PairedResult:
+    """Paired bootstrap of mean(A) - mean(B) on one task, paired over items.
+
+    Each item contributes d_i = (A's mean over seeds) - (B's mean over seeds); seeds are paired
+    because both methods share the same (item, seed) pairs. The CI is the percentile interval of
+    the mean of d over ``n_boot`` resamples of items with replacement. The two-sided p-value
+    inverts that percentile interval: p = min(1, 2 * min(#{d* <= 0} + 1, #{d* >= 0} + 1) / (B + 1)),
+    i.e. twice the bootstrap mass on the far side of zero (with the usual +1 correction so p is never
+    exactly 0). It therefore agrees with the CI: p < alpha iff 0 lies (up to quantile interpolation)
+    outside the (1 - alpha) interval, so a table's verdict never contradicts its CI. Identical
+    methods give p = 1.
+    """
+    _check_boot_args(n_boot, alpha)
+    frame = scores if validated else validate_scores(scores)
+    sub = frame.loc[frame["task"] == task]
+    if sub.empty:
+        raise ValueError(f"task {task!r} not in scores; tasks: {sorted(map(str, frame['task'].unique()))}")
+    have = sorted(map(str, sub["method"].unique()))
+    for m in (method_a, method_b):
+        if m not in set(sub["method"]):
+            raise ValueError(f"method {m!r} has no scores on task {task!r}; methods there: {have}")
+    a = _item_means(sub.loc[sub["method"] == method_a])
+    b = _item_means(sub.loc[sub["method"] == method_b])
+    d = (a - b.reindex(a.index)).to_numpy(dtype=float)
+    diff = float(d.mean())
+    reps = _item_replicates(d, n_boot, np.random.default_rng(rng_seed))
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    below = int((reps <= 0.0).sum()) + 1
+    above = int((reps >= 0.0).sum()) + 1
+    p = min(1.0, 2.0 * min(below, above) / (n_boot + 1))
+    return PairedResult(diff, float(lo), float(hi), float(p))
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+
+
+def main_table(
+    scores: pd.DataFrame, n_boot: int = 2000, alpha: float = 0.05, rng_seed: int = 0
+) -> pd.DataFrame:
+    """One row per (task, method): mean with hierarchical-bootstrap CI, number of items and seeds.
+
+    Every group uses the same ``rng_seed``, so a group's CI does not change when other methods or
+    tasks are added to the table. Rows are in canonical task order, then method order.
+    """
+    frame = validate_scores(scores)
+    rows = []
+    for (task, method), group in frame.groupby(["task", "method"], sort=True):
+        ci = bootstrap_ci(group, n_boot=n_boot, alpha=alpha, rng_seed=rng_seed)
+        rows.append(
+            {
+                "task": task,
+                "method": method,
+                "mean": ci.mean,
+                "ci_low": ci.ci_low,
+                "ci_high": ci.ci_high,
+                "n_items": int(group["item_id"].nunique()),
+                "n_seeds": int(group["seed"].nunique()),
+            }
+        )
+    return sort_canonical(pd.DataFrame(rows, columns=list(MAIN_COLUMNS)))
+
+
+def verdict(diff: float, p_value: float, alpha: float = 0.05) -> str:
+    """Plain-language outcome of a paired comparison of target minus baseline."""
+    if p_value < alpha and diff > 0:
+        return VERDICTS[0]
+    if p_value < alpha and diff < 0:
+        return VERDICTS[1]
+    return VERDICTS[2]
+
+
+def _relative(target_mean: float, base_mean: float) -> tuple[float, str]:
+    if base_mean == 0.0:
+        return math.nan, "baseline mean is 0: relative improvement undefined"
+    return (target_mean - base_mean) / base_mean, ""
+
+
+def relative_table(
+    scores: pd.DataFrame,
+    target: str = "hag",
+    baselines: Iterable[str] = ("default", "random"),
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    rng_seed: int = 0,
+) -> pd.DataFrame:
+    """Per task and baseline: the paper's relative improvement (target - base) / base and a paired test.
+
+    Columns: task, baseline, target_mean, base_mean, rel_improvement, diff, diff_ci_low,
+    diff_ci_high, p_value, verdict, note. ``rel_improvement`` is NaN (and ``note`` says why) when the
+    baseline's mean is 0. The verdict ("better", "worse", "no significant difference") comes from the
+    paired bootstrap p-value at ``alpha``. Tasks lacking the target or a baseline are skipped.
+    """
+    frame = validate_scores(scores)
+    baselines = tuple(baselines)
+    rows = []
+    for task, sub in frame.groupby("task", sort=True):
+        methods = set(sub["method"])
+        if target not in methods:
+            continue
+        t_mean = float(_item_means(sub.loc[sub["method"] == target]).mean())
+        for base in baselines:
+            if base not in methods or base == target:
+                continue
+            b_mean = float(_item_means(sub.loc[sub["method"] == base]).mean())
+            res = paired_bootstrap(frame, target, base, task, n_boot, alpha, rng_seed, validated=True)
+            rel, note = _relative(t_mean, b_mean)
+            rows.append(
+                {
+                    "task": task,
+                    "baseline": base,
+                    "target_mean": t_mean,
+                    "base_mean": b_mean,
+                    "rel_improvement": rel,
+                    "diff": res.diff_mean,
+                    "diff_ci_low": res.ci_low,
+                    "diff_ci_high": res.ci_high,
+                    "p_value": res.p_value,
+                    "verdict": verdict(res.diff_mean, res.p_value, alpha),
+                    "note": note,
+                }
+            )
+    columns = [
+        "task", "baseline", "target_mean", "base_mean", "rel_improvement", "diff",
+        "diff_ci_low", "diff_ci_high", "p_value", "verdict", "note",
+    ]  # fmt: skip
+    return sort_canonical(pd.DataFrame(rows, columns=columns))
+
+
+def difficulty_vs_improvement(
+    scores: pd.DataFrame,
+    target: str = "hag",
+    base: str = "default",
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    rng_seed: int = 0,
+) -> pd.DataFrame:
+    """RQ4: per task, how hard it is for the baseline and how much the target improves on it.
+
+    Columns: task, base_mean, difficulty (= 1 - base_mean), target_mean, improvement (target - base),
+    improvement_ci_low, improvement_ci_high, rel_improvement, p_value, n_items. Use
+    :func:`difficulty_correlation` for a rank correlation across tasks (with few tasks, read it as
+    descriptive).
+    """
+    rel = relative_table(scores, target, (base,), n_boot, alpha, rng_seed)
+    frame = validate_scores(scores)
+    n_items = frame.loc[frame["method"] == base].groupby("task")["item_id"].nunique()
+    out = pd.DataFrame(
+        {
+            "task": rel["task"],
+            "base_mean": rel["base_mean"],
+            "difficulty": 1.0 - rel["base_mean"],
+            "target_mean": rel["target_mean"],
+            "improvement": rel["diff"],
+            "improvement_ci_low": rel["diff_ci_low"],
+            "improvement_ci_high": rel["diff_ci_high"],
+            "rel_improvement": rel["rel_improvement"],
+            "p_value": rel["p_value"],
+            "n_items": rel["task"].map(n_items).astype("int64"),
+        }
+    )
+    return sort_canonical(out)
+
+
+def difficulty_correlation(frame: pd.DataFrame) -> tuple[float, float]:
+    """Spearman rank correlation (rho, p) between difficulty and improvement across tasks.
+
+    Returns (nan, nan) with fewer than three tasks, where a rank correlation is meaningless.
+    """
+    from scipy.stats import spearmanr
+
+    if len(frame) < 3:
+        return math.nan, math.nan
+    res = spearmanr(frame["difficulty"], frame["improvement"])
+    return float(res.statistic), float(res.pvalue)
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+
+
+def _rounded(df: pd.DataFrame, decimals: int) -> pd.DataFrame:
+    """Round float columns and turn -0.0 into 0.0, so equal numbers always print identically."""
+    out = df.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            out[col] = out[col].round(decimals) + 0.0
+    return out
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, decimals: int = 4) -> Path:
+    """Write ``df`` as CSV with fixed float formatting, atomically (temp file + os.replace).
+
+    Same numbers give a byte-identical file (fixed decimals, no index, "\\n" line endings), and an
+    interrupted run never leaves a half-written table behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = _rounded(df, decimals).to_csv(index=False, float_format=f"%.{decimals}f", lineterminator="\n")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _cell(value: object, decimals: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value) + 0.0:.{decimals}f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(df: pd.DataFrame, decimals: int = 4) -> str:
+    """A GitHub-flavoured Markdown table (no dependency on ``tabulate``); numbers right-aligned."""
+    df = _rounded(df, decimals)
+    header = [str(c) for c in df.columns]
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if num else ":---" for num in numeric) + "|",
+    ]
+    for row in df.itertuples(index=False, name=None):
+        lines.append("| " + " | ".join(_cell(v, decimals) for v in row) + " |")
+    return "\n".join(lines) + "\n"
