@@ -59,6 +59,14 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class AblationSettings:
+    n_test: int = 50  # test items per task for every ablation arm (a prefix of the main test items)
+    n_seeds: int = 2  # the first n of the profile's seeds
+    train_fractions: tuple[float, ...] = (0.25, 0.5)  # training-set sizes besides 100 %
+    search_fraction: float = 0.5  # search items for the search-strategy arms (same items as the 50 % arm)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     model: str = "smollm2-135m-instruct"
@@ -79,6 +87,7 @@ class Profile:
     prelim_samples: int = 4  # 00_preliminary: samples per item for Self-BLEU
     search: SearchSettings = field(default_factory=SearchSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    ablation: AblationSettings = field(default_factory=AblationSettings)
     seed: int = 1234  # global seed for anything not per item (training, random baselines)
 
     def __post_init__(self) -> None:
@@ -227,6 +236,10 @@ def _check(p: Profile) -> None:
         sorted(s.greedy_order) == sorted(HYPERPARAMETERS),
         f"search.greedy_order must be a permutation of {list(HYPERPARAMETERS)}, got {list(s.greedy_order)}",
     )
+    a = p.ablation
+    need(a.n_test >= 1 and 1 <= a.n_seeds <= len(p.seeds), f"ablation.n_test >= 1 and 1 <= ablation.n_seeds <= {len(p.seeds)}")
+    need(all(0 < f <= 1 for f in a.train_fractions) and 0 < a.search_fraction <= 1,
+         "ablation.train_fractions and ablation.search_fraction must be in (0, 1]")
     t = p.train
     need(t.epochs > 0 and t.learning_rate > 0 and t.batch_size >= 1, "train: epochs, learning_rate, batch_size > 0")
     need(0 < t.validation_fraction < 1, f"train.validation_fraction must be in (0, 1), got {t.validation_fraction}")

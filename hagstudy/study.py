@@ -1,0 +1,124 @@
+"""A notebook's run context: the validated profile, its folders, its tasks and its engines.
+
+Every notebook starts with ``run = study.start(profile, notebook="01_search", model=model)``: the
+profile is validated (a bad value fails here, naming the field), written next to the notebook's
+outputs, seeds are set, and engines are built on demand with the shared completion cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hagstudy import models
+from hagstudy.config import Paths, Profile, load_profile, save_profile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    profile: Profile
+    notebook: str
+    _engines: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def paths(self) -> Paths:
+        return self.profile.paths
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    def artifact(self, *parts: str) -> Path:
+        """A path under ``artifacts/<profile>/`` (git-ignored; how notebooks hand data to each other)."""
+        return self.paths.artifact(*parts)
+
+    def table(self, name: str) -> Path:
+        return self.paths.tables() / name
+
+    def figure_dir(self) -> Path:
+        return self.paths.figures()
+
+    def tasks(self) -> list[Any]:
+        from hagstudy import tasks
+
+        return [tasks.get(name) for name in self.profile.tasks]
+
+    def cache(self) -> Any:
+        from hagstudy.cache import CompletionCache
+
+        self.paths.cache.mkdir(parents=True, exist_ok=True)
+        return CompletionCache(self.paths.cache / "completions.sqlite")
+
+    def engine(self, adapter: str | Path | None = None, model_spec: str | None = None) -> Any:
+        """The generation engine for the profile's model (or ``model_spec``), optionally with a LoRA adapter.
+
+        Engines are kept per (model, adapter) for the notebook's lifetime: a model loads once.
+        """
+        from hagstudy.generation import Engine
+
+        spec = model_spec or self.profile.model
+        key = f"{spec}|{adapter}"
+        if key not in self._engines:
+            if adapter is None:
+                model, tokenizer = models.load(spec, dtype=self.profile.dtype)
+            else:
+                from hagstudy.training import load_adapted
+
+                model, tokenizer = load_adapted(spec, adapter, dtype=self.profile.dtype)
+            self._engines[key] = Engine(model, tokenizer, self.cache(), progress=True)
+        return self._engines[key]
+
+    def close(self) -> None:
+        self._engines.clear()
+
+
+def start(profile: str | None = None, notebook: str = "notebook", **overrides: Any) -> Run:
+    """Validate the profile (notebook parameters override it), save it, seed everything, return the run."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("httpx", "transformers", "datasets", "sentence_transformers", "optuna"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    p = load_profile(profile, **overrides)
+    seed_everything(p.seed)
+    run = Run(profile=p, notebook=notebook)
+    save_profile(p, run.artifact(notebook, "profile.json"))
+    log.info("profile %s, model %s (%s); outputs in %s", p.name, p.model, p.dtype, p.paths.results)
+    return run
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_once(run: Run, name: str, train_rows: list[dict], val_rows: list[dict] | None, settings: Any = None) -> Any:
+    """Train a LoRA adapter into ``artifacts/<profile>/adapters/<name>/`` unless the same one is there.
+
+    "The same" means the same base model, rows, settings and seed (a fingerprint stored beside the
+    adapter), so rerunning a notebook reuses finished training and a changed input retrains.
+    """
+    import hashlib
+    import json
+
+    from hagstudy import training
+
+    settings = settings or run.profile.train
+    out = run.artifact("adapters", name)
+    fingerprint = hashlib.sha256(
+        json.dumps([run.profile.model, train_rows, val_rows, repr(settings), run.profile.seed], sort_keys=True).encode()
+    ).hexdigest()[:16]
+    stamp = out / "FINGERPRINT"
+    if stamp.is_file() and stamp.read_text().strip() == fingerprint:
+        log.info("adapter %s is current (fingerprint %s): not retraining", name, fingerprint)
+        return training.read_result(out)
+    result = training.train(run.profile.model, train_rows, val_rows, settings, out, run.profile.seed)
+    stamp.write_text(fingerprint + "\n")
+    return result
