@@ -1,0 +1,76 @@
+"""The compared methods share items and seeds; two-stage rows count parse failures; ablation helpers."""
+
+import pandas as pd
+import pytest
+
+from hagstudy import ablations, findings, methods
+from hagstudy.decoding import GREEDY, TRANSFORMERS_DEFAULT, DecodingConfig
+from test_search import FakeEngine, FakeTask, noise
+
+SEEDS = [0, 1, 2]
+
+
+@pytest.fixture()
+def setup():
+    return FakeEngine(), FakeTask(noise, n_items=5)
+
+
+def test_every_method_scores_the_same_item_seed_pairs(setup):
+    engine, task = setup
+    items = task.items("test", 5)
+    frames = [
+        methods.fixed(engine, task, items, SEEDS, TRANSFORMERS_DEFAULT, "default"),
+        methods.fixed(engine, task, items, SEEDS, GREEDY, "greedy"),
+        methods.random_configs(engine, task, items, SEEDS),
+    ]
+    pairs = [set(zip(f.item_id, f.seed)) for f in frames]
+    assert pairs[0] == pairs[1] == pairs[2] and len(pairs[0]) == 15
+    assert list(frames[0].columns) == methods.SCORE_COLUMNS
+
+
+def test_greedy_is_generated_once_per_item(setup):
+    engine, task = setup
+    methods.fixed(engine, task, task.items("test", 5), SEEDS, GREEDY, "greedy")
+    assert engine.calls[-1] == 5  # not 15: the text does not depend on the seed
+
+
+def test_random_configs_are_seeded_per_item_and_seed(setup):
+    engine, task = setup
+    items = task.items("test", 5)
+    a = methods.random_configs(engine, task, items, SEEDS)
+    b = methods.random_configs(FakeEngine(), task, items, SEEDS)
+    assert a.config.tolist() == b.config.tolist()
+    assert a.config.nunique() > 5
+
+
+def test_sampling_seeds_are_shared_across_methods():
+    assert methods.generation_seed("t", "i", 0) == methods.generation_seed("t", "i", 0)
+    assert methods.generation_seed("t", "i", 0) != methods.generation_seed("t", "i", 1)
+    assert methods.generation_seed("t", "i", 0) != methods.generation_seed("t", "j", 0)
+
+
+def test_only_keeps_the_chosen_hyperparameters():
+    cfg = DecodingConfig(temperature=0.3, top_p=0.5, top_k=5, repetition_penalty=1.3)
+    out = methods.only({"x": cfg}, TRANSFORMERS_DEFAULT, ("temperature",))["x"]
+    assert out == TRANSFORMERS_DEFAULT.with_(temperature=0.3)
+
+
+def test_first_fraction_is_a_prefix_per_task():
+    labels = pd.DataFrame({"task": ["a"] * 8 + ["b"] * 4, "item_id": [f"a{i}" for i in range(8)] + [f"b{i}" for i in range(4)]})
+    quarter, half = ablations.first_fraction(labels, 0.25), ablations.first_fraction(labels, 0.5)
+    assert quarter.item_id.tolist() == ["a0", "a1", "b0"]
+    assert set(quarter.item_id) <= set(half.item_id)
+    with pytest.raises(ValueError, match="fraction"):
+        ablations.first_fraction(labels, 0)
+
+
+def test_findings_say_worse_plainly():
+    rel = pd.DataFrame([
+        {"task": "t1", "baseline": "default", "target_mean": 0.2, "base_mean": 0.4, "rel_improvement": -0.5,
+         "diff": -0.2, "diff_ci_low": -0.3, "diff_ci_high": -0.1, "p_value": 0.001, "verdict": "worse"},
+        {"task": "t2", "baseline": "default", "target_mean": 0.41, "base_mean": 0.4, "rel_improvement": 0.025,
+         "diff": 0.01, "diff_ci_low": -0.05, "diff_ci_high": 0.07, "p_value": 0.7, "verdict": "no significant difference"},
+    ])
+    text = findings.lines(rel)
+    assert "WORSE" in text[0] and "does not differ significantly" in text[1]
+    assert text[-1].startswith("Against default: better on 0, worse on 1")

@@ -1,0 +1,39 @@
+"""Notebook hygiene: a tagged parameters cell, no committed outputs, the named kernel, no volatile metadata."""
+
+import json
+
+import pytest
+
+from hagstudy import render
+from hagstudy.config import repo_root
+
+NOTEBOOKS = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_the_seven_notebooks_exist():
+    names = [nb.stem for nb in NOTEBOOKS]
+    assert names == ["00_preliminary", "01_search", "02_dataset", "03_train", "04_inference", "05_ablations", "06_figures"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_clean_and_parameterised(path):
+    nb = json.loads(path.read_text())
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters' (papermill ignores a missing tag silently)"
+    assert "profile: str | None = None" in "".join(tagged[0]["source"])
+    assert nb["metadata"]["kernelspec"]["name"] == render.KERNEL
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, "commit notebooks without outputs"
+
+
+def test_strip_volatile_removes_times_but_keeps_outputs():
+    nb = {
+        "metadata": {"papermill": {"start_time": "x", "end_time": "y", "duration": 1.0, "parameters": {"profile": "smoke"}}},
+        "cells": [{"metadata": {"papermill": {"duration": 2.0, "status": "completed"}, "execution": {"a": 1}},
+                   "outputs": [{"output_type": "stream", "text": "42"}]}],
+    }
+    out = render.strip_volatile(nb)
+    assert out["metadata"]["papermill"] == {"parameters": {"profile": "smoke"}}
+    assert out["cells"][0]["metadata"] == {"papermill": {}}
+    assert out["cells"][0]["outputs"][0]["text"] == "42"
