@@ -185,8 +185,9 @@ def evaluate_pairs(
 ) -> list[Evaluation]:
     """Evaluate (item, config) pairs with ``draws`` seeded draws each: one generate and one score call.
 
-    Identical requests (same prompt, effective config and seed) are sent once; the token budget is
-    always the task's ``max_new_tokens``.
+    Identical requests (same prompt, effective config and seed) are sent once, and a greedy config's
+    draws are one request (greedy decoding ignores the seed); the token budget is always the task's
+    ``max_new_tokens``. ``Evaluation.seeds`` still lists the draw seeds, for the record.
     """
     Request = _request_class()
     if draws < 1:
@@ -206,10 +207,12 @@ def evaluate_pairs(
         seeds = draw_seeds(task.name, item.id, draws, seed_offset)
         slots = []
         for seed in seeds:
-            k = (prompt, config.key(), seed)
+            # Greedy decoding ignores the seed: its R draws are one generation (scored R times).
+            sent = seeds[0] if config.greedy else seed
+            k = (prompt, config.key(), sent)
             if k not in unique:
                 unique[k] = len(requests)
-                requests.append(Request(prompt=prompt, config=config, seed=seed))
+                requests.append(Request(prompt=prompt, config=config, seed=sent))
                 request_items.append(item)
             slots.append(unique[k])
         plan.append((item, config, seeds, slots))
@@ -848,12 +851,15 @@ def read_evaluations(out_dir: Path | str, task: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _expand(frame: Any, column: str = "config") -> Any:
-    """Add one column per hyperparameter from a JSON config column."""
+def expand_configs(frame: Any, column: str = "config") -> Any:
+    """Add one column per hyperparameter from a JSON config column (in place; returns the frame)."""
     parsed = [json.loads(c) for c in frame[column]]
     for h in HYPERPARAMETERS:
         frame[h] = [p[h] for p in parsed]
     return frame
+
+
+_expand = expand_configs  # the name notebooks/02_dataset used first
 
 
 def labels_frame(results: SearchResult | Sequence[SearchResult] | Sequence[ItemLabel]) -> Any:
@@ -866,7 +872,7 @@ def labels_frame(results: SearchResult | Sequence[SearchResult] | Sequence[ItemL
     for r in results:
         labels.extend(r.labels if isinstance(r, SearchResult) else [r])
     frame = pd.DataFrame([{**lab.row(), "method": lab.method} for lab in labels], columns=[*LABEL_COLUMNS, "method"])
-    frame = _expand(frame)
+    frame = expand_configs(frame)
     frame["gain"] = frame["score"] - frame["default_score"]
     return frame
 
@@ -894,7 +900,7 @@ def prune_frame(pruned: PruneResult | Sequence[PruneResult]) -> Any:
                 }
             )
     frame = pd.DataFrame(rows, columns=["task", "config", "mean", "threshold", "survived", "is_default", "is_start"])
-    return _expand(frame)
+    return expand_configs(frame)
 
 
 def evaluations_frame(evals: Iterable[Evaluation]) -> Any:
@@ -904,7 +910,7 @@ def evaluations_frame(evals: Iterable[Evaluation]) -> Any:
         [ev.to_dict() for ev in evals],
         columns=["task", "item_id", "stage", "config", "seeds", "scores", "mean", "tokens"],
     )
-    return _expand(frame)
+    return expand_configs(frame)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -162,8 +162,9 @@ def test_evaluate_sends_identical_requests_once() -> None:
     # greedy ignores top_p/top_k: these two configs decode identically
     configs = [GREEDY, GREEDY.with_(top_p=0.5, top_k=10)]
     evals = search.evaluate(engine, task, items, configs, draws=2)
-    assert engine.calls == [2 * 2]
+    assert engine.calls == [2]  # one request per item: same effective config, and greedy ignores the seed
     assert evals[0].scores == evals[1].scores
+    assert evals[0].seeds == search.draw_seeds(task.name, items[0].id, 2)  # the draw seeds are still recorded
     assert search.evaluate(engine, task, [], configs, 2) == []
 
 
@@ -177,7 +178,8 @@ def test_prune_keeps_configs_at_least_as_good_as_default() -> None:
     items = task.items("search", 3)
     p = search.prune(engine, task, items, DEFAULT, draws=2)
     grid = SearchSpace().grid()
-    assert engine.calls == [len(grid) * 3 * 2]
+    n_greedy = sum(c.greedy for c in grid)
+    assert engine.calls == [(len(grid) - n_greedy) * 3 * 2 + n_greedy * 3]
     assert len(p.table) == len(grid)
     assert p.threshold == p.table[DEFAULT.to_json()]
     assert DEFAULT.to_json() in p.survivors
@@ -367,7 +369,8 @@ def test_sensitivity_moves_one_hyperparameter_at_a_time() -> None:
     grids = {"temperature": [0.0, 0.5, 1.0], "top_p": [0.5, 1.0]}
     frame = search.sensitivity(engine, task, items, DEFAULT, grids, draws=2)
     assert len(engine.calls) == 1
-    assert engine.calls[0] == 2 * 4 * 2  # default shared by both sweeps, sent once
+    # 4 distinct configs (the default is shared by both sweeps); T=0 is greedy: one request per item
+    assert engine.calls[0] == 2 * 3 * 2 + 2 * 1
     assert len(frame) == (3 + 2) * 2
     assert frame.groupby(["hyperparameter", "value"]).size().eq(2).all()
     assert frame["is_default"].sum() == 2 * 2
@@ -385,45 +388,28 @@ def test_sensitivity_moves_one_hyperparameter_at_a_time() -> None:
 
 @pytest.mark.slow
 def test_run_search_on_tiny_random_and_a_real_task(tmp_path: Path) -> None:
-    generation = pytest.importorskip("hagstudy.generation")
-    tasks = pytest.importorskip("hagstudy.tasks")
-    if not hasattr(tasks, "get"):
-        pytest.skip("hagstudy.tasks is not written yet")
-    from hagstudy import models
+    from hagstudy import generation, models, tasks
     from hagstudy.cache import CompletionCache
 
     model, tokenizer = models.load("tiny-random")
     engine = generation.Engine(model, tokenizer, CompletionCache(tmp_path / "cache.sqlite"), progress=False)
     task = tasks.get("coinflip")
-    task = _short(task, 8)
-    space = SearchSpace(coarse={"temperature": (0.0, 1.0), "top_p": (0.9, 1.0), "top_k": (0, 50), "repetition_penalty": (1.0,)})
-    profile = Profile(name="unit", n_search=2, search=SearchSettings(prune_items=1, draws=1))
+    space = SearchSpace(
+        coarse={"temperature": (0.0, 1.0), "top_p": (0.9, 1.0), "top_k": (0, 50), "repetition_penalty": (1.0,)}
+    )
+    profile = Profile(name="unit", n_search=2, search=SearchSettings(prune_items=1, draws=2))
     result = search.run_search(engine, task, profile, tmp_path / "search", default=DEFAULT, space=space)
-    first = (tmp_path / "search" / task.name / "labels.csv").read_bytes()
+    labels_csv = tmp_path / "search" / task.name / "labels.csv"
+    first = labels_csv.read_bytes()
     assert len(result.labels) == 2 and result.budget.generated > 0
+    assert all(0.0 <= e.mean <= 1.0 for e in result.evaluations())
     again = search.run_search(engine, task, profile, tmp_path / "search", default=DEFAULT, space=space)
     assert again.budget.generated == 0  # resumed from the cache
-    assert (tmp_path / "search" / task.name / "labels.csv").read_bytes() == first
-    assert all(0.0 <= e.mean <= 1.0 for e in result.evaluations())
+    assert labels_csv.read_bytes() == first
 
-
-def _short(task: Any, max_new_tokens: int) -> Any:
-    """The real task with a smaller token budget (tiny-random never stops by itself)."""
-
-    class Short:
-        name = task.name
-        capability = task.capability
-
-        def __init__(self) -> None:
-            self.max_new_tokens = max_new_tokens
-
-        def items(self, split: str, n: int | None = None) -> list[Any]:
-            return task.items(split, n)
-
-        def messages(self, item: Any) -> list[dict[str, str]]:
-            return task.messages(item)
-
-        def score(self, items: Sequence[Any], outputs: Sequence[str]) -> list[float]:
-            return task.score(items, outputs)
-
-    return Short()
+    # evaluate_pairs sends one request for a greedy config's draws: check the engine agrees
+    item = task.items("search", 1)[0]
+    prompt = engine.render(task.messages(item))
+    greedy = GREEDY.with_(max_new_tokens=8)
+    texts = {c.text for c in engine.generate([generation.Request(prompt, greedy, seed) for seed in (1, 2, 3)])}
+    assert len(texts) == 1
