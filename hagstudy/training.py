@@ -172,7 +172,7 @@ def build_trainer(
     if not train_rows:
         raise ValueError("no training rows")
     args = sft_config(settings, output_dir, seed, evaluate=bool(val_rows), progress=progress)
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=to_dataset(train_rows),
@@ -180,6 +180,11 @@ def build_trainer(
         processing_class=tokenizer,
         peft_config=lora_config(settings),
     )
+    if not progress:  # without tqdm, transformers prints every log dict instead; keep quiet runs quiet
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def train(

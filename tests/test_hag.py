@@ -13,6 +13,8 @@ import pytest
 from hagstudy import hag
 from hagstudy.decoding import GREEDY, TRANSFORMERS_DEFAULT, DecodingConfig, ParseResult, parse_config
 
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+
 try:
     from hagstudy.generation import Completion, Request
 

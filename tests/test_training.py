@@ -4,8 +4,8 @@ and the adapter's save/reload round trip. A few seconds each on 2 CPU cores."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +19,8 @@ CONFIGS = [
     DecodingConfig(temperature=0.5, top_p=0.9, top_k=50, repetition_penalty=1.0),
     DecodingConfig(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.1),
 ]
+
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 
 
 def row(i: int, query: str | None = None) -> dict:
@@ -144,3 +146,18 @@ def test_adapter_round_trip_same_logits(trainer, tiny, tmp_path):
     assert not torch.allclose(before, base, atol=1e-4)  # the adapter changed something
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
     assert reloaded.hagstudy_spec.endswith(digest)
+
+
+def test_instruction_rows_match_the_stage1_prompt(tiny):
+    """The prompt HAG sends at inference is exactly the prefix the model was trained on, then the JSON."""
+    dataset = pytest.importorskip("hagstudy.dataset")
+    _, tok = tiny
+    ex = dataset.example("Is the sky blue?", CONFIGS[0], "strategyqa", "strategyqa-0000")
+    prompt = tok.apply_chat_template(dataset.stage1_messages("Is the sky blue?"), tokenize=False,
+                                     add_generation_prompt=True)
+    full = tok.apply_chat_template(ex["messages"], tokenize=False)
+    assert full == prompt + CONFIGS[0].to_json() + "<|im_end|>\n"
+    out = tok.apply_chat_template(ex["messages"], tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    learned = [t for t, m in zip(out["input_ids"], out["assistant_masks"]) if m]
+    assert tok.decode(learned) == CONFIGS[0].to_json() + "<|im_end|>"
+    assert training.sequence_length(tok, ex["messages"]) <= 384  # fits the profiles' max_length
