@@ -4,44 +4,15 @@ the config-quality helper, and one real stage-1 pass through a tiny-random Engin
 from __future__ import annotations
 
 import logging
-import sys
-import types
 from dataclasses import dataclass
 
 import pytest
 
 from hagstudy import hag
 from hagstudy.decoding import GREEDY, TRANSFORMERS_DEFAULT, DecodingConfig, ParseResult, parse_config
+from hagstudy.generation import Completion, Engine, Request
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
-
-try:
-    from hagstudy.generation import Completion, Request
-
-    _STUB = None
-except ImportError:  # TEMPORARY: hagstudy.generation has not landed yet; same fields as the brief's interface
-
-    @dataclass(frozen=True)
-    class Request:  # type: ignore[no-redef]
-        prompt: str
-        config: DecodingConfig
-        seed: int = 0
-
-    @dataclass(frozen=True)
-    class Completion:  # type: ignore[no-redef]
-        text: str
-        n_tokens: int
-        finished: bool
-        cached: bool
-
-    _STUB = types.ModuleType("hagstudy.generation")
-    _STUB.Request, _STUB.Completion = Request, Completion
-
-
-@pytest.fixture(autouse=True)
-def _generation(monkeypatch):
-    if _STUB is not None:
-        monkeypatch.setitem(sys.modules, "hagstudy.generation", _STUB)
 
 
 def messages(query: str) -> list[dict[str, str]]:
@@ -181,13 +152,10 @@ def test_config_quality():
 
 def test_stage1_through_a_real_engine():
     """tiny-random writes nonsense; the point is that the real Engine, template and parser fit together."""
-    if _STUB is not None:
-        pytest.skip("hagstudy.generation has not landed yet")
-    from hagstudy import generation
     from hagstudy import models
 
     model, tok = models.load("tiny-random")
-    engine = generation.Engine(model, tok, None, progress=False)
+    engine = Engine(model, tok, None, progress=False)
     proposals = hag.propose(engine, ["is the sky blue?", "2+2?"], max_new_tokens=8, messages_fn=messages)
     assert len(proposals) == 2 and all(p.parse.status in hag.STATUSES for p in proposals)
     res = hag.resolve([p.parse for p in proposals], TRANSFORMERS_DEFAULT, 4)
