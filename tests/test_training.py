@@ -49,8 +49,8 @@ def tiny():
 def trainer(tiny, tmp_path_factory):
     model, tokenizer = models.load("tiny-random", dtype="float32")
     rows = [row(0), row(1, "A much longer question that makes this row longer than the other one, for padding?")]
-    return training.build_trainer(model, tokenizer, rows, None, SETTINGS, tmp_path_factory.mktemp("t"), 0,
-                                  progress=False)
+    return training.build_trainer(model, tokenizer, rows, None, replace(SETTINGS, max_steps=2),
+                                  tmp_path_factory.mktemp("t"), 0, progress=False)
 
 
 def test_labels_are_exactly_the_assistant_json_and_end_of_turn(trainer):
