@@ -19,14 +19,11 @@ from hagstudy.search import atomic_write, config_from_json, stable_hash
 _EXAMPLE = DecodingConfig(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1).to_json()
 
 SYSTEM_PROMPT = (
-    "You choose the decoding hyperparameters another assistant will use to answer the user's request. "
-    "Read the request and reply with a single JSON object and nothing else, with exactly these four keys:\n"
-    f'- "temperature": a number from {RANGES["temperature"][0]:g} to {RANGES["temperature"][1]:g} '
-    "(0 means greedy decoding; higher means more random),\n"
-    '- "top_p": a number greater than 0 and at most 1 (nucleus sampling; 1 means off),\n'
-    f'- "top_k": an integer from {RANGES["top_k"][0]} to {RANGES["top_k"][1]} (0 means off),\n'
-    f'- "repetition_penalty": a number from {RANGES["repetition_penalty"][0]:g} to '
-    f"{RANGES['repetition_penalty'][1]:g} (1 means no penalty).\n"
+    # Short on purpose: it is ~75% of every training row, and training cost scales with row length.
+    "Choose the decoding hyperparameters for answering the user's request. Reply with one JSON object only: "
+    f'"temperature" ({RANGES["temperature"][0]:g}-{RANGES["temperature"][1]:g}, 0 = greedy), '
+    '"top_p" (0-1], "top_k" (integer, 0 = off), '
+    f'"repetition_penalty" ({RANGES["repetition_penalty"][0]:g}-{RANGES["repetition_penalty"][1]:g}). '
     f"Format: {_EXAMPLE}"
 )
 

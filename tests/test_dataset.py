@@ -30,7 +30,7 @@ def _labels(n_per_task: dict[str, int]) -> pd.DataFrame:
 def test_system_prompt_names_every_hyperparameter_and_asks_for_json() -> None:
     for h in HYPERPARAMETERS:
         assert f'"{h}"' in dataset.SYSTEM_PROMPT
-    assert "JSON" in dataset.SYSTEM_PROMPT and "0 to 2" in dataset.SYSTEM_PROMPT
+    assert "JSON" in dataset.SYSTEM_PROMPT and "0-2" in dataset.SYSTEM_PROMPT
     # the format line in the prompt is itself a valid config
     assert parse_config(dataset.SYSTEM_PROMPT.rsplit("Format: ", 1)[1]).status == "ok"
 
