@@ -1,0 +1,174 @@
+"""The completion cache: round trips, atomic batches, keys, and resuming an interrupted run."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hagstudy import generation, models
+from hagstudy.cache import CompletionCache
+from hagstudy.decoding import DecodingConfig as C
+from hagstudy.generation import Engine, Request, request_key
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def row(text: str, n: int = 3, finished: bool = True) -> dict:
+    return {"text": text, "n_tokens": n, "finished": finished}
+
+
+def test_round_trip_missing_keys_and_replace(tmp_path):
+    cache = CompletionCache(tmp_path / "c.sqlite")
+    cache.put_many({"a": row("alpha"), "b": {**row("beta", 5, False), "meta": {"seed": 1}}})
+    got = cache.get_many(["a", "b", "zzz", "a"])
+    assert set(got) == {"a", "b"}
+    assert got["a"] == {"text": "alpha", "n_tokens": 3, "finished": True, "meta": None}
+    assert got["b"] == {"text": "beta", "n_tokens": 5, "finished": False, "meta": {"seed": 1}}
+    cache.put_many({"a": row("alpha2")})
+    assert cache.get_many(["a"])["a"]["text"] == "alpha2" and len(cache) == 2 and "b" in cache
+    cache.close()
+    reopened = CompletionCache(tmp_path / "c.sqlite")
+    assert reopened.get_many(["b"])["b"]["text"] == "beta"
+    mode = sqlite3.connect(tmp_path / "c.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_many_keys_are_chunked(tmp_path):
+    cache = CompletionCache(tmp_path / "c.sqlite")
+    rows = {f"k{i}": row(str(i)) for i in range(1500)}
+    cache.put_many(rows)
+    assert len(cache.get_many(list(rows))) == 1500
+
+
+def test_a_batch_is_all_or_nothing(tmp_path):
+    cache = CompletionCache(tmp_path / "c.sqlite")
+    cache.put_many({"old": row("kept")})
+    bad = {"x": row("x"), "y": {"text": "y", "n_tokens": "not a number", "finished": True}, "z": row("z")}
+    with pytest.raises(ValueError):
+        cache.put_many(bad)
+    assert set(cache.keys()) == {"old"}
+
+
+def test_request_key_names_everything_the_text_depends_on(monkeypatch):
+    base = Request("prompt", C(1.0, 0.9, 0, 1.0, 16), seed=0)
+    key = request_key("model|bf16|abc", base)
+    variants = [
+        request_key("model|float32|abc", base),
+        request_key("model|bf16|abc", Request("prompt ", base.config, 0)),
+        request_key("model|bf16|abc", Request("prompt", base.config.with_(top_p=0.8), 0)),
+        request_key("model|bf16|abc", Request("prompt", base.config.with_(max_new_tokens=17), 0)),
+        request_key("model|bf16|abc", Request("prompt", base.config, 1)),
+    ]
+    assert len({key, *variants}) == 6
+    # Greedy ignores top_p / top_k, so those do not split the cache.
+    g1, g2 = C(0.0, 0.5, 10, 1.0), C(0.0, 1.0, 0, 1.0)
+    assert request_key("m", Request("p", g1)) == request_key("m", Request("p", g2))
+    monkeypatch.setattr(generation, "ENGINE_VERSION", "next")
+    assert request_key("model|bf16|abc", base) != key
+
+
+def requests(engine: Engine) -> list[Request]:
+    prompts = [engine.render([{"role": "user", "content": q}]) for q in ("one", "two words", "three little words")]
+    cfgs = [C(0.0, 1.0, 0, 1.0, 5), C(1.0, 0.9, 0, 1.1, 7), C(0.7, 1.0, 10, 1.0, 4)]
+    return [Request(p, c, seed=s) for p in prompts for c in cfgs for s in (0, 1)]
+
+
+def test_second_call_is_served_from_the_cache(tiny, tmp_path):
+    model, tok = tiny
+    engine = Engine(model, tok, CompletionCache(tmp_path / "c.sqlite"), progress=False)
+    reqs = requests(engine)
+    first = engine.generate(reqs)
+    assert engine.stats["misses"] == len(reqs) and engine.stats["hits"] == 0
+    again = engine.generate(reqs)
+    assert engine.stats["hits"] == len(reqs) and engine.stats["misses"] == len(reqs)
+    assert all(c.cached for c in again) and not any(c.cached for c in first)
+    assert [(c.text, c.n_tokens, c.finished) for c in again] == [(c.text, c.n_tokens, c.finished) for c in first]
+    other = Engine(model, tok, engine.cache, progress=False, identity="another model")
+    other.generate(reqs[:3])
+    assert other.stats["misses"] == 3  # a different model identity never reads these rows
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingModel:
+    """The model, but the forward pass raises after ``limit`` calls (a crash in the middle of a run)."""
+
+    def __init__(self, model, limit: int) -> None:
+        self._model, self._left = model, limit
+
+    def __call__(self, **kwargs):
+        self._left -= 1
+        if self._left < 0:
+            raise Crash("injected")
+        return self._model(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+def test_a_crashed_run_resumes_without_regenerating_finished_rows(tiny, tmp_path):
+    model, tok = tiny
+    ident = models.identity(model)
+    reference = Engine(model, tok, progress=False, max_batch_size=4).generate(requests(Engine(model, tok, progress=False)))
+
+    cache = CompletionCache(tmp_path / "c.sqlite")
+    crashing = Engine(CrashingModel(model, limit=12), tok, cache, progress=False, max_batch_size=4, flush_rows=2, identity=ident)
+    reqs = requests(crashing)
+    with pytest.raises(Crash):
+        crashing.generate(reqs)
+    saved = len(cache)
+    assert 0 < saved < len(reqs)
+
+    resumed = Engine(model, tok, cache, progress=False, max_batch_size=4, identity=ident)
+    outs = resumed.generate(reqs)
+    assert resumed.stats["hits"] == saved and resumed.stats["misses"] == len(reqs) - saved
+    assert [(c.text, c.n_tokens, c.finished) for c in outs] == [(c.text, c.n_tokens, c.finished) for c in reference]
+
+
+def test_a_killed_process_keeps_its_flushed_batches(tiny, tmp_path):
+    """A hard kill (no cleanup at all) after some flushes: the rerun generates only the rest."""
+    db = tmp_path / "c.sqlite"
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
+        from hagstudy import models
+        from hagstudy.cache import CompletionCache
+        from hagstudy.generation import Engine
+        from test_cache import requests
+
+        model, tok = models.load("tiny-random", dtype="float32")
+        calls = [0]
+        real = model.forward
+        def forward(*a, **k):
+            calls[0] += 1
+            if calls[0] > 12:
+                os._exit(9)  # like SIGKILL: no finally blocks, no flush, no close
+            return real(*a, **k)
+        model.forward = forward
+        engine = Engine(model, tok, CompletionCache({str(db)!r}), progress=False, max_batch_size=4, flush_rows=2,
+                        identity=models.identity(model))
+        engine.generate(requests(engine))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env={**os.environ})
+    assert proc.returncode == 9, proc.stderr[-2000:]
+
+    model, tok = tiny
+    cache = CompletionCache(db)
+    saved = len(cache)
+    engine = Engine(model, tok, cache, progress=False, max_batch_size=4)
+    reqs = requests(engine)
+    assert 0 < saved < len(reqs)
+    outs = engine.generate(reqs)
+    assert engine.stats["hits"] == saved and engine.stats["misses"] == len(reqs) - saved
+    reference = Engine(model, tok, progress=False).generate(reqs)
+    assert [(c.text, c.n_tokens, c.finished) for c in outs] == [(c.text, c.n_tokens, c.finished) for c in reference]
