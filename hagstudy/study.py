@@ -81,11 +81,16 @@ class Run:
 
 
 def start(profile: str | None = None, notebook: str = "notebook", **overrides: Any) -> Run:
-    """Validate the profile (notebook parameters override it), save it, seed everything, return the run."""
+    """Validate the profile (notebook parameters override it), save it, seed everything, return the run.
+
+    Empty parameters mean "not given": ``profile=""`` reads $HAGSTUDY_PROFILE (else ``default``) and
+    ``model=""`` keeps the profile's model.
+    """
+    overrides = {k: v for k, v in overrides.items() if v not in ("", None)}
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     for noisy in ("httpx", "transformers", "datasets", "sentence_transformers", "optuna"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    p = load_profile(profile, **overrides)
+    p = load_profile(profile or None, **overrides)
     seed_everything(p.seed)
     run = Run(profile=p, notebook=notebook)
     save_profile(p, run.artifact(notebook, "profile.json"))

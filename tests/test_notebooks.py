@@ -20,7 +20,7 @@ def test_notebook_is_clean_and_parameterised(path):
     nb = json.loads(path.read_text())
     tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters' (papermill ignores a missing tag silently)"
-    assert "profile: str | None = None" in "".join(tagged[0]["source"])
+    assert 'profile: str = ""' in "".join(tagged[0]["source"])
     assert nb["metadata"]["kernelspec"]["name"] == render.KERNEL
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
