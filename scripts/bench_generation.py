@@ -242,7 +242,7 @@ def main() -> None:
     if not args.quick:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out.relative_to(ROOT)}")
+        print(f"wrote {args.out}")
     print(f"engine_speedup_vs_per_config_generate: {speed_b:.2f}")
 
 
