@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--show", type=int, default=0, help="print this many outputs per run")
     ap.add_argument("--set", nargs="*", default=[], help="module.NAME=python-literal overrides")
     ap.add_argument("--json", help="append results as JSON lines to this file")
+    ap.add_argument("--dump", help="append every output (task, run, seed, id, output, score) as JSON lines here")
     ap.add_argument("--calibrate", action="store_true", help="print the MiniLM rescaling statistics and exit")
     args = ap.parse_args()
     if args.calibrate:
@@ -107,6 +108,11 @@ def main() -> None:
             scores = task.score(items, outs)
             result.setdefault(label, []).append(statistics.mean(scores))  # type: ignore[union-attr]
             print(f"{name:20s} {label:8s} seed={seed} mean={statistics.mean(scores):.3f} ({time.time() - t0:.0f}s)", flush=True)
+            if args.dump:
+                with open(args.dump, "a") as f:
+                    for it, o, s in zip(items, outs, scores):
+                        f.write(json.dumps({"task": name, "set": args.set, "run": label, "seed": seed, "id": it.id,
+                                            "output": o, "score": s}) + "\n")
             for it, o, s in list(zip(items, outs, scores))[: args.show]:
                 print(f"    [{s:.2f}] {it.query.splitlines()[0][:70]!r} -> {o[:150]!r}")
         summary = {k: round(statistics.mean(v), 3) for k, v in result.items() if k in ("default", "greedy")}

@@ -57,7 +57,7 @@ def test_unknown_task_lists_the_six() -> None:
 
 def test_max_new_tokens_fit_the_answers() -> None:
     budget = {n: tasks.get(n).max_new_tokens for n in NAMES}
-    assert budget["coinflip"] <= 16 and budget["strategyqa"] <= 16 and budget["arithmetic"] <= 16
+    assert budget["coinflip"] <= 16 and budget["strategyqa"] <= 16 and budget["arithmetic"] <= 32
     assert 24 <= budget["taboo"] <= 48
     assert budget["pig_latin"] >= 2 * 18  # ~2x an average reference (18 tokens)
     assert all(8 <= b <= 64 for b in budget.values())

@@ -2,7 +2,8 @@
 
 Operators are + and - only: reasoning-gym's parenthesis-free generator evaluates left to right, which
 is wrong for mixed * and + ("6 + 10 * 0" -> 0), and + / - are where left-to-right is exact. Operand
-size and term count are the difficulty knobs (chosen by measurement, see docs/tasks.md).
+size and term count are the difficulty knobs (chosen by measurement, see docs/tasks.md). Expressions
+with a zero operand are skipped: there an answer that merely echoes the question ("0 + 7") would score.
 Score: 1 when the final number in the output (after 'Answer:' if present) equals the result.
 """
 
@@ -13,7 +14,7 @@ from typing import Any, Sequence
 from hagstudy.tasks.base import Item, Task
 from hagstudy.tasks.text import extract_number
 
-TERMS: tuple[int, int] = (2, 3)
+TERMS: tuple[int, int] = (2, 2)
 DIGITS: tuple[int, int] = (1, 2)
 OPERATORS: tuple[str, ...] = ("+", "-")
 POOL = 2000
@@ -30,7 +31,7 @@ def generator_config(seed: int, size: int) -> dict[str, Any]:
 class Arithmetic(Task):
     name = "arithmetic"
     capability = "mathematics"
-    max_new_tokens = 16
+    max_new_tokens = 32  # "Answer: 163" is short, but the model often writes "98 + 65 = 163" or a lead-in first
     seed = 17
     system = (
         "You are a careful calculator. Compute the result and reply with one line in exactly this format: "
@@ -45,11 +46,14 @@ class Arithmetic(Task):
         seen: set[str] = set()
         for row in ds:
             question = row["question"]
+            expression = row["metadata"]["expression"]
             if question in seen:  # repeated expressions are skipped, so splits stay disjoint
+                continue
+            if "0" in expression.split():  # "0 + 7" / "7 - 0": echoing the question would score
                 continue
             seen.add(question)
             items.append(Item(task=self.name, id=f"{self.name}-{len(items):04d}", query=question,
-                              reference={"answer": int(row["answer"]), "expression": row["metadata"]["expression"]}))
+                              reference={"answer": int(row["answer"]), "expression": expression}))
             if len(items) == POOL:
                 break
         if len(items) < sum(self.split_sizes.values()):

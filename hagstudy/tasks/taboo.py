@@ -105,16 +105,18 @@ class Taboo(Task):
         "'Clue: <your clue>'."
     )
 
+    query_template = (
+        "Secret word: {target}\nForbidden words: {forbidden}\n"
+        "Give a one-sentence clue for the secret word without using it or the forbidden words."
+    )
+
     def _build(self) -> list[Item]:
         entries = shuffled(load_entries(), self.seed)
         items = []
         for entry in entries:
             target, taboo = entry["target"], entry["taboo"]
             others = [w for w in taboo if w != target]  # type: ignore[union-attr]
-            query = (
-                f"Secret word: {target}\nForbidden words: {', '.join(others)}\n"
-                f"Give a one-sentence clue for the secret word without using it or the forbidden words."
-            )
+            query = self.query_template.format(target=target, forbidden=", ".join(others))
             items.append(Item(task=self.name, id=f"{self.name}-{target}", query=query,
                               reference={"target": target, "taboo": taboo}))
         return items
