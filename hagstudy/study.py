@@ -73,7 +73,8 @@ class Run:
                 from hagstudy.training import load_adapted
 
                 model, tokenizer = load_adapted(spec, adapter, dtype=self.profile.dtype)
-            self._engines[key] = Engine(model, tokenizer, self.cache(), progress=True)
+            # No progress bars in notebooks: they bloat the rendered copies; each call logs a summary line.
+            self._engines[key] = Engine(model, tokenizer, self.cache(), progress=False)
         return self._engines[key]
 
     def close(self) -> None:
@@ -90,12 +91,23 @@ def start(profile: str | None = None, notebook: str = "notebook", **overrides: A
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     for noisy in ("httpx", "transformers", "datasets", "sentence_transformers", "optuna"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _quiet_progress_bars()
     p = load_profile(profile or None, **overrides)
     seed_everything(p.seed)
     run = Run(profile=p, notebook=notebook)
     save_profile(p, run.artifact(notebook, "profile.json"))
     log.info("profile %s, model %s (%s); outputs in %s", p.name, p.model, p.dtype, p.paths.results)
     return run
+
+
+def _quiet_progress_bars() -> None:
+    """Rendered notebooks keep results, not hundreds of progress-bar frames."""
+    import warnings
+
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="IProgress not found")
 
 
 def seed_everything(seed: int) -> None:
