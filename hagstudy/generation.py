@@ -34,7 +34,7 @@ import hashlib
 import json
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -49,6 +49,7 @@ ENGINE_VERSION = "1"
 
 TOPP_CANDIDATES = 64  # first guess at the nucleus size; rows whose nucleus is larger are sorted in full
 TIE_SLACK = 8  # extra candidates beyond the largest k, so ties at the k-th value rarely leave the fast path
+PROMPT_STATE_BYTES = 512 << 20  # prefilled prompts kept for later refills within one generate call
 CPU_BATCH = 96  # default rows per batch on CPU: on 2 cores 96 beat 48/64 and tied 128 (scripts/bench_generation.py)
 
 
@@ -111,35 +112,19 @@ class RowParams:
     def select(self, idx: torch.Tensor) -> "RowParams":
         return RowParams(*(getattr(self, f)[idx] for f in _PARAM_FIELDS))
 
-    @staticmethod
-    def cat(parts: Sequence["RowParams"]) -> "RowParams":
-        return RowParams(*(torch.cat([getattr(p, f) for p in parts]) for f in _PARAM_FIELDS))
-
 
 _PARAM_FIELDS = ("temperature", "greedy", "top_k", "top_p", "penalty")
-
-
-def apply_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
-    """Repetition penalty in place, as transformers': seen tokens' logits * p if < 0, else / p.
-
-    ``seen`` [B, S] holds every token id of the row's prompt and output (repeats allowed, which is
-    how rows of different lengths are padded: a repeat writes the same value).
-    """
-    score = logits.gather(1, seen)
-    p = penalty[:, None]
-    score = torch.where(score < 0, score * p, score / p)
-    logits.scatter_(1, seen, score)
-    return logits
 
 
 def scaled_scores(logits: torch.Tensor, seen: torch.Tensor | None, params: RowParams) -> torch.Tensor:
     """float32 logits, repetition-penalised, divided by temperature: transformers' first two processors.
 
-    One pass over the vocabulary (the dtype cast and the division fused); the penalty then rewrites
-    only the seen entries, with transformers' arithmetic: (float(logit) * p or / p) / T.
+    Two passes over the vocabulary (cast, in-place division; a mixed-dtype division is ~3x slower on
+    CPU); the penalty then rewrites only the seen entries, with transformers' arithmetic:
+    (float(logit) * p or / p) / T.
     """
     temp = params.temperature[:, None]
-    x = torch.div(logits, temp) if logits.dtype != torch.float32 else logits / temp
+    x = logits.to(torch.float32, copy=True).div_(temp)
     if seen is not None:
         raw = logits.gather(1, seen).to(torch.float32)
         p = params.penalty[:, None]
@@ -376,6 +361,22 @@ def _kv_layer_class() -> type:
             self.length -= first
             self._views()
 
+        def fill(self, keys: list[torch.Tensor], values: list[torch.Tensor], width: int) -> None:
+            """Start from per-prompt states [heads, len, dim], right-aligned to ``width`` (zeros before)."""
+            self.lazy_initialization(keys[0][None], values[0][None])
+            h, d = keys[0].shape[0], keys[0].shape[2]
+            self.kbuf = keys[0].new_empty(len(keys), h, width + self.reserve, d)
+            self.vbuf = values[0].new_empty(len(keys), h, width + self.reserve, d)
+            for r, (k, v) in enumerate(zip(keys, values)):
+                pad = width - k.shape[1]
+                if pad:
+                    self.kbuf[r, :, :pad] = 0  # masked, but must be finite: 0 x NaN would poison attention
+                    self.vbuf[r, :, :pad] = 0
+                self.kbuf[r, :, pad:width] = k
+                self.vbuf[r, :, pad:width] = v
+            self.length = width
+            self._views()
+
         def widen(self, width: int) -> None:
             """Left-pad every row with zero columns up to ``width``."""
             pad = width - self.length
@@ -562,6 +563,18 @@ def _available_memory() -> int | None:
     return None
 
 
+@dataclass
+class _PromptState:
+    """A prompt after prefill: per-layer keys/values [heads, len, dim] and the next-token logits."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    logits: torch.Tensor
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values, self.logits))
+
+
 class Engine:
     """Batched decoding with per-row configs and seeds, behind a content-addressed cache."""
 
@@ -592,6 +605,8 @@ class Engine:
         eos |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
         self.eos_ids = torch.tensor(sorted(i for i in eos if i is not None), dtype=torch.int64, device=self.device)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(self.eos_ids[0])
+        self._prompts: OrderedDict[tuple[int, ...], _PromptState] = OrderedDict()
+        self._prompt_bytes = 0
         self.stats: dict[str, Any] = {
             "hits": 0,
             "misses": 0,
@@ -618,6 +633,9 @@ class Engine:
         ``stats``: ``hits`` counts requests served from the cache, ``misses`` distinct requests decoded.
         """
         start = time.perf_counter()
+        for r in requests:
+            if not r.prompt:
+                raise ValueError("empty prompt: render the chat messages with Engine.render first")
         keys = [request_key(self.identity, r) for r in requests]
         first: dict[str, Request] = {}
         for key, req in zip(keys, requests):
@@ -634,6 +652,9 @@ class Engine:
                 with torch.inference_mode():
                     self._decode(todo, done, desc)
             finally:
+                # Prompt states live for one call: the model may change between calls (adapters, training).
+                self._prompts.clear()
+                self._prompt_bytes = 0
                 self.stats["seconds"] += time.perf_counter() - start
         else:
             self.stats["seconds"] += time.perf_counter() - start
@@ -711,12 +732,17 @@ class Engine:
 
     @staticmethod
     def _worth_compacting(batch: _Batch, n_dead: int) -> bool:
-        """Copying the cache costs about one step; dropping dead rows saves n_dead rows per remaining step."""
+        """Worth it when the saved row-steps clearly exceed the copy.
+
+        Compaction copies the cache (measured: about half a step's per-row cost per row); dropping dead
+        rows saves ``n_dead`` rows on each remaining step, of which the largest remaining budget is an
+        upper bound (rows often end sooner), hence the factor 2; and never for fewer than 1/8 of the rows.
+        """
         remaining = int((batch.max_new - batch.n_gen)[batch.alive].max())
-        return n_dead * remaining >= len(batch)
+        return 8 * n_dead >= len(batch) and n_dead * remaining >= 2 * len(batch)
 
     def _prefill(self, rows: list[int], ids: list[list[int]], reqs: list[Request], horizon: int, reserve: int | None = None) -> _Batch:
-        """Prefill the new rows (left-padded) and draw their first tokens.
+        """Prefill the new rows (right-aligned, left padding) and draw their first tokens.
 
         Rows with the same prompt (one item under several configs or seeds: the search's usual
         shape) share one prefill; their KV rows are copies. ``reserve``: spare cache columns (none
@@ -727,30 +753,22 @@ class Engine:
         unique: dict[tuple[int, ...], int] = {}
         expand = [unique.setdefault(tuple(x), len(unique)) for x in ids]
         uniq = list(unique)
-        input_ids = torch.full((len(uniq), width), self.pad_id, dtype=torch.int64)
+        t0 = time.perf_counter()
+        prefixes = self._prompt_states(uniq)
+        cache = _new_cache(self.model, reserve=horizon + 16 if reserve is None else reserve)
+        for i, layer in enumerate(cache.layers):
+            layer.fill([p.keys[i] for p in prefixes], [p.values[i] for p in prefixes], width)
+        logits = torch.stack([p.logits for p in prefixes])
         umask = torch.zeros((len(uniq), width), dtype=torch.int64)
         for r, x in enumerate(uniq):
-            input_ids[r, width - len(x) :] = torch.tensor(x, dtype=torch.int64)
             umask[r, width - len(x) :] = 1
-        input_ids, umask = input_ids.to(dev), umask.to(dev)
-        cache = _new_cache(self.model, reserve=horizon + 16 if reserve is None else reserve)
-        t0 = time.perf_counter()
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=umask,
-            position_ids=(umask.cumsum(-1) - 1).clamp(min=0),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        logits = out.logits[:, -1, :]
+        umask = umask.to(dev)
         if len(uniq) < n:
             idx = torch.tensor(expand, dtype=torch.int64, device=dev)
             for layer in cache.layers:
                 layer.select(idx)
-            logits = logits.index_select(0, idx)
+            logits, umask = logits.index_select(0, idx), umask.index_select(0, idx)
         self.stats["prefill_seconds"] += time.perf_counter() - t0
-        self.stats["prefill_tokens"] += int(umask.sum())
         seen = torch.empty((n, width + horizon), dtype=torch.int64)
         for r, x in enumerate(ids):
             seen[r, : width - len(x)] = x[0]  # repeats of a prompt id pad the row (harmless for the penalty)
@@ -760,7 +778,7 @@ class Engine:
         batch = _Batch(
             jobs=list(rows),
             cache=cache,
-            mask=umask.index_select(0, torch.tensor(expand, device=dev)) if len(uniq) < n else umask,
+            mask=umask,
             last=torch.zeros(n, dtype=torch.int64, device=dev),
             pos=torch.tensor([len(x) for x in ids], dtype=torch.int64, device=dev),
             n_gen=torch.zeros(n, dtype=torch.int64, device=dev),
@@ -776,6 +794,50 @@ class Engine:
         self._accept(batch, self._next_tokens(logits, batch))
         self.stats["sample_seconds"] += time.perf_counter() - t0
         return batch
+
+    def _prompt_states(self, prompts: list[tuple[int, ...]]) -> list["_PromptState"]:
+        """Each prompt's KV cache and next-token logits, run through the model at most once per call.
+
+        A prompt under many configs and seeds is split over many refills; its state is kept (in
+        ``_prompts``, least recently used first out, ``PROMPT_STATE_BYTES`` at most) for the next ones.
+        """
+        missing = [x for x in prompts if x not in self._prompts]
+        if missing:
+            dev = self.device
+            width = max(len(x) for x in missing)
+            input_ids = torch.full((len(missing), width), self.pad_id, dtype=torch.int64)
+            mask = torch.zeros((len(missing), width), dtype=torch.int64)
+            for r, x in enumerate(missing):
+                input_ids[r, width - len(x) :] = torch.tensor(x, dtype=torch.int64)
+                mask[r, width - len(x) :] = 1
+            input_ids, mask = input_ids.to(dev), mask.to(dev)
+            cache = _new_cache(self.model, reserve=0)
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            self.stats["prefill_tokens"] += int(mask.sum())
+            for r, x in enumerate(missing):
+                keep = slice(width - len(x), width)
+                state = _PromptState(
+                    keys=[layer.keys[r, :, keep].clone() for layer in cache.layers],
+                    values=[layer.values[r, :, keep].clone() for layer in cache.layers],
+                    logits=out.logits[r, -1].clone(),
+                )
+                self._prompts[x] = state
+                self._prompt_bytes += state.nbytes()
+        states = []
+        for x in prompts:
+            self._prompts.move_to_end(x)
+            states.append(self._prompts[x])
+        while self._prompt_bytes > PROMPT_STATE_BYTES and len(self._prompts) > len(prompts):
+            _, old = self._prompts.popitem(last=False)
+            self._prompt_bytes -= old.nbytes()
+        return states
 
     def _step(self, batch: _Batch) -> None:
         """One decode step for every active row."""

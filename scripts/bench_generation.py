@@ -111,25 +111,44 @@ def time_per_request(model: Any, tok: Any, reqs: list[Request], eos: set[int]) -
     return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds, "requests": len(reqs)}
 
 
-def time_per_config(model: Any, tok: Any, reqs: list[Request], eos: set[int]) -> dict[str, float]:
+def time_per_config(model: Any, tok: Any, reqs: list[Request], eos: set[int]) -> dict[str, Any]:
     groups: dict[str, list[Request]] = {}
     for r in reqs:
         groups.setdefault(r.config.key(), []).append(r)
-    tokens, seconds = 0, 0.0
+    tokens, seconds, per_config = 0, 0.0, []
     for group in groups.values():
         n, s = run_generate(model, tok, group, eos)
         tokens, seconds = tokens + n, seconds + s
-    return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds, "requests": len(reqs), "calls": len(groups)}
+        per_config.append(n / len(group))
+    return {
+        "tokens": tokens,
+        "seconds": seconds,
+        "tok_s": tokens / seconds,
+        "requests": len(reqs),
+        "calls": len(groups),
+        "mean_tokens_per_config": per_config,
+    }
 
 
-def time_engine(engine: Engine, reqs: list[Request]) -> dict[str, float]:
+def time_engine(engine: Engine, reqs: list[Request]) -> dict[str, Any]:
     before = dict(engine.stats)
     start = time.perf_counter()
     outs = engine.generate(reqs, desc="bench")
     seconds = time.perf_counter() - start
-    tokens = sum(c.n_tokens - int(c.finished) for c in outs)
-    steps = engine.stats["steps"] - before["steps"]
-    return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds, "requests": len(reqs), "decode_steps": steps}
+    useful_tokens = [c.n_tokens - int(c.finished) for c in outs]
+    tokens = sum(useful_tokens)
+    per_config: dict[str, list[int]] = {}
+    for r, n in zip(reqs, useful_tokens):
+        per_config.setdefault(r.config.key(), []).append(n)
+    delta = {k: engine.stats[k] - before[k] for k in engine.stats}
+    return {
+        "tokens": tokens,
+        "seconds": seconds,
+        "tok_s": tokens / seconds,
+        "requests": len(reqs),
+        "mean_tokens_per_config": [sum(v) / len(v) for v in per_config.values()],
+        "engine_stats": {k: round(v, 3) if isinstance(v, float) else v for k, v in delta.items()},
+    }
 
 
 def matmul_flops(dtype: torch.dtype, m: int, k: int, n: int, reps: int = 10) -> float:
@@ -210,6 +229,16 @@ def main() -> None:
             f"  compute bound {name:8s}: matmul {b['matmul_gflops_large']:.0f} GFLOP/s (large) / {b['matmul_gflops_decode_shape']:.0f} "
             f"(decode-shaped) -> {b['token_bound_large']:.0f} / {b['token_bound_decode_shape']:.0f} tok/s at 2 x {n_params / 1e6:.0f}M FLOP/token"
         )
+    lengths_b = runs["b_generate_per_config"][-1]["mean_tokens_per_config"]
+    lengths_c = runs["c_engine"][-1]["mean_tokens_per_config"]
+    print("  mean useful tokens per request, by config (b vs c; same distribution, different random streams):")
+    print("    " + "  ".join(f"{b:.0f}/{c:.0f}" for b, c in zip(lengths_b, lengths_c)))
+    st = runs["c_engine"][-1]["engine_stats"]
+    print(
+        f"  engine time split: prefill {st['prefill_seconds']:.1f} s, decode forwards {st['forward_seconds']:.1f} s "
+        f"({st['steps']} steps), sampling {st['sample_seconds']:.1f} s, cache splicing {st['splice_seconds']:.1f} s; "
+        f"mean batch {st['row_steps'] / max(st['steps'], 1):.0f}, KV efficiency {st['kv_live_cells'] / max(st['kv_cells'], 1):.2f}"
+    )
     print(f"engine_speedup_vs_per_request_generate: {speed_a:.2f}")
 
     result = {

@@ -244,3 +244,14 @@ def test_real_model_greedy_batch_equals_generate_one_by_one():
         with torch.inference_mode():
             ids = model.generate(**enc, do_sample=False, max_new_tokens=16, repetition_penalty=1.1, pad_token_id=tok.pad_token_id)
         assert out.text == tok.decode(ids[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_a_prompt_is_prefilled_once_per_call_across_refills(tiny):
+    model, tok = tiny
+    engine = Engine(model, tok, progress=False, max_batch_size=2)
+    p = prompts(engine)[1]
+    reqs = [Request(p, C(1.0, 1.0, 0, 1.0, 3), seed=s) for s in range(7)]
+    outs = engine.generate(reqs)
+    assert engine.stats["prefill_tokens"] == len(tok(p, add_special_tokens=False)["input_ids"])
+    assert [o.text for o in outs] == [o.text for o in Engine(model, tok, progress=False).generate(reqs)]
+    assert not engine._prompts  # states are dropped after the call (the model may change in between)
