@@ -43,6 +43,8 @@ class SearchSettings:
     greedy_order: tuple[str, ...] = ("temperature", "top_p", "top_k", "repetition_penalty")
     reliability_items: int = 10  # items whose greedy search is repeated with fresh seeds
     heldout_draws: int = 4  # draws used to score two labels against each other
+    # Coarse-grid values per hyperparameter; a hyperparameter left out keeps decoding.SearchSpace's values.
+    grid: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Profile:
     seeds: tuple[int, ...] = (0, 1, 2)  # evaluation seeds, per item
     prelim_items: int = 10  # 00_preliminary: items per task
     prelim_samples: int = 4  # 00_preliminary: samples per item for Self-BLEU
+    prelim_grid: dict[str, tuple[float, ...]] = field(default_factory=dict)  # overrides preliminary.SENSITIVITY_GRIDS
     search: SearchSettings = field(default_factory=SearchSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     ablation: AblationSettings = field(default_factory=AblationSettings)
@@ -203,11 +206,20 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise ProfileError(f"{where}: expected a mapping, got {value!r}")
         return _build(hint, value, where)
     origin = typing.get_origin(hint)
+    if origin is dict:
+        from hagstudy.decoding import HYPERPARAMETERS
+
+        if not isinstance(value, dict) or not set(value) <= set(HYPERPARAMETERS):
+            raise ProfileError(f"{where}: expected a mapping with keys among {list(HYPERPARAMETERS)}, got {value!r}")
+        (_, inner) = typing.get_args(hint)
+        return {k: _coerce(inner, v, f"{where}.{k}") for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ProfileError(f"{where}: expected a list, got {value!r}")
         (inner, _) = typing.get_args(hint)
         return tuple(_coerce(inner, v, where) for v in value)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
     if origin in (typing.Union, types.UnionType):
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):

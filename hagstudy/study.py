@@ -51,6 +51,18 @@ class Run:
 
         return [tasks.get(name) for name in self.profile.tasks]
 
+    def search_space(self) -> Any:
+        """decoding.SearchSpace with the profile's grid overrides (the smoke profile uses a tiny grid)."""
+        from hagstudy.decoding import SearchSpace
+
+        space = SearchSpace()
+        return SearchSpace(coarse={**space.coarse, **self.profile.search.grid})
+
+    def sensitivity_grids(self) -> dict[str, tuple[float, ...]]:
+        from hagstudy.preliminary import SENSITIVITY_GRIDS
+
+        return {**SENSITIVITY_GRIDS, **self.profile.prelim_grid}
+
     def cache(self) -> Any:
         from hagstudy.cache import CompletionCache
 
@@ -104,9 +116,11 @@ def _quiet_progress_bars() -> None:
     """Rendered notebooks keep results, not hundreds of progress-bar frames."""
     import warnings
 
+    import datasets
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", message="IProgress not found")
 
 

@@ -56,3 +56,12 @@ def test_save_profile_roundtrip(tmp_path: Path):
     p = load_profile("smoke")
     config.save_profile(p, tmp_path / "profile.json")
     assert '"name": "smoke"' in (tmp_path / "profile.json").read_text()
+
+
+def test_grid_overrides_are_validated():
+    p = load_profile("smoke")
+    assert p.search.grid["temperature"] == (0.0, 1.0)
+    with pytest.raises(ProfileError, match="keys among"):
+        load_profile("smoke", search={"grid": {"temp": [0.5]}})
+    with pytest.raises(ProfileError, match="expected float"):
+        load_profile("smoke", prelim_grid={"top_p": ["high"]})
