@@ -35,11 +35,11 @@ $(STAMP): pyproject.toml
 	touch $@
 
 data: $(DATA) ## fetch BIG-bench 1.0.0 from PyPI, verify sha256, extract the task files
-$(DATA): $(STAMP) hagstudy/data.py
+$(DATA): hagstudy/data.py | $(STAMP)
 	$(PY) -m hagstudy.data
 
 model: $(MODEL) ## dequantize the embedded SmolLM2-135M-Instruct GGUF once into safetensors
-$(MODEL): $(STAMP)
+$(MODEL): | $(STAMP)
 	$(PY) -m hagstudy.models
 
 all: $(RENDERED) $(RESULTS)/README.md ## run every notebook with papermill into results/ (PROFILE=default)
