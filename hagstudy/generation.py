@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections import OrderedDict, deque
@@ -43,6 +44,8 @@ import torch
 
 from hagstudy import models
 from hagstudy.decoding import DecodingConfig
+
+log = logging.getLogger(__name__)
 
 # Part of every cache key: bump it whenever the same request could decode to a different text.
 ENGINE_VERSION = "1"
@@ -124,12 +127,21 @@ def scaled_scores(logits: torch.Tensor, seen: torch.Tensor | None, params: RowPa
     (float(logit) * p or / p) / T.
     """
     temp = params.temperature[:, None]
-    x = logits.to(torch.float32, copy=True).div_(temp)
+    x = _divide(logits.to(torch.float32, copy=True), temp, inplace=True)
     if seen is not None:
         raw = logits.gather(1, seen).to(torch.float32)
         p = params.penalty[:, None]
-        x.scatter_(1, seen, torch.where(raw < 0, raw * p, raw / p) / temp)
+        x.scatter_(1, seen, _divide(torch.where(raw < 0, raw * p, _divide(raw, p)), temp))
     return x
+
+
+def _divide(x: torch.Tensor, d: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """x / d the way transformers' processors get it: their divisor is a Python number, which CUDA turns
+    into a multiplication by its float32 reciprocal (1 ulp off true division); the CPU divides."""
+    if x.device.type == "cuda":
+        r = torch.reciprocal(d)
+        return x.mul_(r) if inplace else x * r
+    return x.div_(d) if inplace else x / d
 
 
 @dataclass
@@ -644,7 +656,8 @@ class Engine:
         if self.cache is not None and first:
             for key, row in self.cache.get_many(list(first)).items():
                 done[key] = Completion(row["text"], int(row["n_tokens"]), bool(row["finished"]), cached=True)
-        self.stats["hits"] += sum(1 for k in keys if k in done)
+        hits = sum(1 for k in keys if k in done)
+        self.stats["hits"] += hits
         todo = [(k, r) for k, r in first.items() if k not in done]
         self.stats["misses"] += len(todo)
         if todo:
@@ -658,6 +671,13 @@ class Engine:
                 self.stats["seconds"] += time.perf_counter() - start
         else:
             self.stats["seconds"] += time.perf_counter() - start
+        if todo:
+            seconds = time.perf_counter() - start
+            tokens = sum(done[k].n_tokens for k, _ in todo)
+            log.info(
+                "%s: %d requests, %d from cache, %d decoded, %d tokens in %.1f s (%.0f tok/s)",
+                desc, len(requests), hits, len(todo), tokens, seconds, tokens / max(seconds, 1e-9),
+            )
         return [done[k] for k in keys]
 
     # -- decoding ------------------------------------------------------------------------------
