@@ -3,6 +3,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
+# Passive OpenMP waiting: with two processes on two cores (a notebook kernel beside its runner, or
+# jobs beside each other), spinning OpenMP threads made PyTorch 10-30x slower here.
+export OMP_WAIT_POLICY ?= PASSIVE
+
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
