@@ -48,7 +48,7 @@ from hagstudy.decoding import DecodingConfig
 log = logging.getLogger(__name__)
 
 # Part of every cache key: bump it whenever the same request could decode to a different text.
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"  # 2: the final sampling path of the first release (1 was used during its development)
 
 TOPP_CANDIDATES = 64  # first guess at the nucleus size; rows whose nucleus is larger are sorted in full
 TIE_SLACK = 8  # extra candidates beyond the largest k, so ties at the k-th value rarely leave the fast path
