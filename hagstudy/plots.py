@@ -330,3 +330,18 @@ __all__ = [
     "save",
     "sensitivity_curves",
 ]
+
+
+def draw_saved(draw: Any, table: str | Path, stem: str, folder: str | Path, **kwargs: Any) -> Figure | None:
+    """Read ``table`` (CSV), draw it with ``draw`` and save PNG + SVG; None with a note if it is missing.
+
+    A missing table means the notebook that writes it has not run at this profile: the figures notebook
+    says so instead of failing, so the figures that can be drawn still are.
+    """
+    path = Path(table)
+    if not path.is_file():
+        print(f"{stem}: skipped, {path.name} is missing (run the notebook that writes it first)")
+        return None
+    fig = draw(pd.read_csv(path), **kwargs)
+    save(fig, stem, folder)
+    return fig

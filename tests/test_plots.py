@@ -134,3 +134,11 @@ def test_bad_inputs() -> None:
         plots.loss_curve([{"step": 1, "learning_rate": 0.1}])
     with pytest.raises(ValueError, match="empty"):
         plots.improvement_vs_difficulty(difficulty_frame().iloc[0:0])
+
+
+def test_draw_saved_skips_a_missing_table_and_saves_a_present_one(tmp_path, capsys):
+    assert plots.draw_saved(plots.loss_curve, tmp_path / "nope.csv", "loss", tmp_path) is None
+    assert "skipped" in capsys.readouterr().out
+    pd.DataFrame({"step": [1, 2], "loss": [1.0, 0.5]}).to_csv(tmp_path / "log.csv", index=False)
+    assert plots.draw_saved(plots.loss_curve, tmp_path / "log.csv", "loss", tmp_path) is not None
+    assert (tmp_path / "loss.png").is_file() and (tmp_path / "loss.svg").is_file()
