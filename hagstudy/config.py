@@ -73,14 +73,7 @@ class Profile:
     name: str
     model: str = "smollm2-135m-instruct"
     dtype: str = "bfloat16"  # generation dtype; part of every cache key
-    tasks: tuple[str, ...] = (
-        "coinflip",
-        "strategyqa",
-        "yes_no_black_white",
-        "taboo",
-        "pig_latin",
-        "arithmetic",
-    )
+    tasks: tuple[str, ...] = ()  # empty: every registered task (hagstudy.tasks.names())
     n_search: int = 40  # per task: items searched and used for training
     n_validation: int = 20
     n_test: int = 100
@@ -240,7 +233,13 @@ def _check(p: Profile) -> None:
     for key in ("n_search", "n_validation", "n_test", "prelim_items", "prelim_samples"):
         need(getattr(p, key) >= 1, f"{key} must be >= 1, got {getattr(p, key)}")
     need(len(p.seeds) >= 1 and len(set(p.seeds)) == len(p.seeds), f"seeds must be distinct, got {p.seeds}")
-    need(len(p.tasks) >= 1 and len(set(p.tasks)) == len(p.tasks), f"tasks must be distinct, got {p.tasks}")
+    from hagstudy.tasks import names
+
+    if not p.tasks:
+        object.__setattr__(p, "tasks", tuple(names()))
+    need(len(set(p.tasks)) == len(p.tasks), f"tasks must be distinct, got {p.tasks}")
+    unknown = [t for t in p.tasks if t not in names()]
+    need(not unknown, f"unknown task(s) {unknown}; known: {names()}")
     s = p.search
     need(s.prune_items >= 1 and s.draws >= 1, "search.prune_items and search.draws must be >= 1")
     need(s.reliability_items >= 0 and s.heldout_draws >= 1, "search.reliability_items >= 0, heldout_draws >= 1")

@@ -24,15 +24,10 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
+from hagstudy.tasks import names as task_names
+
 REQUIRED_COLUMNS: tuple[str, ...] = ("task", "method", "item_id", "seed", "score")
-TASK_ORDER: tuple[str, ...] = (
-    "coinflip",
-    "strategyqa",
-    "yes_no_black_white",
-    "taboo",
-    "pig_latin",
-    "arithmetic",
-)
+TASK_ORDER: tuple[str, ...] = tuple(task_names())  # the registry's order
 METHOD_ORDER: tuple[str, ...] = ("default", "greedy", "random", "task_oracle", "zero_shot", "hag")
 MAIN_COLUMNS: tuple[str, ...] = ("task", "method", "mean", "ci_low", "ci_high", "n_items", "n_seeds")
 VERDICTS: tuple[str, str, str] = ("better", "worse", "no significant difference")

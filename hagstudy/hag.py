@@ -5,11 +5,10 @@ Stage 1 (``propose``/``propose_configs``) renders ``dataset.stage1_messages(quer
 turns parse results into stage-2 configs: a failed parse falls back to the ``default`` config and is
 counted and logged, never hidden, so every evaluation can report its parse rate per task.
 
-Stage 2 (``answer_requests``) builds one request per (item, seed) from the task's own prompt. By
-default it runs on the BASE model's engine (a separate, clean base Engine: its identity is the base
-identity, so its cache entries are shared with the baselines) and only the hyperparameters differ from
-the baselines; passing the tuned engine instead is the adapter-on ablation. ``zero_shot`` is the same
-stage 1 run on the untuned base model.
+Stage 2 is ``methods.stage1_then_answer``: the answers run through the same code as every baseline
+(same items, same sampling seeds), by default on the BASE model's engine, so only the
+hyperparameters differ from the baselines; passing the tuned engine instead is the adapter-on
+ablation. The ``zero_shot`` baseline is the same stage 1 on the untuned base model.
 """
 
 from __future__ import annotations
@@ -96,19 +95,6 @@ def propose_configs(
     return [p.parse for p in propose(engine, queries, max_new_tokens, fallback=fallback, messages_fn=messages_fn)]
 
 
-def zero_shot(
-    base_engine: Any,
-    queries: Sequence[str],
-    max_new_tokens: int = STAGE1_MAX_NEW_TOKENS,
-    *,
-    fallback: DecodingConfig = TRANSFORMERS_DEFAULT,
-    messages_fn: Callable[[str], Messages] | None = None,
-) -> list[Proposal]:
-    """The ``zero_shot`` baseline: HAG's stage 1 with the untuned base model (same prompt, same parser)."""
-    return propose(base_engine, queries, max_new_tokens, fallback=fallback, messages_fn=messages_fn,
-                   desc="zero-shot stage 1")
-
-
 class Resolution(NamedTuple):
     """Stage-2 configs and each row's parse status; unpacks as ``configs, status = resolve(...)``."""
 
@@ -152,77 +138,6 @@ def resolve(
             out.n_failed, len(status), default.to_json(),
         )
     return out
-
-
-def answer_requests(
-    engine: Any, task: Any, items: Sequence[Any], configs: Sequence[DecodingConfig], seeds: Sequence[int]
-) -> list[Any]:
-    """Stage 2: one request per item x seed (item-major), the task's prompt, the item's config, the task budget.
-
-    ``engine`` renders the prompt; it should be the engine that will run the requests (the base model's
-    by default).
-    """
-    from hagstudy.generation import Request
-
-    if len(configs) != len(items):
-        raise ValueError(f"{len(items)} items but {len(configs)} configs")
-    requests = []
-    for item, config in zip(items, configs):
-        prompt = engine.render(task.messages(item))
-        cfg = config.with_(max_new_tokens=task.max_new_tokens)
-        requests.extend(Request(prompt=prompt, config=cfg, seed=int(seed)) for seed in seeds)
-    return requests
-
-
-@dataclass
-class HagRun:
-    """A full HAG run on one task: stage-1 proposals, the resolved configs and the stage-2 completions."""
-
-    task: str
-    items: list[Any]
-    seeds: list[int]
-    proposals: list[Proposal]
-    resolution: Resolution
-    completions: list[Any]  # item-major: completions[i * len(seeds) + j] is item i, seed j
-
-    def outputs(self) -> list[str]:
-        return [c.text for c in self.completions]
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One flat row per item x seed (for a DataFrame): config, parse status, output."""
-        out = []
-        for i, item in enumerate(self.items):
-            for j, seed in enumerate(self.seeds):
-                c = self.completions[i * len(self.seeds) + j]
-                cfg = self.resolution.configs[i]
-                out.append({
-                    "task": self.task, "item_id": item.id, "seed": seed,
-                    "status": self.resolution.status[i], "stage1_text": self.proposals[i].text,
-                    "stage1_finished": self.proposals[i].finished, **cfg.hyperparameters(),
-                    "output": c.text, "n_tokens": c.n_tokens, "finished": c.finished,
-                })
-        return out
-
-
-def run(
-    stage1_engine: Any,
-    stage2_engine: Any,
-    task: Any,
-    items: Sequence[Any],
-    seeds: Sequence[int],
-    default: DecodingConfig,
-    *,
-    max_new_tokens: int = STAGE1_MAX_NEW_TOKENS,
-    messages_fn: Callable[[str], Messages] | None = None,
-) -> HagRun:
-    """Both stages for one task. ``stage2_engine`` is the base model's for HAG, the tuned one for the ablation."""
-    items = list(items)
-    proposals = propose(stage1_engine, [it.query for it in items], max_new_tokens, fallback=default,
-                        messages_fn=messages_fn, desc=f"HAG stage 1 ({task.name})")
-    resolution = resolve([p.parse for p in proposals], default, task.max_new_tokens)
-    requests = answer_requests(stage2_engine, task, items, resolution.configs, seeds)
-    completions = stage2_engine.generate(requests, desc=f"HAG stage 2 ({task.name})") if requests else []
-    return HagRun(task.name, items, [int(s) for s in seeds], proposals, resolution, list(completions))
 
 
 def config_quality(proposed: Sequence[ParseResult], labels: Sequence[DecodingConfig]) -> dict[str, Any]:

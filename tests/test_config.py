@@ -32,6 +32,7 @@ def test_unknown_profile_lists_known_ones():
         ({"n_test": "many"}, "n_test: expected int"),
         ({"seeds": [1, 1]}, "seeds must be distinct"),
         ({"dtype": "float16"}, "dtype must be"),
+        ({"tasks": ["coinflip", "chess"]}, r"unknown task\(s\) \['chess'\]; known: \['coinflip'"),
         ({"bogus": 1}, r"unknown key\(s\) \['bogus'\]"),
         ({"search": {"greedy_order": ["temperature"]}}, "greedy_order must be a permutation"),
         ({"train": {"validation_fraction": 1.5}}, "validation_fraction"),

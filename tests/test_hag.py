@@ -55,6 +55,9 @@ class FakeTask:
     def messages(self, item):
         return [{"role": "user", "content": f"Q: {item.query}"}]
 
+    def score(self, items, outputs):
+        return [0.5 for _ in outputs]
+
 
 GOOD = DecodingConfig(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1)
 REPLIES = {
@@ -108,30 +111,19 @@ def test_resolve_without_failures_is_quiet(caplog):
     assert hag.resolve([], TRANSFORMERS_DEFAULT, 9).parse_rate == 1.0
 
 
-def test_stage2_requests_are_item_major_with_task_prompt_and_budget():
-    engine, task = FakeEngine(), FakeTask()
-    items = [Item("fake", "fake-0", "x"), Item("fake", "fake-1", "y")]
-    configs = [GOOD, GREEDY]
-    reqs = hag.answer_requests(engine, task, items, configs, seeds=[0, 1, 2])
-    assert len(reqs) == 6
-    assert [r.seed for r in reqs] == [0, 1, 2, 0, 1, 2]
-    assert all(r.prompt == engine.render(task.messages(items[0])) for r in reqs[:3])
-    assert all(r.config == GOOD.with_(max_new_tokens=17) for r in reqs[:3])
-    assert all(r.config == GREEDY.with_(max_new_tokens=17) for r in reqs[3:])
-    with pytest.raises(ValueError):
-        hag.answer_requests(engine, task, items, [GOOD], seeds=[0])
+def test_two_stage_answers_use_stage1_configs_and_count_failures():
+    """methods.stage1_then_answer: stage 1 on the tuned engine, stage 2 on the base engine."""
+    from hagstudy import methods
 
-
-def test_run_uses_stage1_engine_then_stage2_engine():
     tuned = FakeEngine({"x": GOOD.to_json(), "y": "garbage"})
     base = FakeEngine()
     items = [Item("fake", "fake-0", "x"), Item("fake", "fake-1", "y")]
-    out = hag.run(tuned, base, FakeTask(), items, [0, 1], TRANSFORMERS_DEFAULT, messages_fn=messages)
-    assert len(tuned.calls) == 1 and len(base.calls) == 1  # stage 2 on the base engine
-    assert out.resolution.status == ["ok", "failed"]
-    rows = out.rows()
-    assert len(rows) == 4 and rows[0]["temperature"] == 0.7 and rows[2]["status"] == "failed"
-    assert out.outputs()[1] == "answer to Q: x with seed 1"
+    scores, proposed = methods.stage1_then_answer(tuned, base, FakeTask(), items, [0, 1], TRANSFORMERS_DEFAULT, "hag")
+    assert len(tuned.calls) == 1 and len(base.calls) == 1
+    assert proposed.status.tolist() == ["ok", "failed"]
+    assert proposed.temperature.tolist() == [0.7, TRANSFORMERS_DEFAULT.temperature]
+    assert len(scores) == 4 and scores.status.tolist() == ["ok", "ok", "failed", "failed"]
+    assert set(scores.config) == {GOOD.with_(max_new_tokens=17).to_json(), TRANSFORMERS_DEFAULT.to_json()}
 
 
 def test_config_quality():
