@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from hagstudy.config import Paths, load_profile, repo_root
+from hagstudy.evaluation import to_markdown
+from hagstudy.search import atomic_write
 
 KERNEL = "hagstudy"
 _VOLATILE_CELL_KEYS = ("start_time", "end_time", "duration", "exception", "status")
@@ -42,13 +44,6 @@ def strip_volatile(nb: dict[str, Any]) -> dict[str, Any]:
     return nb
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def execute(notebook: Path, profile: str, kernel: str = KERNEL, html: bool = True) -> Path:
     """Execute ``notebook`` at ``profile`` into that profile's results folder; return the rendered path."""
     import nbformat
@@ -65,13 +60,13 @@ def execute(notebook: Path, profile: str, kernel: str = KERNEL, html: bool = Tru
     )
     wall = time.time() - start
     nb = strip_volatile(json.loads(tmp.read_text(encoding="utf-8")))
-    _atomic_write(target, json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+    atomic_write(target, json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
     tmp.unlink()
     if html:
         from nbconvert import HTMLExporter
 
         body, _ = HTMLExporter().from_notebook_node(nbformat.reads(target.read_text(encoding="utf-8"), as_version=4))
-        _atomic_write(target.with_suffix(".html"), body)
+        atomic_write(target.with_suffix(".html"), body)
     record_time(out_dir, notebook.stem, wall)
     print(f"{notebook.name}: {wall:.0f} s -> {target}")
     return target
@@ -83,7 +78,7 @@ def record_time(out_dir: Path, name: str, wall_s: float) -> None:
     meta.setdefault("wall_s", {})[name] = round(wall_s, 1)
     meta["machine"] = f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.processor() or 'cpu'}"
     meta["commit"] = _git_commit()
-    _atomic_write(path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    atomic_write(path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def _git_commit() -> str:
@@ -115,10 +110,10 @@ def write_readme(profile: str = "default") -> Path:
     main = paths.results / "tables" / "main.csv"
     if main.is_file():
         df = pd.read_csv(main)
-        lines += ["## Main table (95 % bootstrap CIs over items and seeds)", "", _markdown(df), ""]
+        lines += ["## Main table (95 % bootstrap CIs over items and seeds)", "", to_markdown(df, decimals=3)]
     rel = paths.results / "tables" / "relative.csv"
     if rel.is_file():
-        lines += ["## HAG against default and random", "", _markdown(pd.read_csv(rel)), ""]
+        lines += ["## HAG against default and random", "", to_markdown(pd.read_csv(rel), decimals=3)]
     figures = sorted((paths.results / "figures").glob("*.png")) if (paths.results / "figures").is_dir() else []
     if figures:
         lines += ["## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]
@@ -130,22 +125,8 @@ def write_readme(profile: str = "default") -> Path:
     notebooks = sorted(paths.results.glob("[0-9][0-9]_*.html"))
     if notebooks:
         lines += ["## Rendered notebooks", ""] + [f"- [{n.stem}]({n.name}) ([ipynb]({n.stem}.ipynb))" for n in notebooks]
-    _atomic_write(out, "\n".join(lines) + "\n")
+    atomic_write(out, "\n".join(lines) + "\n")
     return out
-
-
-def _markdown(df: Any) -> str:
-    cols = list(df.columns)
-    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        rows.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
-    return "\n".join(rows)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return str(v)
 
 
 def main() -> None:
