@@ -14,7 +14,8 @@ than one ``model.generate`` per config:
   (model, prompt, config, seed), never on which rows share its batch. The stream does not depend on
   the config: one item under two configs with the same seed uses common random numbers, which makes
   config comparisons less noisy. (Exactness caveat: batch size and padding can change a row's logits
-  by floating-point rounding, notably in bf16; that can flip a near-tie, never the distribution.)
+  by floating-point rounding, notably in bf16; that can flip a near-tie, never the distribution.
+  Resumption never changes a batch, so a resumed run repeats those roundings exactly.)
 * **Throughput.** Requests are sorted by prompt length (equal prompts adjacent: one item under many
   configs and seeds is prefilled once and its KV rows copied). Decoding is continuous batching over
   ``max_batch_size`` slots: a finished row's slot is refilled from the queue (the new rows are
@@ -24,8 +25,10 @@ than one ``model.generate`` per config:
   KV cache is a DynamicCache whose layers append into preallocated buffers (no per-step copy).
   Per step: one forward, then a handful of vectorized [B, V] passes (top-k via block maxima, no
   vocabulary sort); nothing loops over the vocabulary or, per token, over rows in Python.
-* **Cache.** With a ``CompletionCache`` every finished row is written (one transaction per flush,
-  at least every ``flush_rows`` rows or ``flush_seconds``) so a killed run resumes where it stopped.
+* **Cache and resumption.** Jobs are decoded in fixed groups of ``group_rows`` (a few batches), and
+  each finished group is written to the ``CompletionCache`` in one transaction. A killed run loses at
+  most the group in flight; its rerun rebuilds exactly the same groups and batches for the rest, so it
+  ends with byte-identical texts, bf16 included (see ``_decode``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ ENGINE_VERSION = "2"  # 2: the final sampling path of the first release (1 was u
 TOPP_CANDIDATES = 64  # first guess at the nucleus size; rows whose nucleus is larger are sorted in full
 TIE_SLACK = 8  # extra candidates beyond the largest k, so ties at the k-th value rarely leave the fast path
 PROMPT_STATE_BYTES = 512 << 20  # prefilled prompts kept for later refills within one generate call
+GROUP_BATCHES = 4  # a decode group is this many batches: big enough that refills keep slots busy
 CPU_BATCH = 96  # default rows per batch on CPU: on 2 cores 96 beat 48/64 and tied 128 (scripts/bench_generation.py)
 
 
@@ -599,8 +603,7 @@ class Engine:
         max_batch_size: int | None = None,
         progress: bool = True,
         identity: str | None = None,
-        flush_rows: int | None = None,
-        flush_seconds: float = 30.0,
+        group_rows: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -610,8 +613,8 @@ class Engine:
         self.device = next(model.parameters()).device
         self.max_batch_size = int(max_batch_size or default_batch_size(model, self.device))
         self.refill_rows = max(1, self.max_batch_size // 8)  # prefill new rows once this many slots are free
-        self.flush_rows = int(flush_rows or self.max_batch_size)
-        self.flush_seconds = float(flush_seconds)
+        # Rows decoded and committed together (see _decode): what a kill can lose, and the unit of resumption.
+        self.group_rows = int(group_rows or GROUP_BATCHES * self.max_batch_size)
         eos = {tokenizer.eos_token_id}
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
@@ -683,72 +686,80 @@ class Engine:
     # -- decoding ------------------------------------------------------------------------------
 
     def _decode(self, jobs: list[tuple[str, Request]], done: dict[str, Completion], desc: str) -> None:
+        """Decode ``jobs`` group by group; each group's completions reach the cache in one transaction.
+
+        The groups are consecutive ``group_rows`` slices of the jobs in a fixed order (prompt length,
+        prompt, request order), and a group is committed only when all its rows are done. A killed call
+        therefore leaves whole groups cached, and its rerun sees the remaining jobs as the same order
+        minus a prefix of whole groups: it forms the same groups, hence the same batches, refills and
+        prefills, so even bf16 rounding (which depends on batch shape) repeats and the resumed run ends
+        with byte-identical texts. Prompt states are not carried across groups for the same reason.
+        """
         prompts = [r.prompt for _, r in jobs]
         ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        horizon = max(r.config.max_new_tokens for _, r in jobs)
-        # Bucket by prompt length; equal prompts end up adjacent and share a prefill.
         order = sorted(range(len(jobs)), key=lambda i: (len(ids[i]), prompts[i], i))
-        queue = deque(order)
-        pending: dict[str, dict[str, Any]] = {}
-        last_flush = time.perf_counter()
         bar = _progress(len(jobs), desc, enabled=self.progress)
-        tokens_done, t0 = 0, time.perf_counter()
+        bar.tokens, bar.t0 = 0, time.perf_counter()  # for the rate shown beside the bar
+        try:
+            for start in range(0, len(order), self.group_rows):
+                self._prompts.clear()
+                self._prompt_bytes = 0
+                rows = self._decode_group(order[start : start + self.group_rows], jobs, ids, bar)
+                if self.cache is not None:
+                    self.cache.put_many(rows)
+                for key, row in rows.items():
+                    done[key] = Completion(row["text"], row["n_tokens"], row["finished"], cached=False)
+        finally:
+            bar.close()
+
+    def _decode_group(
+        self, order: list[int], jobs: list[tuple[str, Request]], ids: list[list[int]], bar: Any
+    ) -> dict[str, dict[str, Any]]:
+        """Continuous batching over one group's jobs (in ``order``); returns their cache rows by key."""
+        horizon = max(jobs[i][1].config.max_new_tokens for i in order)
+        queue = deque(order)
+        out: dict[str, dict[str, Any]] = {}
 
         def finish(batch: _Batch, rows: torch.Tensor) -> None:
-            nonlocal tokens_done
             n_gen = batch.n_gen[rows].tolist()
             outs = batch.out()[rows].tolist()
             texts = self.tokenizer.batch_decode([o[:n] for o, n in zip(outs, n_gen)], skip_special_tokens=True)
             eos = torch.isin(batch.last[rows], self.eos_ids).tolist()
             for row, text, n, fin in zip(rows.tolist(), texts, n_gen, eos):
                 key, req = jobs[batch.jobs[row]]
-                done[key] = Completion(text, n, fin, cached=False)
-                pending[key] = {"text": text, "n_tokens": n, "finished": fin, "meta": _meta(self.identity, req)}
-            tokens_done += sum(n_gen)
+                out[key] = {"text": text, "n_tokens": n, "finished": fin, "meta": _meta(self.identity, req)}
             self.stats["new_tokens"] += sum(n_gen)
+            bar.tokens += sum(n_gen)
             bar.update(len(n_gen))
-            bar.set_postfix_str(f"{tokens_done / max(time.perf_counter() - t0, 1e-9):.0f} tok/s", refresh=False)
-
-        def flush(force: bool = False) -> None:
-            nonlocal last_flush
-            if self.cache is None or not pending:
-                return
-            if force or len(pending) >= self.flush_rows or time.perf_counter() - last_flush >= self.flush_seconds:
-                self.cache.put_many(dict(pending))
-                pending.clear()
-                last_flush = time.perf_counter()
+            bar.set_postfix_str(f"{bar.tokens / max(time.perf_counter() - bar.t0, 1e-9):.0f} tok/s", refresh=False)
 
         batch: _Batch | None = None
-        try:
-            while queue or batch is not None:
-                if batch is None:
-                    take = [queue.popleft() for _ in range(min(self.max_batch_size, len(queue)))]
-                    batch = self._prefill(take, [ids[i] for i in take], [jobs[i][1] for i in take], horizon)
+        while queue or batch is not None:
+            if batch is None:
+                take = [queue.popleft() for _ in range(min(self.max_batch_size, len(queue)))]
+                batch = self._prefill(take, [ids[i] for i in take], [jobs[i][1] for i in take], horizon)
+            else:
+                dead = (~batch.alive).nonzero().squeeze(1)
+                if queue and len(dead) >= min(self.refill_rows, len(queue)):
+                    take = [queue.popleft() for _ in range(min(len(dead), len(queue)))]
+                    new = self._prefill(take, [ids[i] for i in take], [jobs[i][1] for i in take], horizon, reserve=0)
+                    t1 = time.perf_counter()
+                    batch.place(new, dead[: len(take)])
+                    self.stats["splice_seconds"] += time.perf_counter() - t1
                 else:
-                    dead = (~batch.alive).nonzero().squeeze(1)
-                    if queue and len(dead) >= min(self.refill_rows, len(queue)):
-                        take = [queue.popleft() for _ in range(min(len(dead), len(queue)))]
-                        new = self._prefill(take, [ids[i] for i in take], [jobs[i][1] for i in take], horizon, reserve=0)
+                    if not queue and len(dead) and self._worth_compacting(batch, len(dead)):
                         t1 = time.perf_counter()
-                        batch.place(new, dead[: len(take)])
+                        batch.select(batch.alive.nonzero().squeeze(1))
                         self.stats["splice_seconds"] += time.perf_counter() - t1
-                    else:
-                        if not queue and len(dead) and self._worth_compacting(batch, len(dead)):
-                            t1 = time.perf_counter()
-                            batch.select(batch.alive.nonzero().squeeze(1))
-                            self.stats["splice_seconds"] += time.perf_counter() - t1
-                        self._step(batch)
-                finished = batch.alive & ((batch.n_gen >= batch.max_new) | torch.isin(batch.last, self.eos_ids))
-                if bool(finished.any()):
-                    rows = finished.nonzero().squeeze(1)
-                    finish(batch, rows)
-                    batch.retire(rows)
-                    if not queue and not bool(batch.alive.any()):
-                        batch = None
-                    flush()
-        finally:
-            flush(force=True)
-            bar.close()
+                    self._step(batch)
+            finished = batch.alive & ((batch.n_gen >= batch.max_new) | torch.isin(batch.last, self.eos_ids))
+            if bool(finished.any()):
+                rows = finished.nonzero().squeeze(1)
+                finish(batch, rows)
+                batch.retire(rows)
+                if not queue and not bool(batch.alive.any()):
+                    batch = None
+        return out
 
     @staticmethod
     def _worth_compacting(batch: _Batch, n_dead: int) -> bool:

@@ -120,7 +120,7 @@ def test_a_crashed_run_resumes_without_regenerating_finished_rows(tiny, tmp_path
     reference = Engine(model, tok, progress=False, max_batch_size=4).generate(requests(Engine(model, tok, progress=False)))
 
     cache = CompletionCache(tmp_path / "c.sqlite")
-    crashing = Engine(CrashingModel(model, limit=12), tok, cache, progress=False, max_batch_size=4, flush_rows=2, identity=ident)
+    crashing = Engine(CrashingModel(model, limit=12), tok, cache, progress=False, max_batch_size=4, group_rows=2, identity=ident)
     reqs = requests(crashing)
     with pytest.raises(Crash):
         crashing.generate(reqs)
@@ -133,8 +133,8 @@ def test_a_crashed_run_resumes_without_regenerating_finished_rows(tiny, tmp_path
     assert [(c.text, c.n_tokens, c.finished) for c in outs] == [(c.text, c.n_tokens, c.finished) for c in reference]
 
 
-def test_a_killed_process_keeps_its_flushed_batches(tiny, tmp_path):
-    """A hard kill (no cleanup at all) after some flushes: the rerun generates only the rest."""
+def test_a_killed_process_keeps_its_committed_groups(tiny, tmp_path):
+    """A hard kill (no cleanup at all) after some groups were committed: the rerun generates only the rest."""
     db = tmp_path / "c.sqlite"
     script = textwrap.dedent(
         f"""
@@ -151,10 +151,10 @@ def test_a_killed_process_keeps_its_flushed_batches(tiny, tmp_path):
         def forward(*a, **k):
             calls[0] += 1
             if calls[0] > 12:
-                os._exit(9)  # like SIGKILL: no finally blocks, no flush, no close
+                os._exit(9)  # like SIGKILL: no finally blocks, no close
             return real(*a, **k)
         model.forward = forward
-        engine = Engine(model, tok, CompletionCache({str(db)!r}), progress=False, max_batch_size=4, flush_rows=2,
+        engine = Engine(model, tok, CompletionCache({str(db)!r}), progress=False, max_batch_size=4, group_rows=2,
                         identity=models.identity(model))
         engine.generate(requests(engine))
         """
