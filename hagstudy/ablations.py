@@ -12,7 +12,13 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from hagstudy import evaluation
-from hagstudy.search import OFFSET_HELDOUT, ItemLabel, config_from_json, evaluate_pairs, generations_per_item
+from hagstudy.search import (
+    OFFSET_HELDOUT,
+    ItemLabel,
+    config_from_json,
+    evaluate_pairs,
+    generations_per_item,
+)
 
 
 def first_fraction(labels: pd.DataFrame, fraction: float) -> pd.DataFrame:

@@ -223,7 +223,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 
 
 def _check(p: Profile) -> None:
-    from hagstudy.decoding import HYPERPARAMETERS  # local: decoding imports nothing from here
+    from hagstudy.decoding import (
+        HYPERPARAMETERS,  # local: decoding imports nothing from here
+    )
 
     def need(ok: bool, msg: str) -> None:
         if not ok:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hagstudy.config import Paths
+from hagstudy.files import atomic_write
 
 BIGBENCH_VERSION = "1.0.0"
 BIGBENCH_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
@@ -106,9 +107,7 @@ def extract(sdist: Path, out: Path) -> dict[str, Path]:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 src = tar.extractfile(member)
                 assert src is not None
-                tmp = dest.with_suffix(".part")
-                tmp.write_bytes(src.read())
-                os.replace(tmp, dest)
+                atomic_write(dest, src.read())
                 written[wanted[member.name]] = dest
                 if len(written) == len(wanted):
                     break
@@ -147,9 +146,7 @@ def prepare(force: bool = False) -> Path:
             for name, rel in BIGBENCH_FILES.items()
         },
     }
-    tmp = manifest.with_suffix(".part")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, manifest)
+    atomic_write(manifest, json.dumps(info, indent=2) + "\n")
     return manifest
 
 

@@ -11,10 +11,16 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
-from hagstudy.decoding import HYPERPARAMETERS, RANGES, TRANSFORMERS_DEFAULT, DecodingConfig
-from hagstudy.search import atomic_write, config_from_json, stable_hash
+from hagstudy.decoding import (
+    HYPERPARAMETERS,
+    RANGES,
+    TRANSFORMERS_DEFAULT,
+    DecodingConfig,
+)
+from hagstudy.files import atomic_write
+from hagstudy.search import config_from_json, stable_hash
 
 _EXAMPLE = DecodingConfig(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1).to_json()
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 
+from hagstudy.files import atomic_write
 from hagstudy.tasks import names as task_names
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("task", "method", "item_id", "seed", "score")
@@ -464,15 +464,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, decimals: int = 4) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = _rounded(df, decimals).to_csv(index=False, float_format=f"%.{decimals}f", lineterminator="\n")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, text)
     return path
 
 

@@ -18,7 +18,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
-from hagstudy.decoding import GREEDY, HYPERPARAMETERS, TRANSFORMERS_DEFAULT, DecodingConfig, ParseResult, parse_config
+from hagstudy.decoding import (
+    GREEDY,
+    HYPERPARAMETERS,
+    TRANSFORMERS_DEFAULT,
+    DecodingConfig,
+    ParseResult,
+    parse_config,
+)
 
 log = logging.getLogger(__name__)
 

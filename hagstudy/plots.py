@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -24,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from hagstudy.evaluation import method_key, task_key
+from hagstudy.files import atomic_open
 
 HYPERPARAMETERS: tuple[str, ...] = ("temperature", "top_p", "top_k", "repetition_penalty")
 DPI = 150
@@ -308,15 +308,8 @@ def save(fig: Figure, stem: str, folder: str | os.PathLike, dpi: int = DPI) -> t
     paths = []
     for fmt, metadata in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
         path = folder / f"{stem}.{fmt}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh, matplotlib.rc_context(_RC):
-                fig.savefig(fh, format=fmt, dpi=dpi, metadata=metadata)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path, "wb") as fh, matplotlib.rc_context(_RC):
+            fig.savefig(fh, format=fmt, dpi=dpi, metadata=metadata)
         paths.append(path)
     return paths[0], paths[1]
 

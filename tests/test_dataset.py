@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 
 from hagstudy import dataset
-from hagstudy.decoding import HYPERPARAMETERS, TRANSFORMERS_DEFAULT, DecodingConfig, parse_config
+from hagstudy.decoding import (
+    HYPERPARAMETERS,
+    TRANSFORMERS_DEFAULT,
+    DecodingConfig,
+    parse_config,
+)
 
 
 def _labels(n_per_task: dict[str, int]) -> pd.DataFrame:

@@ -16,7 +16,16 @@ from transformers import (
 
 from hagstudy import generation
 from hagstudy.decoding import DecodingConfig as C
-from hagstudy.generation import Engine, Request, RowParams, Warp, filter_logits, sample_rows, uniforms, warp
+from hagstudy.generation import (
+    Engine,
+    Request,
+    RowParams,
+    Warp,
+    filter_logits,
+    sample_rows,
+    uniforms,
+    warp,
+)
 
 CONFIGS = [
     C(0.0, 1.0, 0, 1.0),  # greedy

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 import pytest
 
 from hagstudy import hag
-from hagstudy.decoding import GREEDY, TRANSFORMERS_DEFAULT, DecodingConfig, ParseResult, parse_config
+from hagstudy.decoding import (
+    GREEDY,
+    TRANSFORMERS_DEFAULT,
+    DecodingConfig,
+    ParseResult,
+    parse_config,
+)
 from hagstudy.generation import Completion, Engine, Request
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")

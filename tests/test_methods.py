@@ -2,10 +2,10 @@
 
 import pandas as pd
 import pytest
+from test_search import FakeEngine, FakeTask, noise
 
 from hagstudy import ablations, findings, methods
 from hagstudy.decoding import GREEDY, TRANSFORMERS_DEFAULT, DecodingConfig
-from test_search import FakeEngine, FakeTask, noise
 
 SEEDS = [0, 1, 2]
 
