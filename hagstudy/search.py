@@ -28,16 +28,20 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from hagstudy.decoding import HYPERPARAMETERS, DecodingConfig, SearchSpace, default_config
+from hagstudy.decoding import (
+    HYPERPARAMETERS,
+    DecodingConfig,
+    SearchSpace,
+    default_config,
+)
+from hagstudy.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +157,15 @@ class Budget:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def row(self, this_run: bool = False) -> dict[str, float]:
+        """Flat columns per stage: ``requested`` and ``tokens`` always (the same on every rerun), and
+        with ``this_run`` also what this run decoded and its seconds (zero when served from the cache)."""
+        fields = ("requested", "tokens", "generated", "new_tokens", "seconds") if this_run else ("requested", "tokens")
+        out = {name: getattr(self, name) for name in fields}
+        for stage, values in self.stages.items():
+            out.update({f"{stage}_{name}": values[name] for name in fields})
+        return out
+
 
 @dataclass(frozen=True)
 class _Request:
@@ -165,7 +178,9 @@ class _Request:
 
 def _request_class() -> type:
     try:
-        from hagstudy.generation import Request  # local: the engine module imports torch
+        from hagstudy.generation import (
+            Request,  # local: the engine module imports torch
+        )
     except ModuleNotFoundError as err:
         if err.name != "hagstudy.generation":
             raise
@@ -774,20 +789,6 @@ def write_result(result: SearchResult, out_dir: Path, profile: str | None = None
     return folder
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def read_labels(out_dir: Path | str, tasks: Sequence[str] | None = None) -> Any:
     """The labels of ``run_search`` as one DataFrame (strings kept as strings, task order kept)."""
     import pandas as pd
@@ -860,6 +861,13 @@ def expand_configs(frame: Any, column: str = "config") -> Any:
 
 
 _expand = expand_configs  # the name notebooks/02_dataset used first
+
+
+def budget_frame(results: Sequence[SearchResult], this_run: bool = False) -> Any:
+    """One row per task: generations and tokens the search asked for, per stage (see ``Budget.row``)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"task": r.task, **r.budget.row(this_run)} for r in results])
 
 
 def labels_frame(results: SearchResult | Sequence[SearchResult] | Sequence[ItemLabel]) -> Any:

@@ -61,6 +61,14 @@ class TrainResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def history(self) -> Any:
+        """``log_history`` as a DataFrame without the wall-clock columns (``*_runtime``, ``*_per_second``):
+        what stays is the same on every rerun, so the saved table diffs cleanly (``wall_seconds`` has the time)."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.log_history)
+        return frame.drop(columns=[c for c in frame.columns if c.endswith(("_runtime", "_per_second"))])
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TrainResult":
         return cls(**raw)

@@ -16,7 +16,13 @@ import pytest
 
 from hagstudy import search
 from hagstudy.config import Profile, SearchSettings
-from hagstudy.decoding import GREEDY, HYPERPARAMETERS, TRANSFORMERS_DEFAULT, DecodingConfig, SearchSpace
+from hagstudy.decoding import (
+    GREEDY,
+    HYPERPARAMETERS,
+    TRANSFORMERS_DEFAULT,
+    DecodingConfig,
+    SearchSpace,
+)
 
 DEFAULT = TRANSFORMERS_DEFAULT
 
@@ -154,6 +160,14 @@ def test_evaluate_batches_everything_in_one_call() -> None:
     assert budget.tokens == sum(e.tokens for e in evals)
     search.evaluate(engine, task, items, configs, draws=2, stage="x", budget=budget)
     assert budget.requested == 36 and budget.generated == 18  # the second time is all cache hits
+
+
+def test_the_saved_budget_row_does_not_depend_on_the_cache() -> None:
+    cold, warm = search.Budget(), search.Budget()
+    cold.add("prune", requested=10, generated=10, tokens=50, new_tokens=50, seconds=3.0)
+    warm.add("prune", requested=10, generated=0, tokens=50, new_tokens=0, seconds=0.1)
+    assert cold.row() == warm.row() == {"requested": 10, "tokens": 50, "prune_requested": 10, "prune_tokens": 50}
+    assert cold.row(this_run=True)["prune_generated"] == 10 and warm.row(this_run=True)["prune_generated"] == 0
 
 
 def test_evaluate_sends_identical_requests_once() -> None:

@@ -161,3 +161,15 @@ def test_instruction_rows_match_the_stage1_prompt(tiny):
     learned = [t for t, m in zip(out["input_ids"], out["assistant_masks"]) if m]
     assert tok.decode(learned) == CONFIGS[0].to_json() + "<|im_end|>"
     assert training.sequence_length(tok, ex["messages"]) <= 384  # fits the profiles' max_length
+
+
+def test_the_saved_history_has_no_wall_clock_columns():
+    from hagstudy.training import TrainResult
+
+    log = [{"loss": 0.5, "step": 1, "epoch": 0.5},
+           {"eval_loss": 0.4, "eval_runtime": 2.1, "eval_samples_per_second": 3.3, "step": 2},
+           {"train_runtime": 9.0, "train_steps_per_second": 0.2, "train_loss": 0.45, "total_flos": 1e9, "step": 2}]
+    result = TrainResult(output_dir="x", base_spec="tiny-random", adapter_digest="d", seed=0, steps=2, epochs=1.0,
+                         wall_seconds=9.0, seconds_per_step=4.5, train_loss=0.5, mean_train_loss=0.45, eval_loss=0.4,
+                         n_train=4, n_validation=2, n_dropped_too_long=0, log_history=log)
+    assert list(result.history().columns) == ["loss", "step", "epoch", "eval_loss", "train_loss", "total_flos"]
