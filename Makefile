@@ -20,7 +20,8 @@ PKG     := $(wildcard hagstudy/*.py hagstudy/*/*.py)
 NOTEBOOKS := 00_preliminary 01_search 02_dataset 03_train 04_inference 05_ablations 06_figures
 RESULTS   := $(if $(filter default,$(PROFILE)),results,artifacts/$(PROFILE)/results)
 RENDERED  := $(NOTEBOOKS:%=$(RESULTS)/%.ipynb)
-RENDER    := $(PY) -m hagstudy.render --profile $(PROFILE)
+# HTML copies are written once, by the README step (each nbconvert start costs seconds per notebook).
+RENDER    := $(PY) -m hagstudy.render --profile $(PROFILE) --no-html
 
 .PHONY: help setup data model all smoke test unit nbval bench lab clean clean-all
 

@@ -2,8 +2,11 @@
 
 ``python -m hagstudy.render notebooks/01_search.ipynb --profile default`` executes the notebook with
 the ``hagstudy`` kernel, strips papermill's volatile metadata (timestamps, durations) so a rerun with
-the same numbers diffs empty, writes an HTML copy beside it and records the wall time in
-``run_metadata.json``. ``--readme`` writes ``results/README.md`` from the tables and that metadata.
+the same numbers diffs empty, writes an HTML copy beside it (``--no-html``: leave that to
+``--readme``) and records the wall time and the number of generations it decoded (cache misses) in
+``run_metadata.json``. ``--readme`` brings every HTML copy up to date and writes ``results/README.md``
+from the tables and that metadata. ``make all`` renders HTML once, in the ``--readme`` step: each
+nbconvert start costs seconds, which matter when a rerun comes entirely from the caches.
 """
 
 from __future__ import annotations
@@ -13,13 +16,18 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from hagstudy.config import Paths, load_profile, repo_root
-from hagstudy.evaluation import to_markdown
-from hagstudy.search import atomic_write
+from hagstudy.files import atomic_write
+
+# nbformat validates with jsonschema, which imports rfc3987_syntax when installed (JupyterLab pulls it
+# in) to check "iri" formats; that import compiles a grammar, ~2 s per render process here. The
+# notebook schema has no format checks at all, so the renderer goes without it.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 KERNEL = "hagstudy"
 _VOLATILE_CELL_KEYS = ("start_time", "end_time", "duration", "exception", "status")
@@ -49,10 +57,12 @@ def execute(notebook: Path, profile: str, kernel: str = KERNEL, html: bool = Tru
     import nbformat
     import papermill
 
-    out_dir = Paths.for_profile(profile).results
+    paths = Paths.for_profile(profile)
+    out_dir = paths.results
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / notebook.name
     tmp = out_dir / f".{notebook.stem}.running.ipynb"
+    cached_before = _completions(paths)
     start = time.time()
     papermill.execute_notebook(
         str(notebook), str(tmp), parameters={"profile": profile}, kernel_name=kernel, cwd=str(repo_root()),
@@ -62,20 +72,46 @@ def execute(notebook: Path, profile: str, kernel: str = KERNEL, html: bool = Tru
     nb = strip_volatile(json.loads(tmp.read_text(encoding="utf-8")))
     atomic_write(target, json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
     tmp.unlink()
+    decoded = _completions(paths) - cached_before
     if html:
-        from nbconvert import HTMLExporter
-
-        body, _ = HTMLExporter().from_notebook_node(nbformat.reads(target.read_text(encoding="utf-8"), as_version=4))
-        atomic_write(target.with_suffix(".html"), body)
-    record_time(out_dir, notebook.stem, wall)
-    print(f"{notebook.name}: {wall:.0f} s -> {target}")
+        write_html(target)
+    record_run(out_dir, notebook.stem, wall, decoded)
+    print(f"{notebook.name}: {wall:.0f} s, {decoded} generations decoded -> {target}")
     return target
 
 
-def record_time(out_dir: Path, name: str, wall_s: float) -> None:
+def write_html(notebook: Path) -> Path:
+    """The rendered notebook as a standalone HTML page beside it."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.reads(notebook.read_text(encoding="utf-8"), as_version=4))
+    return atomic_write(notebook.with_suffix(".html"), body)
+
+
+def update_html(results: Path) -> list[Path]:
+    """Write the HTML copy of every rendered notebook whose copy is missing or older than it."""
+    stale = [nb for nb in sorted(results.glob("[0-9][0-9]_*.ipynb"))
+             if not nb.with_suffix(".html").is_file() or nb.with_suffix(".html").stat().st_mtime < nb.stat().st_mtime]
+    return [write_html(nb) for nb in stale]
+
+
+def _completions(paths: Paths) -> int:
+    """Rows in the completion cache: their growth during a notebook is what it decoded."""
+    from hagstudy.cache import CompletionCache
+
+    db = paths.cache / "completions.sqlite"
+    if not db.is_file():
+        return 0
+    with CompletionCache(db) as cache:
+        return len(cache)
+
+
+def record_run(out_dir: Path, name: str, wall_s: float, decoded: int) -> None:
     path = out_dir / "run_metadata.json"
     meta = json.loads(path.read_text()) if path.is_file() else {}
     meta.setdefault("wall_s", {})[name] = round(wall_s, 1)
+    meta.setdefault("decoded", {})[name] = decoded
     meta["machine"] = f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.processor() or 'cpu'}"
     meta["commit"] = _git_commit()
     atomic_write(path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -93,6 +129,8 @@ def write_readme(profile: str = "default") -> Path:
     """results/README.md: the main table, the figures and the run metadata, all read from files."""
     import pandas as pd
 
+    from hagstudy.evaluation import to_markdown
+
     p = load_profile(profile)
     paths = p.paths
     out = paths.results / "README.md"
@@ -101,7 +139,7 @@ def write_readme(profile: str = "default") -> Path:
     lines = [
         "# Rendered results",
         "",
-        f"Written by `make all` (`python -m hagstudy.render --readme`) from the files in this folder; do not edit by hand.",
+        "Written by `make all` (`python -m hagstudy.render --readme`) from the files in this folder; do not edit by hand.",
         "",
         f"- profile: `{p.name}`; model: `{p.model}` ({p.dtype}); evaluation seeds: {list(p.seeds)}",
         f"- commit: `{meta.get('commit', 'unknown')}`; machine: {meta.get('machine', 'unknown')}",
@@ -118,10 +156,18 @@ def write_readme(profile: str = "default") -> Path:
     if figures:
         lines += ["## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]
     if meta.get("wall_s"):
-        total = sum(meta["wall_s"].values())
-        lines += ["## Wall time per notebook (this machine)", "", "| notebook | seconds |", "|---|---:|"]
-        lines += [f"| {k} | {v:.0f} |" for k, v in sorted(meta["wall_s"].items())]
-        lines += [f"| total | {total:.0f} |", ""]
+        wall, decoded = meta["wall_s"], meta.get("decoded", {})
+        lines += [
+            "## Wall time per notebook (this machine)",
+            "",
+            "From each notebook's last execution. *Decoded* counts the generations it ran (completion cache"
+            " misses); 0 means everything came from the caches, so its seconds are a rerun's, not a cold run's.",
+            "",
+            "| notebook | seconds | decoded |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| {k} | {v:.0f} | {decoded.get(k, 'n/a')} |" for k, v in sorted(wall.items())]
+        lines += [f"| total | {sum(wall.values()):.0f} | {sum(decoded.values()) if decoded else 'n/a'} |", ""]
     notebooks = sorted(paths.results.glob("[0-9][0-9]_*.html"))
     if notebooks:
         lines += ["## Rendered notebooks", ""] + [f"- [{n.stem}]({n.name}) ([ipynb]({n.stem}.ipynb))" for n in notebooks]
@@ -141,6 +187,8 @@ def main() -> None:
     for nb in args.notebooks:
         execute(nb, args.profile, kernel=args.kernel, html=not args.no_html)
     if args.readme:
+        for page in update_html(Paths.for_profile(args.profile).results):
+            print(f"wrote {page}")
         print(f"wrote {write_readme(args.profile)}")
 
 

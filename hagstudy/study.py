@@ -106,6 +106,9 @@ def start(profile: str | None = None, notebook: str = "notebook", **overrides: A
     _quiet_progress_bars()
     p = load_profile(profile or None, **overrides)
     seed_everything(p.seed)
+    from hagstudy.tasks import embed
+
+    embed.use_cache(p.paths.cache / "embeddings.sqlite")
     run = Run(profile=p, notebook=notebook)
     save_profile(p, run.artifact(notebook, "profile.json"))
     log.info("profile %s, model %s (%s); outputs in %s", p.name, p.model, p.dtype, p.paths.results)

@@ -37,3 +37,18 @@ def test_strip_volatile_removes_times_but_keeps_outputs():
     assert out["metadata"]["papermill"] == {"parameters": {"profile": "smoke"}}
     assert out["cells"][0]["metadata"] == {"papermill": {}}
     assert out["cells"][0]["outputs"][0]["text"] == "42"
+
+
+def test_update_html_writes_only_missing_or_stale_copies(tmp_path):
+    import os
+
+    import nbformat
+
+    for name in ("00_a", "01_b"):
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(name)]), tmp_path / f"{name}.ipynb")
+    (tmp_path / "01_b.html").write_text("up to date")
+    assert render.update_html(tmp_path) == [tmp_path / "00_a.html"]
+    assert "00_a" in (tmp_path / "00_a.html").read_text() and render.update_html(tmp_path) == []
+    later = (tmp_path / "01_b.html").stat().st_mtime + 5
+    os.utime(tmp_path / "01_b.ipynb", (later, later))  # the notebook was re-rendered after its copy
+    assert render.update_html(tmp_path) == [tmp_path / "01_b.html"]

