@@ -161,7 +161,8 @@ def write_readme(profile: str = "default") -> Path:
             "## Wall time per notebook (this machine)",
             "",
             "From each notebook's last execution. *Decoded* counts the generations it ran (completion cache"
-            " misses); 0 means everything came from the caches, so its seconds are a rerun's, not a cold run's.",
+            " misses); 0 means everything came from the caches, so its seconds are a rerun's, not a cold run's"
+            " (the repository README's Timing section has the cold run's).",
             "",
             "| notebook | seconds | decoded |",
             "|---|---:|---:|",
