@@ -54,7 +54,6 @@ def strip_volatile(nb: dict[str, Any]) -> dict[str, Any]:
 
 def execute(notebook: Path, profile: str, kernel: str = KERNEL, html: bool = True) -> Path:
     """Execute ``notebook`` at ``profile`` into that profile's results folder; return the rendered path."""
-    import nbformat
     import papermill
 
     paths = Paths.for_profile(profile)
