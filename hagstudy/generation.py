@@ -699,7 +699,7 @@ class Engine:
         ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         order = sorted(range(len(jobs)), key=lambda i: (len(ids[i]), prompts[i], i))
         bar = _progress(len(jobs), desc, enabled=self.progress)
-        bar.tokens, bar.t0 = 0, time.perf_counter()  # for the rate shown beside the bar
+        tokens, t0 = 0, time.perf_counter()
         try:
             for start in range(0, len(order), self.group_rows):
                 self._prompts.clear()
@@ -709,6 +709,8 @@ class Engine:
                     self.cache.put_many(rows)
                 for key, row in rows.items():
                     done[key] = Completion(row["text"], row["n_tokens"], row["finished"], cached=False)
+                tokens += sum(row["n_tokens"] for row in rows.values())
+                bar.set_postfix_str(f"{tokens / max(time.perf_counter() - t0, 1e-9):.0f} tok/s")
         finally:
             bar.close()
 
@@ -729,9 +731,7 @@ class Engine:
                 key, req = jobs[batch.jobs[row]]
                 out[key] = {"text": text, "n_tokens": n, "finished": fin, "meta": _meta(self.identity, req)}
             self.stats["new_tokens"] += sum(n_gen)
-            bar.tokens += sum(n_gen)
             bar.update(len(n_gen))
-            bar.set_postfix_str(f"{bar.tokens / max(time.perf_counter() - bar.t0, 1e-9):.0f} tok/s", refresh=False)
 
         batch: _Batch | None = None
         while queue or batch is not None:
