@@ -1,24 +1,136 @@
-"""Ablation helpers: label subsets, search strategies at an equal budget, label quality on fresh draws.
+"""Ablations: label reliability, search strategies at an equal budget, and the arms of notebook 05.
 
-The ablation notebook reuses the pipeline's own functions (search, dataset, training, methods) through
-these few helpers; nothing here re-implements a step of the main chain.
+Everything here reuses the main chain's own functions (search, dataset, training, methods, and
+``scoring`` for every score), so an ablation arm differs from HAG only in the one thing it changes.
+Labels are compared on *held-out* draws (``seeds.OFFSET_HELDOUT``): a label's search score won a
+maximum over noisy candidates and is optimistic; a fresh draw is not.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
-from hagstudy import evaluation
-from hagstudy.search import (
-    OFFSET_HELDOUT,
-    ItemLabel,
-    config_from_json,
-    evaluate_pairs,
-    generations_per_item,
-)
+from hagstudy import dataset, evaluation, methods, search, study
+from hagstudy.decoding import HYPERPARAMETERS, DecodingConfig
+from hagstudy.scoring import Engine, Task, evaluate
+from hagstudy.search import ItemLabel, PruneResult, generations_per_item
+from hagstudy.seeds import OFFSET_HELDOUT, OFFSET_REPEAT
+
+if TYPE_CHECKING:
+    from hagstudy.tasks.base import Item
+
+
+def _key(config: DecodingConfig) -> str:
+    return config.effective().to_json()
+
+
+def heldout_means(
+    engine: Engine, task: Task, wanted: Sequence[tuple[Item, Sequence[DecodingConfig]]], draws: int, stage: str
+) -> dict[tuple[str, str], float]:
+    """Mean score of each item's configs on ``draws`` fresh held-out draws, keyed by (item id, config JSON).
+
+    An item's duplicate configs are scored once; the order of ``wanted`` is the engine's request order.
+    """
+    pairs = []
+    for item, configs in wanted:
+        seen: list[str] = []
+        for c in configs:
+            if _key(c) not in seen:
+                seen.append(_key(c))
+                pairs.append((item, c))
+    evals, _ = evaluate(engine, task, pairs, draws, OFFSET_HELDOUT, stage=stage)
+    return {(ev.item_id, _key(ev.config)): ev.mean for ev in evals}
+
+
+# ---------------------------------------------------------------------------------------------
+# Label reliability (notebook 01)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reliability:
+    """Two greedy searches with independent seeds on the same items, and their labels on fresh draws."""
+
+    task: str
+    rows: list[dict[str, Any]]
+    labels_a: list[ItemLabel] = field(repr=False)
+    labels_b: list[ItemLabel] = field(repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """Agreement rates and held-out means; ``gap_ab`` near 0 with low agreement means noisy labels."""
+        n = len(self.rows)
+        out: dict[str, Any] = {"task": self.task, "n_items": n}
+        if not n:
+            return out
+        out["agree_exact"] = float(np.mean([r["agree"] for r in self.rows]))
+        for h in HYPERPARAMETERS:
+            out[f"agree_{h}"] = float(np.mean([r[f"agree_{h}"] for r in self.rows]))
+        for col in ("heldout_a", "heldout_b", "heldout_default", "search_a", "search_b"):
+            out[col] = float(np.mean([r[col] for r in self.rows]))
+        out["gap_ab"] = out["heldout_a"] - out["heldout_b"]
+        out["abs_gap_ab"] = float(np.mean([abs(r["heldout_a"] - r["heldout_b"]) for r in self.rows]))
+        out["gain_a_vs_default"] = out["heldout_a"] - out["heldout_default"]
+        out["gain_b_vs_default"] = out["heldout_b"] - out["heldout_default"]
+        out["optimism_a"] = out["search_a"] - out["heldout_a"]  # selection bias of the search score
+        return out
+
+
+def reliability(
+    engine: Engine,
+    task: Task,
+    items: Sequence[Item],
+    pruned: PruneResult,
+    default: DecodingConfig,
+    draws: int,
+    order: Sequence[str],
+    heldout_draws: int,
+    labels_a: Sequence[ItemLabel] | None = None,
+) -> Reliability:
+    """Repeat greedy with fresh seeds; compare the two labels (exact and per hyperparameter) and score
+    both, and the default, on ``heldout_draws`` further fresh draws.
+
+    ``labels_a`` are the original labels (from ``search.run_search``); without them greedy is rerun on
+    the original seeds (free from the cache).
+    """
+    default = default.effective()
+    if labels_a is None:
+        labels_a = search.greedy(engine, task, items, pruned, default, draws, order)
+    else:
+        by_id = {lab.item_id: lab for lab in labels_a}
+        labels_a = [by_id[item.id] for item in items]
+    labels_b = search.greedy(engine, task, items, pruned, default, draws, order, OFFSET_REPEAT, stage="repeat")
+    wanted = [(item, [a.config, b.config, default]) for item, a, b in zip(items, labels_a, labels_b)]
+    held = heldout_means(engine, task, wanted, heldout_draws, "heldout")
+    rows = []
+    for item, a, b in zip(items, labels_a, labels_b):
+        row: dict[str, Any] = {
+            "task": task.name,
+            "item_id": item.id,
+            "config_a": a.config.to_json(),
+            "config_b": b.config.to_json(),
+            "agree": a.config.to_json() == b.config.to_json(),
+        }
+        for h in HYPERPARAMETERS:
+            row[f"agree_{h}"] = getattr(a.config, h) == getattr(b.config, h)
+        row.update(
+            search_a=a.score,
+            search_b=b.score,
+            heldout_a=held[(item.id, _key(a.config))],
+            heldout_b=held[(item.id, _key(b.config))],
+            heldout_default=held[(item.id, _key(default))],
+        )
+        rows.append(row)
+    return Reliability(task=task.name, rows=rows, labels_a=list(labels_a), labels_b=list(labels_b))
+
+
+# ---------------------------------------------------------------------------------------------
+# Search strategies at an equal budget (notebook 05)
+# ---------------------------------------------------------------------------------------------
 
 
 def first_fraction(labels: pd.DataFrame, fraction: float) -> pd.DataFrame:
@@ -32,44 +144,26 @@ def first_fraction(labels: pd.DataFrame, fraction: float) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def labels_to_frame(labels: Sequence[ItemLabel]) -> pd.DataFrame:
-    """ItemLabels (any search method) as the labels frame ``dataset.build`` takes."""
-    from hagstudy.search import LABEL_COLUMNS
-
-    return pd.DataFrame([lab.row() for lab in labels], columns=list(LABEL_COLUMNS))
-
-
 def label_quality(
-    engine: Any,
-    task: Any,
-    items: Sequence[Any],
+    engine: Engine,
+    task: Task,
+    items: Sequence[Item],
     labels: Mapping[str, Sequence[ItemLabel]],
-    default_json: str,
+    default: DecodingConfig,
     draws: int,
 ) -> pd.DataFrame:
     """Score every strategy's label (and the default) on ``draws`` fresh held-out draws per item.
 
     One row per (strategy, item): held-out mean of the label, of the default, and the strategy's
-    search cost in generations per item. The search score of a label is optimistic (it won a
-    maximum over noisy candidates); this held-out score is not.
+    search cost in generations per item.
     """
-    mnt = task.max_new_tokens
-    default = config_from_json(default_json, mnt)
-    pairs: list[tuple[Any, Any]] = []
-    seen: set[tuple[str, str]] = set()
     by_item = {strategy: {lab.item_id: lab for lab in labs} for strategy, labs in labels.items()}
-    for item in items:
-        for cfg in [default] + [config_from_json(by_item[s][item.id].config, mnt) for s in labels]:
-            if (item.id, cfg.to_json()) not in seen:
-                seen.add((item.id, cfg.to_json()))
-                pairs.append((item, cfg))
-    evals = evaluate_pairs(engine, task, pairs, draws, OFFSET_HELDOUT, stage="label_quality")
-    held = {(ev.item_id, ev.config): ev.mean for ev in evals}
+    wanted = [(item, [default] + [by_item[s][item.id].config for s in labels]) for item in items]
+    held = heldout_means(engine, task, wanted, draws, "label_quality")
     rows = []
     for strategy, labs in labels.items():
         cost = generations_per_item(list(labs), draws=_draws_of(labs))
         for lab in labs:
-            cfg = config_from_json(lab.config, mnt)
             rows.append(
                 {
                     "task": task.name,
@@ -77,8 +171,8 @@ def label_quality(
                     "item_id": lab.item_id,
                     "generations": cost,
                     "search_score": lab.score,
-                    "heldout": held[(lab.item_id, cfg.to_json())],
-                    "heldout_default": held[(lab.item_id, default.to_json())],
+                    "heldout": held[(lab.item_id, _key(lab.config))],
+                    "heldout_default": held[(lab.item_id, _key(default))],
                 }
             )
     return pd.DataFrame(rows)
@@ -105,6 +199,80 @@ def quality_summary(quality: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def search_strategies(run: study.Run, labels: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[ItemLabel]]]:
+    """Greedy (the committed labels), random and TPE on the first ``ablation.search_fraction`` of each
+    task's search items, at greedy's mean budget per item; every label scored on held-out draws.
+
+    Returns the per-(strategy, item) quality rows and each strategy's labels over all tasks.
+    """
+    p, base = run.profile, run.engine()
+    quality, strategy_labels = [], {"greedy": [], "random": [], "tpe": []}
+    for task in run.tasks():
+        task_labels = first_fraction(labels[labels.task == task.name], p.ablation.search_fraction)
+        items = task.items("search", p.n_search)[: len(task_labels)]
+        budget = max(1, int(round(task_labels["search_evals"].mean() * p.search.draws)))
+        default = search.engine_default(base)
+        by_strategy = {
+            "greedy": search.item_labels(task_labels),
+            "random": search.random_search(base, task, items, default, p.search.draws, budget, seed=p.seed),
+            "tpe": search.tpe_search(base, task, items, default, p.search.draws, budget, seed=p.seed),
+        }
+        for k, v in by_strategy.items():
+            strategy_labels[k].extend(v)
+        q = label_quality(base, task, items, by_strategy, default, p.search.heldout_draws)
+        quality.append(q.assign(generations=q["strategy"].map({"greedy": budget}).fillna(q["generations"])))
+    return pd.concat(quality, ignore_index=True), strategy_labels
+
+
+# ---------------------------------------------------------------------------------------------
+# The arms of notebook 05
+# ---------------------------------------------------------------------------------------------
+
+
+def labels_to_frame(labels: Sequence[ItemLabel]) -> pd.DataFrame:
+    """ItemLabels (any search method) as the labels frame ``dataset.build`` takes."""
+    return pd.DataFrame([lab.row() for lab in labels], columns=list(search.LABEL_COLUMNS))
+
+
+def arm_seeds(run: study.Run) -> list[int]:
+    """The evaluation seeds every ablation arm uses: the first ``ablation.n_seeds`` of the profile's."""
+    return list(run.profile.seeds[: run.profile.ablation.n_seeds])
+
+
+def train_arm(run: study.Run, name: str, labels: pd.DataFrame) -> Engine:
+    """An adapter trained on ``labels`` (reused when its inputs are unchanged), as a stage-1 engine."""
+    p = run.profile
+    rows_train, rows_val = dataset.build(labels, p.train.validation_fraction, p.seed)
+    study.train_once(run, name, rows_train, rows_val)
+    return run.engine(adapter=run.artifact("adapters", name))
+
+
+def hag_arm(
+    run: study.Run, method: str, stage1: Engine, stage2: Engine | None = None, keep: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two-stage HAG over every task's first ``ablation.n_test`` test items: score rows and proposals."""
+    base = run.engine()
+    frames, props = [], []
+    for task in run.tasks():
+        items = task.items("test", run.profile.ablation.n_test)
+        scores, proposed = methods.stage1_then_answer(
+            stage1, stage2 or base, task, items, arm_seeds(run), search.engine_default(base), method, keep=keep
+        )
+        frames.append(scores)
+        props.append(proposed)
+    return pd.concat(frames, ignore_index=True), pd.concat(props, ignore_index=True)
+
+
+def default_arm(run: study.Run) -> pd.DataFrame:
+    """The default config on the ablation items and seeds (the reference every arm is read against)."""
+    base = run.engine()
+    frames = [
+        methods.fixed(base, t, t.items("test", run.profile.ablation.n_test), arm_seeds(run), search.engine_default(base), "default")
+        for t in run.tasks()
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
 def versus(scores: pd.DataFrame, variants: Sequence[str], reference: str = "hag") -> pd.DataFrame:
     """Each variant against the reference method (paired bootstrap per task)."""
     frames = [evaluation.relative_table(scores, target=v, baselines=(reference,)).assign(variant=v) for v in variants]
@@ -115,4 +283,3 @@ def versus(scores: pd.DataFrame, variants: Sequence[str], reference: str = "hag"
 def mean_over_tasks(main: pd.DataFrame) -> pd.DataFrame:
     """Unweighted mean of each method's task means (a one-number summary; the per-task table is the result)."""
     return main.groupby("method", sort=False)["mean"].mean().rename("mean_over_tasks").reset_index()
-

@@ -20,7 +20,8 @@ from hagstudy.decoding import (
     DecodingConfig,
 )
 from hagstudy.files import atomic_write
-from hagstudy.search import config_from_json, stable_hash
+from hagstudy.scoring import pick_best
+from hagstudy.seeds import stable_hash
 
 _EXAMPLE = DecodingConfig(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1).to_json()
 
@@ -40,7 +41,7 @@ def stage1_messages(query: str) -> list[dict[str, str]]:
 
 
 def _canonical(config: DecodingConfig | str) -> str:
-    return config.to_json() if isinstance(config, DecodingConfig) else config_from_json(config).to_json()
+    return config.to_json() if isinstance(config, DecodingConfig) else DecodingConfig.from_json(config).to_json()
 
 
 def example(item_query: str, config: DecodingConfig | str, task: str = "", item_id: str = "") -> dict[str, Any]:
@@ -50,6 +51,16 @@ def example(item_query: str, config: DecodingConfig | str, task: str = "", item_
         "task": task,
         "item_id": item_id,
     }
+
+
+def query_of(row: Mapping[str, Any]) -> str:
+    """The query (user turn) of an SFT row built by ``example``."""
+    return str(row["messages"][1]["content"])
+
+
+def label_of(row: Mapping[str, Any]) -> DecodingConfig:
+    """The config label (assistant turn) of an SFT row built by ``example``."""
+    return DecodingConfig.from_json(row["messages"][2]["content"])
 
 
 def _records(labels: Any) -> list[dict[str, Any]]:
@@ -116,15 +127,14 @@ def load(path: Path | str) -> Any:
 
 
 def per_task_labels(labels: Any, default: DecodingConfig = TRANSFORMERS_DEFAULT) -> dict[str, DecodingConfig]:
-    """One config per task: the one chosen for most items; ties to the config nearest the default."""
+    """One config per task: the one chosen for most items (``scoring.pick_best`` on the counts)."""
     counts: dict[str, Counter[str]] = {}
     for r in _records(labels):
         counts.setdefault(str(r["task"]), Counter())[_canonical(str(r["config"]))] += 1
     out = {}
     for task, counter in counts.items():
-        top = max(counter.values())
-        tied = [config_from_json(c) for c, k in counter.items() if k == top]
-        out[task] = min(tied, key=lambda c: (round(c.distance(default), 12), c.to_json()))
+        options = [(DecodingConfig.from_json(c), float(k)) for c, k in sorted(counter.items())]
+        out[task] = options[pick_best(options, default)][0]  # ties: nearer the default, then JSON order
     return out
 
 

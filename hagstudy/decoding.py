@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 HYPERPARAMETERS: tuple[str, ...] = ("temperature", "top_p", "top_k", "repetition_penalty")
@@ -33,7 +33,9 @@ class DecodingConfig:
     top_p: float = 1.0
     top_k: int = 50
     repetition_penalty: float = 1.0
-    max_new_tokens: int = 64  # set per task; not a searched hyperparameter, not in the JSON text
+    # The token budget: not a searched hyperparameter and not in the JSON text. scoring.score attaches
+    # the task's budget to each request (the one place), and HAG's stage 1 its own.
+    max_new_tokens: int = 64
 
     def __post_init__(self) -> None:
         for name in ("temperature", "top_p", "repetition_penalty"):
@@ -74,6 +76,11 @@ class DecodingConfig:
         """Canonical text: fixed key order, rounded values, no spaces. The training target."""
         return json.dumps(self.hyperparameters(), separators=(", ", ": "))
 
+    @classmethod
+    def from_json(cls, text: str, max_new_tokens: int = 64) -> "DecodingConfig":
+        """The inverse of ``to_json`` (strict: the four keys only; the token budget is not in the text)."""
+        return cls(**json.loads(text), max_new_tokens=max_new_tokens)
+
     def effective(self) -> "DecodingConfig":
         """The config that decodes identically: greedy ignores top_p and top_k. Used for cache keys."""
         if self.greedy:
@@ -100,15 +107,12 @@ class DecodingConfig:
                 total += abs(getattr(self, name) - getattr(other, name)) / (hi - lo)
         return total
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 # transformers' sampling defaults; SmolLM2's GGUF carries no sampling values of its own.
 TRANSFORMERS_DEFAULT = DecodingConfig(temperature=1.0, top_p=1.0, top_k=50, repetition_penalty=1.0)
 
 
-def default_config(generation_config: Any = None, max_new_tokens: int = 64) -> tuple[DecodingConfig, str]:
+def default_config(generation_config: Any = None) -> tuple[DecodingConfig, str]:
     """The study's ``default`` baseline and where it came from.
 
     The model's own generation defaults when it sets sampling values (``do_sample`` or a temperature
@@ -121,10 +125,9 @@ def default_config(generation_config: Any = None, max_new_tokens: int = 64) -> t
             top_p=float(getattr(gc, "top_p", None) or 1.0),
             top_k=int(getattr(gc, "top_k", None) or 0),
             repetition_penalty=float(getattr(gc, "repetition_penalty", None) or 1.0),
-            max_new_tokens=max_new_tokens,
         )
         return cfg, "model generation_config"
-    return replace(TRANSFORMERS_DEFAULT, max_new_tokens=max_new_tokens), "transformers defaults (model sets none)"
+    return TRANSFORMERS_DEFAULT, "transformers defaults (model sets none)"
 
 
 GREEDY = DecodingConfig(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0)
@@ -143,22 +146,21 @@ class SearchSpace:
         }
     )
 
-    def grid(self, max_new_tokens: int = 64) -> list[DecodingConfig]:
+    def grid(self) -> list[DecodingConfig]:
         """Every coarse-grid combination, greedy duplicates (T=0 with other top_p/top_k) removed."""
         seen: dict[str, DecodingConfig] = {}
         for values in _product([self.coarse[h] for h in HYPERPARAMETERS]):
-            cfg = DecodingConfig(**dict(zip(HYPERPARAMETERS, values)), max_new_tokens=max_new_tokens)
+            cfg = DecodingConfig(**dict(zip(HYPERPARAMETERS, values)))
             seen.setdefault(cfg.effective().key(), cfg.effective())
         return list(seen.values())
 
-    def sample(self, rng: Any, max_new_tokens: int = 64) -> DecodingConfig:
+    def sample(self, rng: Any) -> DecodingConfig:
         """A uniform draw over the continuous ranges (top_k uniform over {0, 1..100}); for ``random``."""
         return DecodingConfig(
             temperature=float(rng.uniform(0.0, 1.5)),
             top_p=float(rng.uniform(0.3, 1.0)),
             top_k=int(rng.integers(0, 101)),
             repetition_penalty=float(rng.uniform(1.0, 1.5)),
-            max_new_tokens=max_new_tokens,
         )
 
     def bounds(self) -> dict[str, tuple[float, float]]:

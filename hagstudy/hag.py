@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
+from hagstudy import dataset
 from hagstudy.decoding import (
     GREEDY,
     HYPERPARAMETERS,
@@ -26,6 +27,7 @@ from hagstudy.decoding import (
     ParseResult,
     parse_config,
 )
+from hagstudy.scoring import Engine
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +53,8 @@ def stage1_config(max_new_tokens: int = STAGE1_MAX_NEW_TOKENS) -> DecodingConfig
     return GREEDY.with_(max_new_tokens=max_new_tokens)
 
 
-def _default_messages(query: str) -> Messages:
-    from hagstudy import dataset  # imported late: the dataset module imports the tasks
-
-    return dataset.stage1_messages(query)
-
-
 def stage1_requests(
-    engine: Any,
+    engine: Engine,
     queries: Sequence[str],
     max_new_tokens: int = STAGE1_MAX_NEW_TOKENS,
     *,
@@ -67,13 +63,13 @@ def stage1_requests(
     """One greedy request per query, prompt = the instruction set's [system, user] rendered by ``engine``."""
     from hagstudy.generation import Request
 
-    to_messages = messages_fn or _default_messages
+    to_messages = messages_fn or dataset.stage1_messages
     config = stage1_config(max_new_tokens)
     return [Request(prompt=engine.render(to_messages(q)), config=config, seed=STAGE1_SEED) for q in queries]
 
 
 def propose(
-    engine: Any,
+    engine: Engine,
     queries: Sequence[str],
     max_new_tokens: int = STAGE1_MAX_NEW_TOKENS,
     *,
@@ -91,7 +87,7 @@ def propose(
 
 
 def propose_configs(
-    engine: Any,
+    engine: Engine,
     queries: Sequence[str],
     max_new_tokens: int = STAGE1_MAX_NEW_TOKENS,
     *,
@@ -122,27 +118,25 @@ class Resolution(NamedTuple):
         return {s: c.get(s, 0) for s in STATUSES}
 
 
-def resolve(
-    parse_results: Sequence[ParseResult], default: DecodingConfig, task_max_new_tokens: int
-) -> Resolution:
+def resolve(parse_results: Sequence[ParseResult], default: DecodingConfig, label: str = "HAG stage 1") -> Resolution:
     """The config stage 2 uses for each row: the parsed one (already clamped by the parser), else ``default``.
 
-    Every config gets the task's token budget. Failures are counted and logged as a warning.
+    Failures are counted and logged as a warning that names ``label`` (the method and task).
     """
     configs: list[DecodingConfig] = []
     status: list[str] = []
     for result in parse_results:
         if result.config is None or result.status == "failed":
-            configs.append(default.with_(max_new_tokens=task_max_new_tokens))
+            configs.append(default)
             status.append("failed")
         else:
-            configs.append(result.config.with_(max_new_tokens=task_max_new_tokens))
+            configs.append(result.config)
             status.append(result.status if result.status in STATUSES else "ok")
     out = Resolution(configs, status)
     if out.n_failed:
         log.warning(
-            "HAG stage 1: %d of %d proposals did not parse; they use the default config %s",
-            out.n_failed, len(status), default.to_json(),
+            "%s: %d of %d proposals did not parse; they use the default config %s",
+            label, out.n_failed, len(status), default.to_json(),
         )
     return out
 

@@ -8,94 +8,84 @@ uses the best fixed config found on the search split, ``zero_shot`` and ``hag`` 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from hagstudy import hag
 from hagstudy.decoding import DecodingConfig, SearchSpace
-from hagstudy.generation import Request
-from hagstudy.search import stable_hash
+from hagstudy.files import atomic_write
+from hagstudy.scoring import Engine, Task, eval_cell, evaluate, pick_best, score
+from hagstudy.seeds import stable_hash
+
+if TYPE_CHECKING:
+    from hagstudy.search import PruneResult
+    from hagstudy.tasks.base import Item
 
 SCORE_COLUMNS = ["task", "method", "item_id", "seed", "score", "config", "status", "n_tokens"]
-GREEDY_SEED = 0  # greedy text does not depend on the seed: generate once, score once per seed
 
-
-def generation_seed(task: str, item_id: str, seed: int) -> int:
-    """The sampling seed of evaluation seed ``seed`` on one item: the same for every method."""
-    return stable_hash(task, item_id, "eval", seed)
-
-
-ConfigFor = Callable[[Any, int], DecodingConfig]
+ConfigFor = Callable[["Item", int], DecodingConfig]
 
 
 def run_configs(
-    engine: Any,
-    task: Any,
-    items: Sequence[Any],
+    engine: Engine,
+    task: Task,
+    items: Sequence[Item],
     seeds: Sequence[int],
     config_for: ConfigFor | Mapping[tuple[str, int], DecodingConfig],
     method: str,
     status: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Answer every (item, seed) with its config in one engine call; return one score row each.
+    """Answer every (item, seed) with its config through ``scoring.score``; one score row each.
 
-    ``config_for(item, seed)`` (or a mapping keyed by ``(item.id, seed)``) gives the config; its
-    ``max_new_tokens`` is replaced by the task's. ``status`` maps item ids to a stage-1 parse status.
+    ``config_for(item, seed)`` (or a mapping keyed by ``(item.id, seed)``) gives the config.
+    ``status`` maps item ids to a stage-1 parse status (``fixed`` where absent).
     """
     pick = config_for if callable(config_for) else (lambda item, s: config_for[(item.id, s)])
-    requests: dict[str, Request] = {}
-    plan: list[tuple[Any, int, DecodingConfig, str]] = []
-    for item in items:
-        prompt = engine.render(task.messages(item))
-        for s in seeds:
-            cfg = pick(item, s).with_(max_new_tokens=task.max_new_tokens)
-            gen_seed = GREEDY_SEED if cfg.greedy else generation_seed(task.name, item.id, s)
-            req = Request(prompt=prompt, config=cfg, seed=gen_seed)
-            rkey = f"{cfg.key()}|{gen_seed}|{item.id}"
-            requests.setdefault(rkey, req)
-            plan.append((item, s, cfg, rkey))
-    keys = list(requests)
-    completions = dict(zip(keys, engine.generate([requests[k] for k in keys], desc=f"{task.name}/{method}")))
-    scores = task.score([p[0] for p in plan], [completions[p[3]].text for p in plan])
+    plan = [(item, s) for item in items for s in seeds]
+    cells = [eval_cell(task.name, item, pick(item, s), s) for item, s in plan]
+    evals, _ = score(engine, task, cells, stage="eval", desc=f"{task.name}/{method}")
     rows = [
         {
             "task": task.name,
             "method": method,
             "item_id": item.id,
             "seed": s,
-            "score": float(score),
-            "config": cfg.to_json(),
+            "score": ev.scores[0],
+            "config": ev.config.to_json(),
             "status": (status or {}).get(item.id, "fixed"),
-            "n_tokens": completions[rkey].n_tokens,
+            "n_tokens": ev.tokens,
         }
-        for (item, s, cfg, rkey), score in zip(plan, scores)
+        for (item, s), ev in zip(plan, evals)
     ]
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
-def fixed(engine: Any, task: Any, items: Sequence[Any], seeds: Sequence[int], config: DecodingConfig, method: str) -> pd.DataFrame:
+def fixed(engine: Engine, task: Task, items: Sequence[Item], seeds: Sequence[int], config: DecodingConfig, method: str) -> pd.DataFrame:
     """One config for every item and seed (``default``, ``greedy``, ``task_oracle``)."""
     return run_configs(engine, task, items, seeds, lambda item, s: config, method)
 
 
 def random_configs(
-    engine: Any, task: Any, items: Sequence[Any], seeds: Sequence[int], space: SearchSpace | None = None, method: str = "random"
+    engine: Engine, task: Task, items: Sequence[Item], seeds: Sequence[int], space: SearchSpace | None = None, method: str = "random"
 ) -> pd.DataFrame:
     """A uniform draw from the search space per item and seed, seeded by (task, item, seed)."""
     space = space or SearchSpace()
 
-    def draw(item: Any, s: int) -> DecodingConfig:
+    def draw(item: Item, s: int) -> DecodingConfig:
         rng = np.random.default_rng(stable_hash(task.name, item.id, "random", s))
-        return space.sample(rng, task.max_new_tokens)
+        return space.sample(rng)
 
     return run_configs(engine, task, items, seeds, draw, method)
 
 
 def per_item(
-    engine: Any,
-    task: Any,
-    items: Sequence[Any],
+    engine: Engine,
+    task: Task,
+    items: Sequence[Item],
     seeds: Sequence[int],
     configs: Mapping[str, DecodingConfig],
     method: str,
@@ -117,31 +107,39 @@ def only(configs: Mapping[str, DecodingConfig], default: DecodingConfig, keep: S
     return out
 
 
-def task_oracle(engine: Any, task: Any, items: Sequence[Any], pruned: Any, draws: int, top: int = 5) -> DecodingConfig:
+def task_oracle(engine: Engine, task: Task, items: Sequence[Item], pruned: PruneResult, draws: int, top: int = 5) -> DecodingConfig:
     """The best fixed config for a task, chosen on the search split only.
 
     The ``top`` best pruning configs (scored on a few items) are re-scored on every given search item
-    with the search's draws; the best mean wins, ties to the config nearest the default.
+    with the search's draws; the best mean wins (``scoring.pick_best``).
     """
-    from hagstudy.search import config_from_json, evaluate
-
     ranked = sorted(pruned.table.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    default = config_from_json(pruned.default, task.max_new_tokens)
-    candidates = [config_from_json(c, task.max_new_tokens) for c, _ in ranked]
-    evals = evaluate(engine, task, items, candidates, draws, stage="oracle")
+    candidates = [DecodingConfig.from_json(c) for c, _ in ranked]
+    evals, _ = evaluate(engine, task, [(item, c) for item in items for c in candidates], draws, stage="oracle")
     means: dict[str, list[float]] = {}
     for ev in evals:
-        means.setdefault(ev.config, []).append(ev.mean)
-    scored = [(c, float(np.mean(means[c.to_json()]))) for c in candidates]
-    best = max(scored, key=lambda cs: (round(cs[1], 9), -cs[0].distance(default)))
-    return best[0]
+        means.setdefault(ev.config.to_json(), []).append(ev.mean)
+    options = [(c, float(np.mean(means[c.to_json()]))) for c in candidates]
+    return options[pick_best(options, pruned.default)][0]
+
+
+def write_task_oracle(path: Path, oracle: Mapping[str, DecodingConfig]) -> None:
+    """The task_oracle.json file: task name -> canonical config JSON (atomically)."""
+    atomic_write(path, json.dumps({t: c.to_json() for t, c in oracle.items()}, indent=2) + "\n")
+
+
+def read_task_oracle(path: Path) -> dict[str, DecodingConfig]:
+    """The configs ``write_task_oracle`` wrote, by task (run notebook 01 first)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no task oracle at {path}: run notebook 01_search first")
+    return {t: DecodingConfig.from_json(c) for t, c in json.loads(path.read_text()).items()}
 
 
 def stage1_then_answer(
-    stage1_engine: Any,
-    stage2_engine: Any,
-    task: Any,
-    items: Sequence[Any],
+    stage1_engine: Engine,
+    stage2_engine: Engine,
+    task: Task,
+    items: Sequence[Item],
     seeds: Sequence[int],
     default: DecodingConfig,
     method: str,
@@ -153,10 +151,8 @@ def stage1_then_answer(
     ``status`` column. ``keep`` restricts which proposed hyperparameters are obeyed (ablation). Returns
     the score rows and one row per item with the proposal (for distributions and parse rates).
     """
-    from hagstudy import hag
-
     proposals = hag.propose(stage1_engine, [it.query for it in items], fallback=default, desc=f"{method} stage 1 ({task.name})")
-    resolution = hag.resolve([pr.parse for pr in proposals], default, task.max_new_tokens)
+    resolution = hag.resolve([pr.parse for pr in proposals], default, label=f"{method} ({task.name})")
     configs = {it.id: cfg for it, cfg in zip(items, resolution.configs)}
     if keep is not None:
         configs = only(configs, default, keep)

@@ -1,20 +1,25 @@
-"""Summaries for the preliminary study (RQ1/RQ2): how much each hyperparameter moves score and diversity.
+"""The preliminary study (RQ1/RQ2): how much each hyperparameter moves score and diversity.
 
-``search.sensitivity`` produces one row per (hyperparameter, value, item) with the sampled texts;
-these helpers turn that into a table with bootstrap CIs and Self-BLEU, and name, per task, the
-hyperparameter whose setting moves the score most.
+``sensitivity`` moves each hyperparameter alone from the default and scores every setting through
+``scoring.score`` (one row per hyperparameter, value and item, with the sampled texts); the other
+helpers turn that into a table with bootstrap CIs and Self-BLEU, name, per task, the hyperparameter
+whose setting moves the score most, and tabulate whether the untuned model can write a config.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from hagstudy.decoding import HYPERPARAMETERS, ParseResult
+from hagstudy.decoding import HYPERPARAMETERS, DecodingConfig, ParseResult
 from hagstudy.diversity import distinct_n, self_bleu
 from hagstudy.evaluation import bootstrap_ci
+from hagstudy.scoring import Engine, Task, evaluate
+
+if TYPE_CHECKING:
+    from hagstudy.tasks.base import Item
 
 # Each hyperparameter moved alone from the default over these values (the default's own value included).
 SENSITIVITY_GRIDS: dict[str, tuple[float, ...]] = {
@@ -23,6 +28,52 @@ SENSITIVITY_GRIDS: dict[str, tuple[float, ...]] = {
     "top_k": (1, 5, 10, 20, 50, 0),
     "repetition_penalty": (1.0, 1.1, 1.2, 1.3, 1.5),
 }
+
+
+def sensitivity(
+    engine: Engine,
+    task: Task,
+    items: Sequence[Item],
+    default: DecodingConfig,
+    grids: Mapping[str, Sequence[float]],
+    draws: int,
+) -> pd.DataFrame:
+    """Move each hyperparameter alone from the default over its grid; one engine call for everything.
+
+    Returns one row per (hyperparameter, value, item): mean score, the draw scores and the sampled
+    texts (for Self-BLEU diversity). Aggregate with ``groupby(["hyperparameter", "value"])``.
+    """
+    plan: list[tuple[str, float, DecodingConfig]] = []
+    configs: dict[str, DecodingConfig] = {}
+    for name, values in grids.items():
+        if name not in HYPERPARAMETERS:
+            raise ValueError(f"unknown hyperparameter {name!r}; known: {list(HYPERPARAMETERS)}")
+        for v in values:
+            c = default.with_(**{name: v})
+            plan.append((name, v, c))
+            configs.setdefault(c.to_json(), c)
+    pairs = [(item, c) for item in items for c in configs.values()]
+    evals, _ = evaluate(engine, task, pairs, draws, stage="sensitivity")
+    by = {(ev.item_id, ev.config.to_json()): ev for ev in evals}
+    rows = []
+    for name, v, c in plan:
+        for item in items:
+            ev = by[(item.id, c.to_json())]
+            rows.append(
+                {
+                    "task": task.name,
+                    "hyperparameter": name,
+                    "value": v,
+                    "is_default": getattr(c, name) == getattr(default, name),
+                    "config": ev.config.to_json(),
+                    "item_id": item.id,
+                    "mean": ev.mean,
+                    "scores": list(ev.scores),
+                    "samples": list(ev.texts),
+                    "tokens": ev.tokens,
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def sensitivity_summary(rows: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:

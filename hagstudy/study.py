@@ -11,13 +11,20 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from hagstudy import models
-from hagstudy.config import Paths, Profile, load_profile, save_profile
+from hagstudy.config import Paths, Profile, TrainSettings, load_profile, save_profile
+from hagstudy.decoding import SearchSpace
+
+if TYPE_CHECKING:
+    from hagstudy.cache import CompletionCache
+    from hagstudy.generation import Engine
+    from hagstudy.tasks.base import Task
+    from hagstudy.training import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +33,11 @@ log = logging.getLogger(__name__)
 class Run:
     profile: Profile
     notebook: str
-    _engines: dict[str, Any] = field(default_factory=dict, repr=False)
+    _engines: dict[str, Engine] = field(default_factory=dict, repr=False)
 
     @property
     def paths(self) -> Paths:
         return self.profile.paths
-
-    @property
-    def name(self) -> str:
-        return self.profile.name
 
     def artifact(self, *parts: str) -> Path:
         """A path under ``artifacts/<profile>/`` (git-ignored; how notebooks hand data to each other)."""
@@ -46,15 +49,13 @@ class Run:
     def figure_dir(self) -> Path:
         return self.paths.figures()
 
-    def tasks(self) -> list[Any]:
+    def tasks(self) -> list[Task]:
         from hagstudy import tasks
 
         return [tasks.get(name) for name in self.profile.tasks]
 
-    def search_space(self) -> Any:
+    def search_space(self) -> SearchSpace:
         """decoding.SearchSpace with the profile's grid overrides (the smoke profile uses a tiny grid)."""
-        from hagstudy.decoding import SearchSpace
-
         space = SearchSpace()
         return SearchSpace(coarse={**space.coarse, **self.profile.search.grid})
 
@@ -63,13 +64,13 @@ class Run:
 
         return {**SENSITIVITY_GRIDS, **self.profile.prelim_grid}
 
-    def cache(self) -> Any:
+    def cache(self) -> CompletionCache:
         from hagstudy.cache import CompletionCache
 
         self.paths.cache.mkdir(parents=True, exist_ok=True)
         return CompletionCache(self.paths.cache / "completions.sqlite")
 
-    def engine(self, adapter: str | Path | None = None, model_spec: str | None = None) -> Any:
+    def engine(self, adapter: str | Path | None = None, model_spec: str | None = None) -> Engine:
         """The generation engine for the profile's model (or ``model_spec``), optionally with a LoRA adapter.
 
         Engines are kept per (model, adapter) for the notebook's lifetime: a model loads once.
@@ -88,9 +89,6 @@ class Run:
             # No progress bars in notebooks: they bloat the rendered copies; each call logs a summary line.
             self._engines[key] = Engine(model, tokenizer, self.cache(), progress=False)
         return self._engines[key]
-
-    def close(self) -> None:
-        self._engines.clear()
 
 
 def start(profile: str | None = None, notebook: str = "notebook", **overrides: Any) -> Run:
@@ -133,7 +131,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train_once(run: Run, name: str, train_rows: list[dict], val_rows: list[dict] | None, settings: Any = None) -> Any:
+def train_once(
+    run: Run, name: str, train_rows: list[dict], val_rows: list[dict] | None, settings: TrainSettings | None = None
+) -> TrainResult:
     """Train a LoRA adapter into ``artifacts/<profile>/adapters/<name>/`` unless the same one is there.
 
     "The same" means the same base model, rows, settings and seed (a fingerprint stored beside the

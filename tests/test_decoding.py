@@ -55,9 +55,17 @@ def test_sample_is_in_range_and_seeded():
     assert a == b
 
 
+def test_from_json_inverts_to_json():
+    cfg = DecodingConfig(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1)
+    assert DecodingConfig.from_json(cfg.to_json()) == cfg
+    assert DecodingConfig.from_json(cfg.to_json(), max_new_tokens=9) == cfg.with_(max_new_tokens=9)
+    with pytest.raises(TypeError):
+        DecodingConfig.from_json('{"temperature": 0.7, "beam": 2}')
+
+
 def test_default_config_source():
-    cfg, source = default_config(None, max_new_tokens=12)
-    assert cfg == TRANSFORMERS_DEFAULT.with_(max_new_tokens=12) and "transformers" in source
+    cfg, source = default_config(None)
+    assert cfg == TRANSFORMERS_DEFAULT and "transformers" in source
 
     class GC:
         do_sample, temperature, top_p, top_k, repetition_penalty = True, 0.2, 0.9, 50, 1.0

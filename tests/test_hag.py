@@ -88,33 +88,33 @@ def test_stage1_is_one_greedy_batched_call():
 
 def test_stage1_uses_the_instruction_sets_prompt():
     """The default prompt is dataset.stage1_messages: the one the model was trained on."""
-    dataset = pytest.importorskip("hagstudy.dataset")
+    from hagstudy import dataset
+
     engine = FakeEngine()
     (request,) = hag.stage1_requests(engine, ["is the sky blue?"])
     assert request.prompt == engine.render(dataset.stage1_messages("is the sky blue?"))
 
 
-def test_resolve_counts_failures_and_sets_the_budget(caplog):
+def test_resolve_counts_failures_and_names_the_method(caplog):
     parses = [parse_config(REPLIES[q]) for q in "abcd"]
-    default = TRANSFORMERS_DEFAULT.with_(max_new_tokens=5)
+    default = TRANSFORMERS_DEFAULT
     with caplog.at_level(logging.WARNING, logger="hagstudy.hag"):
-        res = hag.resolve(parses, default, task_max_new_tokens=33)
+        res = hag.resolve(parses, default, label="zero_shot (coinflip)")
     configs, status = res  # unpacks as a pair
     assert status == ["ok", "clamped", "partial", "failed"]
     assert res.n_failed == 1 and res.parse_rate == 0.75
     assert res.counts() == {"ok": 1, "clamped": 1, "partial": 1, "failed": 1}
-    assert all(c.max_new_tokens == 33 for c in configs)
     assert configs[0].hyperparameters() == GOOD.hyperparameters()
     assert configs[1].temperature == 2.0
-    assert configs[3] == TRANSFORMERS_DEFAULT.with_(max_new_tokens=33)
-    assert "1 of 4" in caplog.text
+    assert configs[3] == TRANSFORMERS_DEFAULT
+    assert "zero_shot (coinflip): 1 of 4" in caplog.text
 
 
 def test_resolve_without_failures_is_quiet(caplog):
     with caplog.at_level(logging.WARNING, logger="hagstudy.hag"):
-        res = hag.resolve([ParseResult(GOOD, "ok")], TRANSFORMERS_DEFAULT, 9)
+        res = hag.resolve([ParseResult(GOOD, "ok")], TRANSFORMERS_DEFAULT)
     assert res.parse_rate == 1.0 and res.n_failed == 0 and not caplog.text
-    assert hag.resolve([], TRANSFORMERS_DEFAULT, 9).parse_rate == 1.0
+    assert hag.resolve([], TRANSFORMERS_DEFAULT).parse_rate == 1.0
 
 
 def test_two_stage_answers_use_stage1_configs_and_count_failures():

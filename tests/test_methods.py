@@ -2,7 +2,7 @@
 
 import pandas as pd
 import pytest
-from test_search import FakeEngine, FakeTask, noise
+from conftest import FakeEngine, FakeTask, noise
 
 from hagstudy import ablations, findings, methods
 from hagstudy.decoding import GREEDY, TRANSFORMERS_DEFAULT, DecodingConfig
@@ -43,10 +43,23 @@ def test_random_configs_are_seeded_per_item_and_seed(setup):
     assert a.config.nunique() > 5
 
 
-def test_sampling_seeds_are_shared_across_methods():
-    assert methods.generation_seed("t", "i", 0) == methods.generation_seed("t", "i", 0)
-    assert methods.generation_seed("t", "i", 0) != methods.generation_seed("t", "i", 1)
-    assert methods.generation_seed("t", "i", 0) != methods.generation_seed("t", "j", 0)
+def test_task_oracle_file_round_trips(tmp_path):
+    oracle = {"a": GREEDY, "b": DecodingConfig(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1)}
+    methods.write_task_oracle(tmp_path / "task_oracle.json", oracle)
+    assert methods.read_task_oracle(tmp_path / "task_oracle.json") == oracle
+    with pytest.raises(FileNotFoundError, match="01_search"):
+        methods.read_task_oracle(tmp_path / "missing.json")
+
+
+def test_task_oracle_picks_the_best_candidate_on_all_items(setup):
+    from hagstudy import search
+
+    engine, task = setup
+    items = task.items("search", 4)
+    pruned = search.prune(engine, task, items[:2], TRANSFORMERS_DEFAULT, draws=1)
+    best = methods.task_oracle(engine, task, items, pruned, draws=2, top=3)
+    ranked = sorted(pruned.table.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    assert best.to_json() in [c for c, _ in ranked]
 
 
 def test_only_keeps_the_chosen_hyperparameters():

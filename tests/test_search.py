@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
 
 import pytest
+from conftest import FakeEngine, FakeItem, FakeTask, noise, target_score
 
-from hagstudy import search
+from hagstudy import ablations, preliminary, search
 from hagstudy.config import Profile, SearchSettings
 from hagstudy.decoding import (
     GREEDY,
@@ -24,6 +19,9 @@ from hagstudy.decoding import (
     SearchSpace,
 )
 
+from hagstudy.scoring import EPS, Cost
+from hagstudy.seeds import OFFSET_REPEAT, draw_seeds
+
 DEFAULT = TRANSFORMERS_DEFAULT
 
 
@@ -32,154 +30,12 @@ DEFAULT = TRANSFORMERS_DEFAULT
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FakeItem:
-    task: str
-    id: str
-    query: str
-    reference: Any = None
-
-
-@dataclass(frozen=True)
-class FakeCompletion:
-    text: str
-    n_tokens: int
-    finished: bool
-    cached: bool
-
-
-class FakeEngine:
-    """Deterministic text from sha256(prompt, effective config, seed); greedy ignores the seed.
-
-    The text ends with the config's JSON so a task can score "how good is this config". ``seen``
-    plays the cache: a request generated before comes back with ``cached=True``.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[int] = []
-        self.seen: set[str] = set()
-        self.stats = {"hits": 0, "misses": 0, "new_tokens": 0, "seconds": 0.0}
-
-    def render(self, messages: list[dict[str, str]]) -> str:
-        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
-
-    def generate(self, requests: Sequence[Any], desc: str = "generate") -> list[FakeCompletion]:
-        self.calls.append(len(requests))
-        out = []
-        for r in requests:
-            cfg = r.config.effective()
-            seed = 0 if cfg.greedy else r.seed
-            key = f"{r.prompt}|{cfg.key()}|{seed}"
-            digest = hashlib.sha256(key.encode()).hexdigest()
-            cached = key in self.seen
-            self.seen.add(key)
-            n = int(digest[8:10], 16) % cfg.max_new_tokens + 1
-            self.stats["hits" if cached else "misses"] += 1
-            out.append(FakeCompletion(text=f"{digest[:8]}|{cfg.to_json()}", n_tokens=n, finished=True, cached=cached))
-        return out
-
-
-class FakeTask:
-    """score = fn(text); counts score calls to check that scoring is batched."""
-
-    capability = "fake"
-
-    def __init__(self, fn: Callable[[str], float], name: str = "fake", n_items: int = 8, max_new_tokens: int = 16):
-        self.name = name
-        self.fn = fn
-        self.max_new_tokens = max_new_tokens
-        self._items = [FakeItem(name, f"{name}-{i:03d}", f"question {i}?", i) for i in range(n_items)]
-        self.score_calls = 0
-
-    def items(self, split: str, n: int | None = None) -> list[FakeItem]:
-        return self._items[:n]
-
-    def messages(self, item: FakeItem) -> list[dict[str, str]]:
-        return [{"role": "system", "content": "Answer."}, {"role": "user", "content": item.query}]
-
-    def score(self, items: Sequence[FakeItem], outputs: Sequence[str]) -> list[float]:
-        self.score_calls += 1
-        assert len(items) == len(outputs)
-        return [self.fn(o) for o in outputs]
-
-
-def noise(text: str) -> float:
-    """Coarse pseudo-random score in {0, 1/3, 2/3, 1}: many ties, on purpose."""
-    return (int(text[:8], 16) % 4) / 3
-
-
-def target_score(target: DecodingConfig, noise_weight: float = 0.0) -> Callable[[str], float]:
-    """Scores a config by its closeness to ``target`` (plus optional hash noise)."""
-
-    def fn(text: str) -> float:
-        cfg = DecodingConfig(**json.loads(text.split("|", 1)[1]))
-        value = 1.0 - cfg.distance(target) / 4
-        return (1 - noise_weight) * value + noise_weight * noise(text)
-
-    return fn
-
-
-# ---------------------------------------------------------------------------------------------
-# Seeds and evaluate
-# ---------------------------------------------------------------------------------------------
-
-
-def test_stable_hash_is_stable_across_processes() -> None:
-    code = "from hagstudy.search import stable_hash; print(stable_hash('taboo', 'taboo-0001', 3))"
-    values = set()
-    for hashseed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": hashseed}
-        values.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
-    assert values == {f"{search.stable_hash('taboo', 'taboo-0001', 3)}\n"}
-    assert 0 <= search.stable_hash("x") < 2**31
-
-
-def test_seeds_are_common_per_item_and_fresh_with_offset() -> None:
-    a = search.draw_seeds("t", "t-1", 3)
-    assert len(set(a)) == 3
-    assert a != search.draw_seeds("t", "t-2", 3)
-    assert a != search.draw_seeds("u", "t-1", 3)
-    assert set(a).isdisjoint(search.draw_seeds("t", "t-1", 3, seed_offset=search.OFFSET_REPEAT))
-    assert search.draw_seeds("t", "t-1", 2) == a[:2]
-
-
-def test_evaluate_batches_everything_in_one_call() -> None:
-    engine, task = FakeEngine(), FakeTask(noise)
-    items = task.items("search", 3)
-    configs = [DEFAULT, DEFAULT.with_(temperature=0.5), DEFAULT.with_(top_k=10)]
-    budget = search.Budget()
-    evals = search.evaluate(engine, task, items, configs, draws=2, stage="x", budget=budget)
-    assert engine.calls == [3 * 3 * 2] and task.score_calls == 1
-    assert [(e.item_id, e.config) for e in evals] == [(i.id, c.to_json()) for i in items for c in configs]
-    for ev in evals:
-        assert ev.seeds == search.draw_seeds(task.name, ev.item_id, 2)  # same seeds for every config
-        assert ev.mean == pytest.approx(sum(ev.scores) / 2)
-        assert len(ev.texts) == 2 and ev.stage == "x"
-        assert all(t.endswith(ev.config) for t in ev.texts)
-    assert budget.requested == 18 and budget.generated == 18
-    assert budget.tokens == sum(e.tokens for e in evals)
-    search.evaluate(engine, task, items, configs, draws=2, stage="x", budget=budget)
-    assert budget.requested == 36 and budget.generated == 18  # the second time is all cache hits
-
-
 def test_the_saved_budget_row_does_not_depend_on_the_cache() -> None:
     cold, warm = search.Budget(), search.Budget()
-    cold.add("prune", requested=10, generated=10, tokens=50, new_tokens=50, seconds=3.0)
-    warm.add("prune", requested=10, generated=0, tokens=50, new_tokens=0, seconds=0.1)
+    cold.add("prune", Cost(requested=10, generated=10, tokens=50, new_tokens=50, seconds=3.0))
+    warm.add("prune", Cost(requested=10, generated=0, tokens=50, new_tokens=0, seconds=0.1))
     assert cold.row() == warm.row() == {"requested": 10, "tokens": 50, "prune_requested": 10, "prune_tokens": 50}
     assert cold.row(this_run=True)["prune_generated"] == 10 and warm.row(this_run=True)["prune_generated"] == 0
-
-
-def test_evaluate_sends_identical_requests_once() -> None:
-    engine, task = FakeEngine(), FakeTask(noise)
-    items = task.items("search", 2)
-    # greedy ignores top_p/top_k: these two configs decode identically
-    configs = [GREEDY, GREEDY.with_(top_p=0.5, top_k=10)]
-    evals = search.evaluate(engine, task, items, configs, draws=2)
-    assert engine.calls == [2]  # one request per item: same effective config, and greedy ignores the seed
-    assert evals[0].scores == evals[1].scores
-    assert evals[0].seeds == search.draw_seeds(task.name, items[0].id, 2)  # the draw seeds are still recorded
-    assert search.evaluate(engine, task, [], configs, 2) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,10 +54,10 @@ def test_prune_keeps_configs_at_least_as_good_as_default() -> None:
     assert p.threshold == p.table[DEFAULT.to_json()]
     assert DEFAULT.to_json() in p.survivors
     for config, mean in p.table.items():
-        assert (config in p.survivors) == (mean >= p.threshold - search.EPS)
+        assert (config in p.survivors) == (mean >= p.threshold - EPS)
     for h in HYPERPARAMETERS:
         assert set(p.candidates[h]) == {json.loads(c)[h] for c in p.survivors}
-    assert p.best() in p.survivors and p.table[p.best()] == max(p.table.values())
+    assert p.best().to_json() in p.survivors and p.table[p.best().to_json()] == max(p.table.values())
     frame = search.prune_frame(p)
     assert len(frame) == len(grid) and frame["is_default"].sum() == 1 and frame["is_start"].sum() == 1
     assert set(HYPERPARAMETERS) <= set(frame.columns)
@@ -222,7 +78,7 @@ def test_greedy_finds_the_target_when_scores_are_noiseless() -> None:
     p = search.prune(engine, task, items[:2], DEFAULT, draws=1)
     labels = search.greedy(engine, task, items, p, DEFAULT, draws=2)
     for lab in labels:
-        assert lab.config == target.to_json()
+        assert lab.config == target
         assert lab.score == pytest.approx(1.0) and lab.score > lab.default_score
         assert lab.n_evals == len(lab.evaluations) and lab.search_evals <= lab.n_evals + 1
 
@@ -232,9 +88,9 @@ def test_greedy_ties_keep_the_config_nearest_the_default() -> None:
     items = task.items("search", 2)
     p = search.prune(engine, task, items, DEFAULT, draws=1)
     assert len(p.survivors) == len(p.table)  # everything ties with the default
-    assert p.best() == DEFAULT.to_json()
+    assert p.best() == DEFAULT
     labels = search.greedy(engine, task, items, p, DEFAULT, draws=2)
-    assert all(lab.config == DEFAULT.to_json() for lab in labels)
+    assert all(lab.config == DEFAULT for lab in labels)
 
 
 def test_greedy_moves_only_on_strict_improvement_and_one_call_per_step() -> None:
@@ -244,16 +100,16 @@ def test_greedy_moves_only_on_strict_improvement_and_one_call_per_step() -> None
     engine.calls.clear()
     labels = search.greedy(engine, task, items, p, DEFAULT, draws=2)
     assert len(engine.calls) == 1 + len(HYPERPARAMETERS)
-    start = p.best()
+    start = p.best().to_json()
     for lab in labels:
-        by_config = {e.config: e.mean for e in lab.evaluations}
-        assert lab.score == by_config[lab.config]
+        by_config = {e.config.to_json(): e.mean for e in lab.evaluations}
+        assert lab.score == by_config[lab.config.to_json()]
         assert lab.score >= by_config[start]
-        if lab.config != start:
-            assert lab.score > by_config[start] + search.EPS
+        if lab.config.to_json() != start:
+            assert lab.score > by_config[start] + EPS
         assert lab.default_score == by_config[DEFAULT.to_json()]
         assert len(by_config) == len(lab.evaluations)  # each config evaluated once per item
-        assert all(e.seeds == search.draw_seeds(task.name, lab.item_id, 2) for e in lab.evaluations)
+        assert all(e.seeds == draw_seeds(task.name, lab.item_id, 2) for e in lab.evaluations)
 
 
 def test_greedy_batched_equals_one_item_at_a_time() -> None:
@@ -284,7 +140,7 @@ def test_random_search_is_seeded_and_within_budget() -> None:
     assert a == b and a != c
     for lab in a:
         assert lab.method == "random" and lab.search_evals <= 6
-        assert lab.score == max(e.mean for e in lab.evaluations if e.config != DEFAULT.to_json())
+        assert lab.score == max(e.mean for e in lab.evaluations if e.config != DEFAULT)
     assert search.generations_per_item(a, 2) <= 12
 
 
@@ -298,7 +154,7 @@ def test_tpe_is_seeded_batched_and_within_budget() -> None:
     assert a == b
     for lab in a:
         assert lab.method == "tpe" and 1 <= lab.search_evals <= 10
-        assert lab.score >= max(e.mean for e in lab.evaluations if e.config != DEFAULT.to_json()) - 1e-12
+        assert lab.score >= max(e.mean for e in lab.evaluations if e.config != DEFAULT) - 1e-12
 
 
 def test_reliability_on_noiseless_scores_agrees_fully() -> None:
@@ -306,12 +162,12 @@ def test_reliability_on_noiseless_scores_agrees_fully() -> None:
     engine, task = FakeEngine(), FakeTask(target_score(target))
     items = task.items("search", 3)
     p = search.prune(engine, task, items[:2], DEFAULT, draws=1)
-    rel = search.reliability(engine, task, items, p, DEFAULT, 2, HYPERPARAMETERS, heldout_draws=3)
+    rel = ablations.reliability(engine, task, items, p, DEFAULT, 2, HYPERPARAMETERS, heldout_draws=3)
     s = rel.summary()
     assert s["n_items"] == 3 and s["agree_exact"] == 1.0
     assert all(s[f"agree_{h}"] == 1.0 for h in HYPERPARAMETERS)
     assert s["gap_ab"] == 0.0 and s["gain_a_vs_default"] > 0
-    assert len(rel.frame()) == 3
+    assert len(rel.rows) == 3
 
 
 def test_reliability_on_pure_noise_reuses_given_labels_and_uses_fresh_seeds() -> None:
@@ -319,12 +175,12 @@ def test_reliability_on_pure_noise_reuses_given_labels_and_uses_fresh_seeds() ->
     items = task.items("search", 4)
     p = search.prune(engine, task, items[:2], DEFAULT, draws=1)
     labels = search.greedy(engine, task, items, p, DEFAULT, 2, HYPERPARAMETERS)
-    rel = search.reliability(engine, task, items[:3], p, DEFAULT, 2, HYPERPARAMETERS, 2, labels_a=labels)
+    rel = ablations.reliability(engine, task, items[:3], p, DEFAULT, 2, HYPERPARAMETERS, 2, labels_a=labels)
     assert [lab.item_id for lab in rel.labels_a] == [i.id for i in items[:3]]
     for lab in rel.labels_b:
         for ev in lab.evaluations:
             assert ev.stage == "repeat"
-            assert ev.seeds == search.draw_seeds(task.name, lab.item_id, 2, search.OFFSET_REPEAT)
+            assert ev.seeds == draw_seeds(task.name, lab.item_id, 2, OFFSET_REPEAT)
     assert 0.0 <= rel.summary()["agree_exact"] <= 1.0
 
 
@@ -381,7 +237,7 @@ def test_sensitivity_moves_one_hyperparameter_at_a_time() -> None:
     engine, task = FakeEngine(), FakeTask(noise)
     items = task.items("search", 2)
     grids = {"temperature": [0.0, 0.5, 1.0], "top_p": [0.5, 1.0]}
-    frame = search.sensitivity(engine, task, items, DEFAULT, grids, draws=2)
+    frame = preliminary.sensitivity(engine, task, items, DEFAULT, grids, draws=2)
     assert len(engine.calls) == 1
     # 4 distinct configs (the default is shared by both sweeps); T=0 is greedy: one request per item
     assert engine.calls[0] == 2 * 3 * 2 + 2 * 1
@@ -392,7 +248,7 @@ def test_sensitivity_moves_one_hyperparameter_at_a_time() -> None:
     assert json.loads(row["config"]) == {**DEFAULT.hyperparameters(), "temperature": 0.5}
     assert len(row["samples"]) == 2
     with pytest.raises(ValueError):
-        search.sensitivity(engine, task, items, DEFAULT, {"beam": [1]}, draws=1)
+        preliminary.sensitivity(engine, task, items, DEFAULT, {"beam": [1]}, draws=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,7 +277,7 @@ def test_run_search_on_tiny_random_and_a_real_task(tmp_path: Path) -> None:
     assert again.budget.generated == 0  # resumed from the cache
     assert labels_csv.read_bytes() == first
 
-    # evaluate_pairs sends one request for a greedy config's draws: check the engine agrees
+    # scoring.score sends one request for a greedy config's draws: check the engine agrees
     item = task.items("search", 1)[0]
     prompt = engine.render(task.messages(item))
     greedy = GREEDY.with_(max_new_tokens=8)

@@ -8,10 +8,9 @@ seed; the number of people per question (``PEOPLE``) is the difficulty knob (see
 from __future__ import annotations
 
 import random
-from typing import Sequence
 
-from hagstudy.tasks.base import Item, Task
-from hagstudy.tasks.strategyqa import YES_NO_SYSTEM, score_yes_no
+from hagstudy.tasks.base import Item
+from hagstudy.tasks.yes_no import YesNoTask
 
 NAMES: tuple[str, ...] = (
     "Ana", "Raj", "Mei", "Tom", "Sofia", "Kwame", "Lena", "Omar", "Yuki", "Pedro", "Amara", "Jonas", "Priya",
@@ -33,11 +32,9 @@ def make_question(rng: random.Random) -> tuple[str, str, list[bool]]:
     return question, ("yes" if sum(flips) % 2 == 0 else "no"), flips
 
 
-class CoinFlip(Task):
+class CoinFlip(YesNoTask):
     name = "coinflip"
     capability = "symbolic reasoning"
-    max_new_tokens = 16
-    system = YES_NO_SYSTEM
     seed = 7
 
     def _build(self) -> list[Item]:
@@ -58,7 +55,3 @@ class CoinFlip(Task):
                 )
             )
         return items
-
-    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[float]:
-        self._check(items, outputs)
-        return score_yes_no(items, outputs)

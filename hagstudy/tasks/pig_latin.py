@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from hagstudy import data
+from hagstudy.tasks import bigbench
 from hagstudy.tasks.base import Item, Task, shuffled
 from hagstudy.tasks.text import strip_label
 
@@ -30,11 +31,7 @@ def bleu(hypothesis: str, reference: str) -> float:
 
 def load_pairs() -> list[dict[str, object]]:
     """Distinct sentences of at most MAX_WORDS words with their reference, in file order."""
-    path = data.bigbench_file("pig_latin_encode")
-    raw = data.read_json(path)
-    examples = raw.get("examples") if isinstance(raw, dict) else None
-    if not isinstance(examples, list) or not examples:
-        raise data.DataError(f"{path} has no 'examples' list: delete it and run `make data` again")
+    path, examples = bigbench.examples("pig_latin_encode")
     out, seen = [], set()
     for i, ex in enumerate(examples):
         try:

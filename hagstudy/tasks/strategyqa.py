@@ -7,22 +7,20 @@ first half and ``yes_no_black_white`` from the second, so the two tasks never sh
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any
 
 from hagstudy import data
-from hagstudy.tasks.base import Item, Task, shuffled
-from hagstudy.tasks.text import extract_yes_no, normalize
+from hagstudy.tasks import bigbench
+from hagstudy.tasks.base import Item, shuffled
+from hagstudy.tasks.text import normalize
+from hagstudy.tasks.yes_no import YesNoTask
 
 PARTITION_SEED = 20240217  # fixes which questions belong to strategyqa vs yes_no_black_white
 
 
 def load_examples() -> list[dict[str, Any]]:
     """Distinct StrategyQA questions with their gold answer and explanation, in file order."""
-    path = data.bigbench_file("strategyqa")
-    raw = data.read_json(path)
-    examples = raw.get("examples") if isinstance(raw, dict) else None
-    if not isinstance(examples, list) or not examples:
-        raise data.DataError(f"{path} has no 'examples' list: delete it and run `make data` again")
+    path, examples = bigbench.examples("strategyqa")
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for index, ex in enumerate(examples):
@@ -52,22 +50,9 @@ def partition() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return examples[:half], examples[half:]
 
 
-def score_yes_no(items: Sequence[Item], outputs: Sequence[str]) -> list[float]:
-    """1.0 when the extracted yes/no equals the gold answer; a missing answer scores 0."""
-    return [1.0 if extract_yes_no(out) == it.reference["answer"] else 0.0 for it, out in zip(items, outputs)]
-
-
-YES_NO_SYSTEM = (
-    "You answer yes/no questions. Reply with one line in exactly this format: "
-    "'Answer: Yes' or 'Answer: No'."
-)
-
-
-class StrategyQA(Task):
+class StrategyQA(YesNoTask):
     name = "strategyqa"
     capability = "commonsense reasoning"
-    max_new_tokens = 16
-    system = YES_NO_SYSTEM
 
     def _build(self) -> list[Item]:
         mine, _ = partition()
@@ -80,7 +65,3 @@ class StrategyQA(Task):
             )
             for ex in mine
         ]
-
-    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[float]:
-        self._check(items, outputs)
-        return score_yes_no(items, outputs)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from hagstudy import data
-from hagstudy.tasks import embed
+from hagstudy.tasks import bigbench, embed
 from hagstudy.tasks.base import Item, Task, shuffled
 from hagstudy.tasks.text import strip_label, words
 
@@ -76,11 +76,7 @@ def violations(text: str, forbidden: Sequence[str]) -> list[str]:
 
 def load_entries() -> list[dict[str, object]]:
     """Distinct targets with their taboo words (target included), in file order."""
-    path = data.bigbench_file("taboo")
-    raw = data.read_json(path)
-    examples = raw.get("examples") if isinstance(raw, dict) else None
-    if not isinstance(examples, list) or not examples:
-        raise data.DataError(f"{path} has no 'examples' list: delete it and run `make data` again")
+    path, examples = bigbench.examples("taboo")
     merged: dict[str, list[str]] = {}
     for i, ex in enumerate(examples):
         try:
