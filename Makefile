@@ -74,8 +74,8 @@ smoke: ## the whole chain at the tiny smoke profile (into artifacts/smoke/result
 test: $(STAMP) $(DATA) $(MODEL) ## pytest on the package + nbval on every notebook at the smoke profile
 	HAGSTUDY_PROFILE=smoke $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
-unit: $(STAMP) $(DATA) $(MODEL) ## pytest on the package only (no notebooks)
-	$(PY) -m pytest tests -p no:cacheprovider
+unit: $(STAMP) $(DATA) $(MODEL) ## fast pytest on the package: no notebooks, no tests marked slow (lint included)
+	$(PY) -m pytest tests -m "not slow" -p no:cacheprovider
 
 bench: $(STAMP) $(DATA) $(MODEL) ## generation benchmark -> results/benchmarks/generation.json
 	$(PY) scripts/bench_generation.py

@@ -13,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import pandas as pd
+
 from hagstudy.decoding import (
     HYPERPARAMETERS,
     RANGES,
@@ -138,7 +140,7 @@ def per_task_labels(labels: Any, default: DecodingConfig = TRANSFORMERS_DEFAULT)
     return out
 
 
-def with_per_task_labels(labels: Any, default: DecodingConfig = TRANSFORMERS_DEFAULT) -> Any:
+def with_per_task_labels(labels: pd.DataFrame, default: DecodingConfig = TRANSFORMERS_DEFAULT) -> pd.DataFrame:
     """A copy of a labels DataFrame whose config column holds each task's single per-task label."""
     chosen = per_task_labels(labels, default)
     frame = labels.copy()
@@ -146,10 +148,8 @@ def with_per_task_labels(labels: Any, default: DecodingConfig = TRANSFORMERS_DEF
     return frame
 
 
-def config_distribution(labels: Any) -> Any:
+def config_distribution(labels: Any) -> pd.DataFrame:
     """How often each whole config was chosen, per task (most frequent first)."""
-    import pandas as pd
-
     counts: dict[tuple[str, str], int] = Counter(
         (str(r["task"]), _canonical(str(r["config"]))) for r in _records(labels)
     )
@@ -160,10 +160,8 @@ def config_distribution(labels: Any) -> Any:
     return frame.sort_values(["task", "count", "config"], ascending=[True, False, True], ignore_index=True)
 
 
-def label_distribution(labels: Any) -> Any:
+def label_distribution(labels: Any) -> pd.DataFrame:
     """Per task and hyperparameter, how often each value was chosen (long format, for bar plots)."""
-    import pandas as pd
-
     counts: Counter[tuple[str, str, float]] = Counter()
     for r in _records(labels):
         cfg = json.loads(_canonical(str(r["config"])))

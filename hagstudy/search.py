@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from hagstudy.decoding import (
     HYPERPARAMETERS,
@@ -37,8 +38,6 @@ from hagstudy.scoring import EPS, Cost, Engine, Evaluation, Task, evaluate, pick
 from hagstudy.seeds import stable_hash
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from hagstudy.config import Profile
     from hagstudy.tasks.base import Item
 
@@ -520,8 +519,6 @@ def write_result(result: SearchResult, out_dir: Path, profile: str | None = None
 
 def read_labels(out_dir: Path | str, tasks: Sequence[str] | None = None) -> pd.DataFrame:
     """The labels of ``run_search`` as one DataFrame (strings kept as strings, task order kept)."""
-    import pandas as pd
-
     out_dir = Path(out_dir)
     if tasks is None:
         tasks = sorted(p.parent.name for p in out_dir.glob("*/labels.csv"))
@@ -596,15 +593,11 @@ def expand_configs(frame: pd.DataFrame, column: str = "config") -> pd.DataFrame:
 
 def budget_frame(results: Sequence[SearchResult], this_run: bool = False) -> pd.DataFrame:
     """One row per task: generations and tokens the search asked for, per stage (see ``Budget.row``)."""
-    import pandas as pd
-
     return pd.DataFrame([{"task": r.task, **r.budget.row(this_run)} for r in results])
 
 
 def labels_frame(results: SearchResult | Sequence[SearchResult] | Sequence[ItemLabel]) -> pd.DataFrame:
     """Labels as a DataFrame: the labels.csv columns, plus one column per hyperparameter and ``gain``."""
-    import pandas as pd
-
     if isinstance(results, SearchResult):
         results = [results]
     labels: list[ItemLabel] = []
@@ -618,8 +611,6 @@ def labels_frame(results: SearchResult | Sequence[SearchResult] | Sequence[ItemL
 
 def prune_frame(pruned: PruneResult | Sequence[PruneResult]) -> pd.DataFrame:
     """The pruning table: one row per grid config with its mean, and whether it survived / is the default."""
-    import pandas as pd
-
     if isinstance(pruned, PruneResult):
         pruned = [pruned]
     rows = []

@@ -18,7 +18,6 @@ from hagstudy.decoding import (
     DecodingConfig,
     SearchSpace,
 )
-
 from hagstudy.scoring import EPS, Cost
 from hagstudy.seeds import OFFSET_REPEAT, draw_seeds
 
