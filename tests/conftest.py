@@ -115,3 +115,23 @@ def target_score(target: DecodingConfig, noise_weight: float = 0.0) -> Callable[
         return (1 - noise_weight) * value + noise_weight * noise(text)
 
     return fn
+
+
+class ReplyEngine:
+    """Renders messages as plain text and answers from a {user text: reply} table; records every request."""
+
+    def __init__(self, replies: dict[str, str] | None = None):
+        self.replies = replies or {}
+        self.calls: list[list[Any]] = []
+
+    def render(self, msgs: list[dict[str, str]]) -> str:
+        return "".join(f"<{m['role']}>{m['content']}" for m in msgs) + "<assistant>"
+
+    def generate(self, requests, desc: str = "generate"):
+        self.calls.append(list(requests))
+        out = []
+        for r in requests:
+            user = r.prompt.split("<user>")[-1].removesuffix("<assistant>")
+            text = self.replies.get(user, f"answer to {user} with seed {r.seed}")
+            out.append(FakeCompletion(text=text, n_tokens=len(text.split()), finished=True, cached=False))
+        return out

@@ -4,9 +4,10 @@ the config-quality helper, and one real stage-1 pass through a tiny-random Engin
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import pytest
+from conftest import FakeItem, FakeTask
+from conftest import ReplyEngine as FakeEngine
 
 from hagstudy import hag
 from hagstudy.decoding import (
@@ -16,53 +17,13 @@ from hagstudy.decoding import (
     ParseResult,
     parse_config,
 )
-from hagstudy.generation import Completion, Engine, Request
+from hagstudy.generation import Engine
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 
 
 def messages(query: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": "Pick a config."}, {"role": "user", "content": query}]
-
-
-class FakeEngine:
-    """Renders messages as plain text and answers from a {user text: reply} table; records every request."""
-
-    def __init__(self, replies: dict[str, str] | None = None):
-        self.replies = replies or {}
-        self.calls: list[list[Request]] = []
-
-    def render(self, msgs: list[dict[str, str]]) -> str:
-        return "".join(f"<{m['role']}>{m['content']}" for m in msgs) + "<assistant>"
-
-    def generate(self, requests, desc: str = "generate"):
-        self.calls.append(list(requests))
-        out = []
-        for r in requests:
-            user = r.prompt.split("<user>")[-1].removesuffix("<assistant>")
-            text = self.replies.get(user, f"answer to {user} with seed {r.seed}")
-            out.append(Completion(text=text, n_tokens=len(text.split()), finished=True, cached=False))
-        return out
-
-
-@dataclass(frozen=True)
-class Item:
-    task: str
-    id: str
-    query: str
-    reference: object = None
-
-
-class FakeTask:
-    name = "fake"
-    capability = "testing"
-    max_new_tokens = 17
-
-    def messages(self, item):
-        return [{"role": "user", "content": f"Q: {item.query}"}]
-
-    def score(self, items, outputs):
-        return [0.5 for _ in outputs]
 
 
 GOOD = DecodingConfig(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1)
@@ -123,8 +84,8 @@ def test_two_stage_answers_use_stage1_configs_and_count_failures():
 
     tuned = FakeEngine({"x": GOOD.to_json(), "y": "garbage"})
     base = FakeEngine()
-    items = [Item("fake", "fake-0", "x"), Item("fake", "fake-1", "y")]
-    scores, proposed = methods.stage1_then_answer(tuned, base, FakeTask(), items, [0, 1], TRANSFORMERS_DEFAULT, "hag")
+    items = [FakeItem("fake", "fake-0", "x"), FakeItem("fake", "fake-1", "y")]
+    scores, proposed = methods.stage1_then_answer(tuned, base, FakeTask(lambda text: 0.5, max_new_tokens=17), items, [0, 1], TRANSFORMERS_DEFAULT, "hag")
     assert len(tuned.calls) == 1 and len(base.calls) == 1
     assert proposed.status.tolist() == ["ok", "failed"]
     assert proposed.temperature.tolist() == [0.7, TRANSFORMERS_DEFAULT.temperature]
