@@ -3,13 +3,12 @@
 Every method answers the same items with the same generation seeds (common random numbers), so
 differences between methods are paired and come from the decoding configs alone. A method is just a
 config per (item, seed): ``default`` and ``greedy`` fix one, ``random`` draws one, ``task_oracle``
-uses the best fixed config found on the search split, ``zero_shot`` and ``hag`` read one from stage 1.
+uses the best fixed config found on the search split (``hagstudy.oracles``), ``zero_shot`` and ``hag``
+read one from stage 1.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
@@ -17,12 +16,10 @@ import pandas as pd
 
 from hagstudy import hag
 from hagstudy.decoding import DecodingConfig, SearchSpace
-from hagstudy.files import atomic_write
-from hagstudy.scoring import Engine, Task, eval_cell, evaluate, pick_best, score
+from hagstudy.scoring import Engine, Task, eval_cell, score
 from hagstudy.seeds import stable_hash
 
 if TYPE_CHECKING:
-    from hagstudy.search import PruneResult
     from hagstudy.tasks.base import Item
 
 SCORE_COLUMNS = ["task", "method", "item_id", "seed", "score", "config", "status", "n_tokens"]
@@ -105,34 +102,6 @@ def only(configs: Mapping[str, DecodingConfig], default: DecodingConfig, keep: S
         values = {h: (getattr(cfg, h) if h in keep else getattr(default, h)) for h in cfg.hyperparameters()}
         out[item_id] = default.with_(**values)
     return out
-
-
-def task_oracle(engine: Engine, task: Task, items: Sequence[Item], pruned: PruneResult, draws: int, top: int = 5) -> DecodingConfig:
-    """The best fixed config for a task, chosen on the search split only.
-
-    The ``top`` best pruning configs (scored on a few items) are re-scored on every given search item
-    with the search's draws; the best mean wins (``scoring.pick_best``).
-    """
-    ranked = sorted(pruned.table.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    candidates = [DecodingConfig.from_json(c) for c, _ in ranked]
-    evals, _ = evaluate(engine, task, [(item, c) for item in items for c in candidates], draws, stage="oracle")
-    means: dict[str, list[float]] = {}
-    for ev in evals:
-        means.setdefault(ev.config.to_json(), []).append(ev.mean)
-    options = [(c, float(np.mean(means[c.to_json()]))) for c in candidates]
-    return options[pick_best(options, pruned.default)][0]
-
-
-def write_task_oracle(path: Path, oracle: Mapping[str, DecodingConfig]) -> None:
-    """The task_oracle.json file: task name -> canonical config JSON (atomically)."""
-    atomic_write(path, json.dumps({t: c.to_json() for t, c in oracle.items()}, indent=2) + "\n")
-
-
-def read_task_oracle(path: Path) -> dict[str, DecodingConfig]:
-    """The configs ``write_task_oracle`` wrote, by task (run notebook 01 first)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no task oracle at {path}: run notebook 01_search first")
-    return {t: DecodingConfig.from_json(c) for t, c in json.loads(path.read_text()).items()}
 
 
 def stage1_then_answer(

@@ -18,6 +18,7 @@ from typing import Any
 
 OFFSET_REPEAT = 1_000_000  # seed offset of the repeated greedy search (label reliability)
 OFFSET_HELDOUT = 2_000_000  # seed offset of the held-out draws that score labels against each other
+OFFSET_ORACLE = 3_000_000  # seed offset of the item oracle's selection draws (never the evaluation seeds)
 GREEDY_SEED = 0  # greedy text does not depend on the seed: evaluation sends this one
 
 

@@ -2,9 +2,9 @@
 
 import pandas as pd
 import pytest
-from conftest import FakeEngine, FakeTask, noise
+from conftest import FakeEngine, FakeTask, noise, target_score
 
-from hagstudy import ablations, findings, methods
+from hagstudy import ablations, findings, methods, oracles
 from hagstudy.decoding import GREEDY, TRANSFORMERS_DEFAULT, DecodingConfig
 
 SEEDS = [0, 1, 2]
@@ -45,10 +45,10 @@ def test_random_configs_are_seeded_per_item_and_seed(setup):
 
 def test_task_oracle_file_round_trips(tmp_path):
     oracle = {"a": GREEDY, "b": DecodingConfig(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1)}
-    methods.write_task_oracle(tmp_path / "task_oracle.json", oracle)
-    assert methods.read_task_oracle(tmp_path / "task_oracle.json") == oracle
+    oracles.write_task_oracle(tmp_path / "task_oracle.json", oracle)
+    assert oracles.read_task_oracle(tmp_path / "task_oracle.json") == oracle
     with pytest.raises(FileNotFoundError, match="01_search"):
-        methods.read_task_oracle(tmp_path / "missing.json")
+        oracles.read_task_oracle(tmp_path / "missing.json")
 
 
 def test_task_oracle_picks_the_best_candidate_on_all_items(setup):
@@ -57,7 +57,7 @@ def test_task_oracle_picks_the_best_candidate_on_all_items(setup):
     engine, task = setup
     items = task.items("search", 4)
     pruned = search.prune(engine, task, items[:2], TRANSFORMERS_DEFAULT, draws=1)
-    best = methods.task_oracle(engine, task, items, pruned, draws=2, top=3)
+    best = oracles.task_oracle(engine, task, items, pruned, draws=2, top=3)
     ranked = sorted(pruned.table.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
     assert best.to_json() in [c for c, _ in ranked]
 
@@ -87,3 +87,39 @@ def test_findings_say_worse_plainly():
     text = findings.lines(rel)
     assert "WORSE" in text[0] and "does not differ significantly" in text[1]
     assert text[-1].startswith("Against default: better on 0, worse on 1")
+
+
+def test_best_single_config_is_one_config_chosen_on_every_task(setup):
+    from hagstudy import search
+
+    engine, _ = setup
+    good = DecodingConfig(temperature=0.5, top_p=0.9, top_k=10, repetition_penalty=1.1)
+    tasks = [FakeTask(target_score(good), name=n, n_items=4) for n in ("a", "b")]
+    searched = []
+    for t in tasks:
+        items = t.items("search", 4)
+        searched.append((t, items, search.prune(engine, t, items[:2], TRANSFORMERS_DEFAULT, draws=1)))
+    best = oracles.best_single_config(engine, searched, draws=2, top=3)
+    assert best == good  # every task's score peaks at the same config: the pooled choice finds it
+    with pytest.raises(ValueError):
+        oracles.best_single_config(engine, [], draws=2)
+
+
+def test_item_oracle_selects_on_other_draws_than_it_is_scored_on(setup):
+    engine, task = setup
+    items = task.items("test", 5)
+    sent = []
+    generate = engine.generate
+    engine.generate = lambda requests, desc="": sent.append(list(requests)) or generate(requests, desc)
+    candidates = oracles.candidates_for(GREEDY)
+    assert len(candidates) >= 12 and sum(c.greedy for c in candidates) == 2  # greedy is already a candidate
+    scores, chosen = oracles.item_oracle(engine, task, items, SEEDS, candidates, 2, TRANSFORMERS_DEFAULT)
+    selection, scoring_call = sent
+    sampled = lambda reqs: {r.seed for r in reqs if not r.config.greedy}  # noqa: E731
+    assert sampled(selection).isdisjoint(sampled(scoring_call))
+    assert set(scores.method) == {"item_oracle"} and len(scores) == 5 * len(SEEDS)
+    assert chosen.n_candidates.eq(len(candidates)).all() and len(chosen) == 5
+    by_item = dict(zip(chosen.item_id, chosen.config))
+    assert all(by_item[r.item_id] == r.config for r in scores.itertuples())
+    extra = oracles.candidates_for(DecodingConfig(temperature=0.9, top_p=0.8, top_k=5, repetition_penalty=1.2))
+    assert len(extra) == len(candidates) + 1

@@ -1,0 +1,137 @@
+"""Configs chosen with more knowledge than HAG has: the references a per-query method is read against.
+
+* ``task_oracle``: the best fixed config per task, chosen on the search split (what a practitioner
+  tuning one config per task would deploy).
+* ``best_single_config``: one config for every task, chosen on the search split under the same
+  budget rule (the strongest "no adaptation at all" baseline).
+* ``item_oracle``: for each test item, the best of a fixed candidate set chosen on one set of draws
+  of that very item and scored on a disjoint set (``seeds.OFFSET_ORACLE`` for selection, the
+  evaluation seeds for scoring). It is the ceiling of any per-query choice among those candidates;
+  ``item_oracle - task_oracle`` is the headroom a per-query method could at most win.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from hagstudy.decoding import GREEDY, DecodingConfig
+from hagstudy.files import atomic_write
+from hagstudy.methods import per_item
+from hagstudy.scoring import Engine, Task, evaluate, pick_best
+from hagstudy.seeds import OFFSET_ORACLE
+
+if TYPE_CHECKING:
+    from hagstudy.search import PruneResult
+    from hagstudy.tasks.base import Item
+
+# The item oracle's candidates: greedy, the transformers default, and ten configs spread over the
+# search space (low/mid/high temperature, nucleus and top-k truncation, repetition penalty). The
+# task oracle is added per task when it is not among them.
+CANDIDATES: tuple[DecodingConfig, ...] = (
+    GREEDY,
+    DecodingConfig(temperature=1.0, top_p=1.0, top_k=50, repetition_penalty=1.0),
+    GREEDY.with_(repetition_penalty=1.3),
+    DecodingConfig(temperature=0.3, top_p=0.9, top_k=0, repetition_penalty=1.0),
+    DecodingConfig(temperature=0.5, top_p=0.9, top_k=50, repetition_penalty=1.0),
+    DecodingConfig(temperature=0.7, top_p=0.9, top_k=50, repetition_penalty=1.0),
+    DecodingConfig(temperature=0.7, top_p=1.0, top_k=0, repetition_penalty=1.1),
+    DecodingConfig(temperature=1.0, top_p=0.9, top_k=0, repetition_penalty=1.0),
+    DecodingConfig(temperature=1.0, top_p=0.5, top_k=50, repetition_penalty=1.0),
+    DecodingConfig(temperature=1.0, top_p=1.0, top_k=10, repetition_penalty=1.3),
+    DecodingConfig(temperature=1.3, top_p=0.9, top_k=50, repetition_penalty=1.1),
+    DecodingConfig(temperature=1.5, top_p=0.9, top_k=50, repetition_penalty=1.3),
+)
+
+
+def _mean_item_means(evals: Sequence, config: DecodingConfig) -> float:
+    return float(np.mean([ev.mean for ev in evals if ev.config == config]))
+
+
+def task_oracle(engine: Engine, task: Task, items: Sequence[Item], pruned: PruneResult, draws: int, top: int = 5) -> DecodingConfig:
+    """The best fixed config for a task, chosen on the search split only.
+
+    The ``top`` best pruning configs (scored on a few items) are re-scored on every given search item
+    with the search's draws; the best mean wins (``scoring.pick_best``).
+    """
+    ranked = sorted(pruned.table.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    candidates = [DecodingConfig.from_json(c) for c, _ in ranked]
+    evals, _ = evaluate(engine, task, [(item, c) for item in items for c in candidates], draws, stage="oracle")
+    options = [(c, _mean_item_means(evals, c)) for c in candidates]
+    return options[pick_best(options, pruned.default)][0]
+
+
+def best_single_config(
+    engine: Engine, searched: Sequence[tuple[Task, Sequence[Item], PruneResult]], draws: int, top: int = 5
+) -> DecodingConfig:
+    """One config for every task, chosen on the search split with ``task_oracle``'s budget rule.
+
+    The grid configs are ranked by their pruning mean averaged over tasks; the ``top`` best are
+    re-scored on every task's search items with the search's draws (the same seeds as the task
+    oracle, so shared candidates come from the cache), and the best unweighted mean over tasks wins.
+    """
+    if not searched:
+        raise ValueError("best_single_config needs at least one searched task")
+    common = set.intersection(*(set(p.table) for _, _, p in searched))
+    pooled = {c: float(np.mean([p.table[c] for _, _, p in searched])) for c in common}
+    ranked = sorted(pooled.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    candidates = [DecodingConfig.from_json(c) for c, _ in ranked]
+    per_task = []
+    for task, items, _ in searched:
+        evals, _ = evaluate(engine, task, [(item, c) for item in items for c in candidates], draws, stage="oracle")
+        per_task.append([_mean_item_means(evals, c) for c in candidates])
+    options = [(c, float(np.mean([means[i] for means in per_task]))) for i, c in enumerate(candidates)]
+    return options[pick_best(options, searched[0][2].default)][0]
+
+
+def item_oracle(
+    engine: Engine,
+    task: Task,
+    items: Sequence[Item],
+    seeds: Sequence[int],
+    candidates: Sequence[DecodingConfig],
+    selection_draws: int,
+    default: DecodingConfig,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per item, the candidate with the best mean on ``selection_draws`` draws, scored on the evaluation seeds.
+
+    Selection and scoring never share a sampled draw (greedy candidates are one text either way).
+    Returns the score rows (method ``item_oracle``) and one row per item with the chosen config, its
+    selection mean and the number of candidates.
+    """
+    unique = list({c.effective().to_json(): c.effective() for c in candidates}.values())
+    pairs = [(item, c) for item in items for c in unique]
+    evals, _ = evaluate(engine, task, pairs, selection_draws, OFFSET_ORACLE, stage="item_oracle")
+    chosen: dict[str, DecodingConfig] = {}
+    rows = []
+    for k, item in enumerate(items):
+        options = [(ev.config, ev.mean) for ev in evals[k * len(unique) : (k + 1) * len(unique)]]
+        best, mean = options[pick_best(options, default)]
+        chosen[item.id] = best
+        rows.append({"task": task.name, "item_id": item.id, "config": best.to_json(), "selection_mean": mean,
+                     "n_candidates": len(unique)})
+    scores = per_item(engine, task, items, seeds, chosen, "item_oracle")
+    return scores, pd.DataFrame(rows)
+
+
+def candidates_for(task_oracle_config: DecodingConfig) -> list[DecodingConfig]:
+    """``CANDIDATES`` plus the task's oracle config when it is not already one of them."""
+    keys = {c.effective().to_json() for c in CANDIDATES}
+    extra = [] if task_oracle_config.effective().to_json() in keys else [task_oracle_config]
+    return [*CANDIDATES, *extra]
+
+
+def write_task_oracle(path: Path, oracle: Mapping[str, DecodingConfig]) -> None:
+    """The task_oracle.json file: task name -> canonical config JSON (atomically)."""
+    atomic_write(path, json.dumps({t: c.to_json() for t, c in oracle.items()}, indent=2) + "\n")
+
+
+def read_task_oracle(path: Path) -> dict[str, DecodingConfig]:
+    """The configs ``write_task_oracle`` wrote, by task (run notebook 01 first)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no task oracle at {path}: run notebook 01_search first")
+    return {t: DecodingConfig.from_json(c) for t, c in json.loads(path.read_text()).items()}
