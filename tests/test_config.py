@@ -202,7 +202,10 @@ def test_unknown_task_names_the_tasks_field():
 
 
 def test_config_imports_nothing_from_the_task_registry():
-    code = "import hagstudy.config, sys; assert 'hagstudy.tasks' not in sys.modules"
+    code = (
+        "import hagstudy.config as c, sys; assert 'hagstudy.tasks' not in sys.modules; "
+        "c.load_profile('smoke'); c.load_profile('default'); assert 'hagstudy.tasks' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
