@@ -1,22 +1,26 @@
 """Profiles (run sizes) and paths: the one place a notebook learns how big its run is and where files go.
 
-A profile is a YAML file in ``configs/`` (``smoke`` for CI, ``default`` for the full study). It is
-read into frozen dataclasses; an unknown key, a wrong type or an out-of-range value fails at once
-with the file and the field named, so a typo never turns into a silently different run.
+A profile is a YAML file in ``configs/`` (``smoke`` for CI, ``default`` for the full study); one may
+start from another with ``extends: default``. It is read into frozen dataclasses; an unknown key, a
+wrong type or an out-of-range value fails at once with the file and the field path named
+(``configs/x.yaml: train.epochs: must be a finite number > 0, got inf``), so a typo never turns into
+a silently different run. Task names are resolved by ``hagstudy.tasks.selected``, not here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from hagstudy.decoding import HYPERPARAMETERS, RANGES  # decoding imports nothing from this package
 
 PROFILE_ENV = "HAGSTUDY_PROFILE"  # nbval cannot pass papermill parameters; it reads this instead
 ROOT_ENV = "HAGSTUDY_ROOT"
@@ -33,7 +37,15 @@ def repo_root() -> Path:
 
 
 class ProfileError(ValueError):
-    """A profile file is missing, malformed or holds a bad value."""
+    """A profile file is missing, malformed or holds a bad value; the message names the file and the field.
+
+    ``field`` is the field path (``search.grid.temperature[2]``) when one value is at fault, else "".
+    """
+
+    def __init__(self, message: str, field: str = "", detail: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+        self.detail = detail or message
 
 
 @dataclass(frozen=True)
@@ -73,7 +85,9 @@ class Profile:
     name: str
     model: str = "smollm2-135m-instruct"
     dtype: str = "bfloat16"  # generation dtype; part of every cache key
-    tasks: tuple[str, ...] = ()  # empty: every registered task (hagstudy.tasks.names())
+    # Empty: every registered task. Names are resolved and checked by hagstudy.tasks.selected(profile)
+    # (study.start does it), so this module imports nothing from the task registry.
+    tasks: tuple[str, ...] = ()
     n_search: int = 40  # per task: items searched and used for training
     n_validation: int = 20
     n_test: int = 100
@@ -146,33 +160,26 @@ def profile_names() -> list[str]:
 def load_profile(name: str | None = None, **overrides: Any) -> Profile:
     """Read ``configs/<name>.yaml`` (name defaults to $HAGSTUDY_PROFILE, else ``default``).
 
-    ``overrides`` replace top-level fields (notebook parameters such as ``model``); nested
-    settings are given as dicts and merged key by key.
+    A profile may start from another with ``extends: <name>``; its own keys override the parent's,
+    merged key by key inside nested mappings (``train``, ``search.grid``...). ``overrides`` replace
+    top-level fields the same way (notebook parameters such as ``model``). Every field is checked
+    here; an error names the file and the field path, e.g.
+    ``configs/x.yaml: search.grid.temperature[2]: must be in [0, 2], got 5``.
     """
     name = name or os.environ.get(PROFILE_ENV) or "default"
-    path = repo_root() / "configs" / f"{name}.yaml"
-    if not path.is_file():
-        raise ProfileError(f"unknown profile {name!r}: no {path} (profiles: {', '.join(profile_names())})")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ProfileError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise ProfileError(f"{path}: expected a mapping at the top level")
+    path = _profile_path(name)
+    raw = _read_profile(path, chain=())
     for key, value in overrides.items():
-        if value is None:
-            continue
-        if isinstance(value, dict) and isinstance(raw.get(key), dict):
-            raw[key] = {**raw[key], **value}
-        else:
-            raw[key] = value
+        if value is not None:
+            raw = _merge(raw, {key: value})
     raw["name"] = name
+    where = _display(path)
     try:
-        return _build(Profile, raw, where=str(path))
-    except ProfileError:
-        raise
-    except (TypeError, ValueError) as err:
-        raise ProfileError(f"{path}: {err}") from err
+        return _build(Profile, raw, "")
+    except ProfileError as err:
+        if err.field:
+            raise ProfileError(f"{where}: {err.field}: {err.detail}", err.field, err.detail) from None
+        raise ProfileError(f"{where}: {err.detail}", "", err.detail) from None
 
 
 def save_profile(profile: Profile, path: Path) -> None:
@@ -181,79 +188,222 @@ def save_profile(profile: Profile, path: Path) -> None:
     path.write_text(json.dumps(profile.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
+def _profile_path(name: str) -> Path:
+    path = repo_root() / "configs" / f"{name}.yaml"
+    if not path.is_file():
+        raise ProfileError(f"unknown profile {name!r}: no {path} (profiles: {', '.join(profile_names())})")
+    return path
+
+
+def _display(path: Path) -> str:
+    """``configs/x.yaml`` when the file is under the study's root, else the full path."""
+    try:
+        return str(path.resolve().relative_to(repo_root()))
+    except ValueError:
+        return str(path)
+
+
+def _read_profile(path: Path, chain: tuple[str, ...]) -> dict[str, Any]:
+    """The file's mapping with its ``extends:`` chain applied (parents first)."""
+    where = _display(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ProfileError(f"{where}: not UTF-8 text ({err}); save the file as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ProfileError(f"{where}: not valid YAML: {err}") from None
+    if raw is None or raw == {}:
+        raise ProfileError(
+            f"{where}: the profile is empty; write the run's fields, or `extends: default` to run the default study"
+        )
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{where}: expected a mapping of fields at the top level, got {type(raw).__name__}")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str) or not parent.strip():
+        raise ProfileError(f"{where}: extends: expected a profile name such as 'default', got {parent!r}")
+    if parent in chain or parent == path.stem:
+        raise ProfileError(f"{where}: extends: {parent!r} extends itself ({' -> '.join((*chain, path.stem, parent))})")
+    try:
+        parent_path = _profile_path(parent)
+    except ProfileError as err:
+        raise ProfileError(f"{where}: extends: {err}") from None
+    return _merge(_read_profile(parent_path, (*chain, path.stem)), raw)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over``'s keys on top, recursively for keys that are mappings on both sides."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _field(parent: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{key}" if parent else key
+
+
 def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+    """A settings dataclass from a mapping; ``where`` is the field path of the mapping ("" at the top)."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
+    unknown = sorted(str(k) for k in set(raw) - names)
     if unknown:
-        raise ProfileError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
-    kwargs = {}
-    for key, value in raw.items():
-        kwargs[key] = _coerce(hints[key], value, f"{where}: {key}")
+        raise _bad(where, f"unknown key(s) {unknown}; known: {sorted(names)}")
+    kwargs = {key: _coerce(hints[key], value, _field(where, key)) for key, value in raw.items()}
     return cls(**kwargs)
 
 
+def _bad(field_path: str, detail: str) -> ProfileError:
+    return ProfileError(f"{field_path}: {detail}" if field_path else detail, field_path, detail)
+
+
 def _coerce(hint: Any, value: Any, where: str) -> Any:
+    """``value`` as type ``hint`` (ints are accepted for floats); anything else names the field."""
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
-            raise ProfileError(f"{where}: expected a mapping, got {value!r}")
+            raise _bad(where, f"expected a mapping, got {value!r}")
         return _build(hint, value, where)
     origin = typing.get_origin(hint)
     if origin is dict:
-        from hagstudy.decoding import HYPERPARAMETERS
-
         if not isinstance(value, dict) or not set(value) <= set(HYPERPARAMETERS):
-            raise ProfileError(f"{where}: expected a mapping with keys among {list(HYPERPARAMETERS)}, got {value!r}")
+            raise _bad(where, f"expected a mapping with keys among {list(HYPERPARAMETERS)}, got {value!r}")
         (_, inner) = typing.get_args(hint)
-        return {k: _coerce(inner, v, f"{where}.{k}") for k, v in value.items()}
+        return {k: _coerce(inner, v, _field(where, k)) for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ProfileError(f"{where}: expected a list, got {value!r}")
+            raise _bad(where, f"expected a list, got {value!r}")
         (inner, _) = typing.get_args(hint)
-        return tuple(_coerce(inner, v, where) for v in value)
+        return tuple(_coerce(inner, v, _field(where, i)) for i, v in enumerate(value))
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise _bad(where, f"must be a finite number, got {value}") from None
     if hint in (int, float, str) and (not isinstance(value, hint) or isinstance(value, bool)):
-        raise ProfileError(f"{where}: expected {hint.__name__}, got {value!r}")
+        hint_text = ""
+        if hint in (int, float) and isinstance(value, str) and _is_float_text(value):
+            hint_text = " (YAML read this as text: write a decimal point, e.g. 3.0e-4 or 0.0003)"
+        raise _bad(where, f"expected {hint.__name__}, got {value!r}{hint_text}")
     return value
 
 
+def _is_float_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Value checks (run by every Profile, also one built in code: a bad value never reaches a run)
+# ---------------------------------------------------------------------------------------------
+
+SEED_MAX = 2**31 - 1  # seeds feed numpy (< 2**32), torch and the engine's Philox key; one bound for all
+
+
 def _check(p: Profile) -> None:
-    from hagstudy.decoding import (
-        HYPERPARAMETERS,  # local: decoding imports nothing from here
-    )
+    """Raise on the first bad value, naming its field path (``load_profile`` adds the file)."""
+    for field_path, detail in _problems(p):
+        raise ProfileError(f"profile {p.name!r}: {field_path}: {detail}", field_path, detail)
 
-    def need(ok: bool, msg: str) -> None:
+
+def _problems(p: Profile) -> typing.Iterator[tuple[str, str]]:
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    def integer(key: str, value: Any, lo: int, hi: int | None = None) -> typing.Iterator[tuple[str, str]]:
+        if isinstance(value, bool) or not isinstance(value, int):
+            yield key, f"expected int, got {value!r}"
+        elif value < lo or (hi is not None and value > hi):
+            yield key, f"must be >= {lo}, got {value}" if hi is None else f"must be in [{lo}, {hi}], got {value}"
+
+    def positive(key: str, value: Any) -> typing.Iterator[tuple[str, str]]:
+        if not number(value) or value <= 0:
+            yield key, f"must be a finite number > 0, got {value!r}"
+
+    def fraction(key: str, value: Any, closed_top: bool) -> typing.Iterator[tuple[str, str]]:
+        ok = number(value) and 0 < value and (value <= 1 if closed_top else value < 1)
         if not ok:
-            raise ProfileError(f"profile {p.name!r}: {msg}")
+            yield key, f"must be in (0, 1{']' if closed_top else ')'}, got {value!r}"
 
-    need(p.dtype in ("float32", "bfloat16"), f"dtype must be float32 or bfloat16, got {p.dtype!r}")
+    if not isinstance(p.name, str) or not p.name.strip():
+        yield "name", f"must be a non-empty name, got {p.name!r}"
+    if not isinstance(p.model, str) or not p.model.strip():
+        yield "model", f"must name a model (e.g. 'smollm2-135m-instruct', a folder or 'org/name'), got {p.model!r}"
+    if p.dtype not in ("float32", "bfloat16"):
+        yield "dtype", f"must be float32 or bfloat16, got {p.dtype!r}"
+    if not all(isinstance(t, str) and t for t in p.tasks):
+        yield "tasks", f"must be task names, got {list(p.tasks)}"
+    if len(set(p.tasks)) != len(p.tasks):
+        yield "tasks", f"must be distinct, got {list(p.tasks)}"
     for key in ("n_search", "n_validation", "n_test", "prelim_items", "prelim_samples"):
-        need(getattr(p, key) >= 1, f"{key} must be >= 1, got {getattr(p, key)}")
-    need(len(p.seeds) >= 1 and len(set(p.seeds)) == len(p.seeds), f"seeds must be distinct, got {p.seeds}")
-    from hagstudy.tasks import names
+        yield from integer(key, getattr(p, key), 1)
+    if not p.seeds:
+        yield "seeds", "must list at least one seed"
+    for i, seed in enumerate(p.seeds):
+        yield from integer(f"seeds[{i}]", seed, 0, SEED_MAX)
+    if len(set(p.seeds)) != len(p.seeds):
+        yield "seeds", f"must be distinct, got {list(p.seeds)}"
+    yield from integer("seed", p.seed, 0, SEED_MAX)
+    yield from _grid_problems("prelim_grid", p.prelim_grid)
 
-    if not p.tasks:
-        object.__setattr__(p, "tasks", tuple(names()))
-    need(len(set(p.tasks)) == len(p.tasks), f"tasks must be distinct, got {p.tasks}")
-    unknown = [t for t in p.tasks if t not in names()]
-    need(not unknown, f"unknown task(s) {unknown}; known: {names()}")
     s = p.search
-    need(s.prune_items >= 1 and s.draws >= 1, "search.prune_items and search.draws must be >= 1")
-    need(s.reliability_items >= 0 and s.heldout_draws >= 1, "search.reliability_items >= 0, heldout_draws >= 1")
-    need(
-        sorted(s.greedy_order) == sorted(HYPERPARAMETERS),
-        f"search.greedy_order must be a permutation of {list(HYPERPARAMETERS)}, got {list(s.greedy_order)}",
-    )
-    a = p.ablation
-    need(a.n_test >= 1 and 1 <= a.n_seeds <= len(p.seeds), f"ablation.n_test >= 1 and 1 <= ablation.n_seeds <= {len(p.seeds)}")
-    need(all(0 < f <= 1 for f in a.train_fractions) and 0 < a.search_fraction <= 1,
-         "ablation.train_fractions and ablation.search_fraction must be in (0, 1]")
+    yield from integer("search.prune_items", s.prune_items, 1)
+    yield from integer("search.draws", s.draws, 1)
+    yield from integer("search.reliability_items", s.reliability_items, 0)
+    yield from integer("search.heldout_draws", s.heldout_draws, 1)
+    if sorted(s.greedy_order) != sorted(HYPERPARAMETERS):
+        yield "search.greedy_order", f"must be a permutation of {list(HYPERPARAMETERS)}, got {list(s.greedy_order)}"
+    yield from _grid_problems("search.grid", s.grid)
+
     t = p.train
-    need(t.epochs > 0 and t.learning_rate > 0 and t.batch_size >= 1, "train: epochs, learning_rate, batch_size > 0")
-    need(0 < t.validation_fraction < 1, f"train.validation_fraction must be in (0, 1), got {t.validation_fraction}")
-    need(t.lora_r >= 1 and t.max_length >= 32, "train.lora_r >= 1 and train.max_length >= 32")
+    yield from positive("train.epochs", t.epochs)
+    yield from positive("train.learning_rate", t.learning_rate)
+    yield from integer("train.batch_size", t.batch_size, 1)
+    yield from integer("train.lora_r", t.lora_r, 1)
+    yield from positive("train.lora_alpha", t.lora_alpha)
+    if not number(t.lora_dropout) or not 0 <= t.lora_dropout < 1:
+        yield "train.lora_dropout", f"must be in [0, 1), got {t.lora_dropout!r}"
+    yield from integer("train.max_length", t.max_length, 32)
+    yield from fraction("train.validation_fraction", t.validation_fraction, closed_top=False)
+    if isinstance(t.max_steps, bool) or not isinstance(t.max_steps, int) or not (t.max_steps == -1 or t.max_steps >= 1):
+        yield "train.max_steps", f"must be -1 (no cap) or >= 1, got {t.max_steps!r}"
+
+    a = p.ablation
+    yield from integer("ablation.n_test", a.n_test, 1)
+    yield from integer("ablation.n_seeds", a.n_seeds, 1, max(len(p.seeds), 1))
+    for i, f in enumerate(a.train_fractions):
+        yield from fraction(f"ablation.train_fractions[{i}]", f, closed_top=True)
+    yield from fraction("ablation.search_fraction", a.search_fraction, closed_top=True)
+
+
+def _grid_problems(where: str, grid: dict[str, tuple[float, ...]]) -> typing.Iterator[tuple[str, str]]:
+    """Grid values in the decoding schema's ranges (``decoding.RANGES``; top_p in (0, 1], top_k an integer)."""
+    for name, values in grid.items():
+        key = f"{where}.{name}"
+        if name not in RANGES:
+            yield key, f"not a hyperparameter; use {list(HYPERPARAMETERS)}"
+            continue
+        if not values:
+            yield key, "must list at least one value (an empty list is a grid of 0 configs)"
+        lo, hi = RANGES[name]
+        for i, v in enumerate(values):
+            at = f"{key}[{i}]"
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                yield at, f"must be a finite number, got {v!r}"
+            elif name == "top_p" and not 0 < v <= hi:
+                yield at, f"must be in (0, {hi:g}], got {v:g}"
+            elif not lo <= v <= hi:
+                yield at, f"must be in [{lo:g}, {hi:g}], got {v:g}"
+            elif name == "top_k" and not float(v).is_integer():
+                yield at, f"must be an integer (0 = off), got {v:g}"

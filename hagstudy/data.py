@@ -38,22 +38,67 @@ BIGBENCH_FILES: dict[str, str] = {
 }
 
 
+REDO = "run `rm data/MANIFEST.json && make data` (or `python -m hagstudy.data --force`) to extract it again"
+OFFLINE_HINT = (
+    f"Without access to PyPI, copy bigbench-{BIGBENCH_VERSION}.tar.gz onto this machine and point "
+    f"${SDIST_ENV} at it (`{SDIST_ENV}=/path/to/bigbench-{BIGBENCH_VERSION}.tar.gz make data`)"
+)
+
+
 class DataError(RuntimeError):
-    """Missing or malformed third-party data, with the command that fixes it."""
+    """Missing, changed or malformed third-party data, with the command that fixes it."""
 
 
 def data_dir() -> Path:
     return Paths.for_profile("default").data
 
 
+# path -> (size, mtime_ns) of a file whose sha256 matched the manifest: hashed once per process,
+# again only if the file changes under it.
+_VERIFIED: dict[Path, tuple[int, int]] = {}
+
+
 def bigbench_file(name: str) -> Path:
-    """Path of an extracted BIG-bench file; a clear error (naming ``make data``) when it is missing."""
+    """Path of an extracted BIG-bench file, checked against its sha256 in ``MANIFEST.json``.
+
+    A missing, edited or unlisted file is a ``DataError`` naming the file and the fix (``make data``).
+    """
     if name not in BIGBENCH_FILES:
         raise DataError(f"unknown BIG-bench file {name!r}; known: {sorted(BIGBENCH_FILES)}")
     path = data_dir() / "bigbench" / BIGBENCH_FILES[name]
     if not path.is_file():
         raise DataError(f"{path} is missing: run `make data` to fetch and extract BIG-bench {BIGBENCH_VERSION}")
+    verify(name, path)
     return path
+
+
+def verify(name: str, path: Path) -> None:
+    """Check ``path`` against the manifest's sha256 for ``name`` (cached per process while the file is unchanged)."""
+    stat = path.stat()
+    signature = (stat.st_size, stat.st_mtime_ns)
+    if _VERIFIED.get(path) == signature:
+        return
+    expected = manifest_files().get(name, {}).get("sha256")
+    if not expected:
+        raise DataError(f"{data_dir() / 'MANIFEST.json'} lists no sha256 for {name!r}: {REDO}")
+    actual = sha256(path)
+    if actual != expected:
+        raise DataError(
+            f"{path} was changed after `make data`: its sha256 is {actual}, the manifest says {expected}; {REDO}"
+        )
+    _VERIFIED[path] = signature
+
+
+def manifest_files() -> dict[str, dict[str, Any]]:
+    """The manifest's per-file entries; a missing or malformed manifest is a ``DataError`` saying what to run."""
+    manifest = data_dir() / "MANIFEST.json"
+    if not manifest.is_file():
+        raise DataError(f"{manifest} is missing: run `make data` to fetch, verify and extract BIG-bench {BIGBENCH_VERSION}")
+    info = read_json(manifest)
+    files = info.get("files") if isinstance(info, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        raise DataError(f"{manifest} is malformed (expected an object with a 'files' mapping): {REDO}")
+    return files
 
 
 def read_json(path: Path) -> Any:
@@ -77,17 +122,29 @@ def fetch_sdist(downloads: Path) -> Path:
     local = os.environ.get(SDIST_ENV)
     target = downloads / f"bigbench-{BIGBENCH_VERSION}.tar.gz"
     if local:
-        src = Path(local)
+        src = Path(local).expanduser()
+        if not src.is_file():
+            raise DataError(
+                f"{src} (from ${SDIST_ENV}) does not exist: point ${SDIST_ENV} at a copy of "
+                f"bigbench-{BIGBENCH_VERSION}.tar.gz, or unset it to download from PyPI"
+            )
         if sha256(src) != BIGBENCH_SHA256:
-            raise DataError(f"{src} (from ${SDIST_ENV}) does not have the expected sha256 {BIGBENCH_SHA256}")
+            raise DataError(
+                f"{src} (from ${SDIST_ENV}) does not have the expected sha256 {BIGBENCH_SHA256}: "
+                f"it is not bigbench-{BIGBENCH_VERSION}.tar.gz, or an incomplete copy"
+            )
         return src
     if target.is_file() and sha256(target) == BIGBENCH_SHA256:
         return target
     downloads.mkdir(parents=True, exist_ok=True)
     part = target.with_suffix(".part")
     print(f"downloading {BIGBENCH_URL} (358 MB)")
-    with urllib.request.urlopen(BIGBENCH_URL, timeout=120) as response, part.open("wb") as out:
-        shutil.copyfileobj(response, out, length=1 << 20)
+    try:
+        with urllib.request.urlopen(BIGBENCH_URL, timeout=120) as response, part.open("wb") as out:
+            shutil.copyfileobj(response, out, length=1 << 20)
+    except OSError as err:  # URLError, timeouts, refused connections, a full disk
+        part.unlink(missing_ok=True)
+        raise DataError(f"could not download {BIGBENCH_URL}: {err}. {OFFLINE_HINT}") from err
     digest = sha256(part)
     if digest != BIGBENCH_SHA256:
         part.unlink()
@@ -126,12 +183,8 @@ def prepare(force: bool = False) -> Path:
     """Fetch, verify, extract and write the manifest; a no-op when the manifest is current."""
     out = data_dir()
     manifest = out / "MANIFEST.json"
-    if manifest.is_file() and not force:
-        current = read_json(manifest)
-        if current.get("sha256") == BIGBENCH_SHA256 and all(
-            (out / "bigbench" / rel).is_file() for rel in BIGBENCH_FILES.values()
-        ):
-            return manifest
+    if manifest.is_file() and not force and _current(out):
+        return manifest
     sdist = fetch_sdist(out / "downloads")
     extract(sdist, out)
     info = {
@@ -148,6 +201,21 @@ def prepare(force: bool = False) -> Path:
     }
     atomic_write(manifest, json.dumps(info, indent=2) + "\n")
     return manifest
+
+
+def _current(out: Path) -> bool:
+    """Whether the manifest is for this sdist and every file is present with its recorded sha256."""
+    try:
+        info = read_json(out / "MANIFEST.json")
+    except DataError:
+        return False
+    if not isinstance(info, dict) or info.get("sha256") != BIGBENCH_SHA256 or not isinstance(info.get("files"), dict):
+        return False
+    for name, rel in BIGBENCH_FILES.items():
+        entry, path = info["files"].get(name), out / "bigbench" / rel
+        if not isinstance(entry, dict) or not path.is_file() or sha256(path) != entry.get("sha256"):
+            return False
+    return True
 
 
 def main() -> None:

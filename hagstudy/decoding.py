@@ -42,7 +42,8 @@ class DecodingConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"{name} must be a finite number, got {value!r}")
-            object.__setattr__(self, name, round(float(value), DECIMALS))
+            # "+ 0.0" turns -0.0 into 0.0: one config, one JSON text, one cache key.
+            object.__setattr__(self, name, round(float(value), DECIMALS) + 0.0)
         for name in ("top_k", "max_new_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -235,31 +236,33 @@ def _norm_key_tail(key: str) -> str | None:
 def parse_config(text: str, fallback: DecodingConfig = TRANSFORMERS_DEFAULT, max_new_tokens: int | None = None) -> ParseResult:
     """Read a config out of model text: JSON first, then ``key: value`` pairs; clamp into range.
 
-    Missing hyperparameters take ``fallback``'s values (status ``partial``); values out of range are
-    clamped (status ``clamped``); no recognisable hyperparameter at all is a failure, and the caller
-    decides what to do (HAG uses the default config and counts it).
+    Missing hyperparameters take ``fallback``'s values (status ``partial``); values out of range,
+    however huge (a 310-digit integer, ``1e999``), are clamped (status ``clamped``, so the caller
+    counts them); no recognisable hyperparameter at all is a failure, and the caller decides what to
+    do (HAG uses the default config and counts it). ``-0`` reads as 0. Never raises on any string.
     """
     budget = max_new_tokens if max_new_tokens is not None else fallback.max_new_tokens
+    text = text if isinstance(text, str) else ""
     found: dict[str, float] = {}
-    for match in re.finditer(r"\{[^{}]*\}", text or ""):
+    for match in re.finditer(r"\{[^{}]*\}", text):
         try:
             obj = json.loads(match.group(0))
-        except (json.JSONDecodeError, ValueError):
+        except (ValueError, RecursionError):  # JSONDecodeError, over-long integers, deeply nested lists
             continue
         if isinstance(obj, dict):
             for key, value in obj.items():
                 name = _norm_key(str(key))
                 if name and name not in found and _is_number(value):
-                    found[name] = float(value)
+                    found[name] = _as_float(value)
             if found:
                 break
     if not found:
-        for key, value in _PAIR.findall(text or ""):
+        for key, value in _PAIR.findall(text):
             name = _norm_key(key) or _norm_key_tail(key)
             if name and name not in found:
-                found[name] = float(value)
+                found[name] = _as_float(value)
     if not found:
-        snippet = (text or "").strip().replace("\n", " ")[:80]
+        snippet = text.strip().replace("\n", " ")[:80]
         return ParseResult(None, "failed", f"no hyperparameter found in {snippet!r}")
     clamped = []
     values: dict[str, Any] = {}
@@ -271,7 +274,7 @@ def parse_config(text: str, fallback: DecodingConfig = TRANSFORMERS_DEFAULT, max
         lo, hi = RANGES[name]
         if name == "top_p":
             lo = 0.01
-        new = min(max(value, lo), hi)
+        new = min(max(value, lo), hi) + 0.0  # huge values (even +-inf) clamp to the range; -0.0 becomes 0.0
         if name == "top_k":
             new = int(round(new))
         if new != value:
@@ -287,4 +290,15 @@ def parse_config(text: str, fallback: DecodingConfig = TRANSFORMERS_DEFAULT, max
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number the parser can use: finite floats and any int (an int is finite however long)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _as_float(value: Any) -> float:
+    """float(value), with an int or digit string beyond float's range as +-inf (clamped later, status "clamped")."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if int(value) > 0 else -math.inf

@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -101,11 +102,78 @@ def ensure_cached(spec: str = EMBEDDED) -> Path:
     return target
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+EXPECTED = "a model folder as save_pretrained writes it: config.json, weights (model.safetensors), tokenizer files"
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*")
+
+
+def resolve(spec: str) -> str | Path:
+    """Where a spec's files come from: the embedded cache folder, a local folder, or a hub id.
+
+    The rule, so that a mistyped path is never sent to the hub: a spec is a **local folder** when it
+    starts with ``.``, ``/`` or ``~``, when it exists, when it has more than one ``/`` (a hub id is
+    exactly ``org/name``), or when its first component is an existing folder (``artifacts/models/x``);
+    a local folder that does not exist is ``ModelError("no such folder")``. Otherwise ``org/name`` is
+    a **hub id**, and anything else is an unknown spec. ``tiny-random`` resolves to the embedded folder
+    (it borrows the embedded tokenizer).
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelError(f"empty model spec {spec!r}: use {EMBEDDED!r} (embedded), {TINY!r}, a local folder or a hub id 'org/name'")
+    if spec in (EMBEDDED, TINY):
+        return ensure_cached(EMBEDDED)
+    path = Path(spec).expanduser()
+    parts = [p for p in re.split(r"[\\/]", spec) if p]
+    pathlike = (
+        spec.startswith((".", "/", "~", os.sep))
+        or path.exists()
+        or len(parts) > 2
+        or (len(parts) == 2 and Path(parts[0]).is_dir())
+    )
+    if pathlike:
+        if not path.is_dir():
+            what = "is a file, not a folder" if path.exists() else "no such folder"
+            raise ModelError(f"model spec {spec!r}: {what} ({path.resolve()}); expected {EXPECTED}")
+        return path
+    if _HUB_ID.fullmatch(spec):
+        return spec
+    raise ModelError(
+        f"unknown model spec {spec!r}: use {EMBEDDED!r} (embedded), {TINY!r}, a local folder or a hub id 'org/name'"
+    )
+
+
+def _check_folder(spec: str, folder: Path, tokenizer_only: bool = False) -> None:
+    """Say which of config.json, weights or tokenizer a local folder lacks, before transformers does less clearly."""
+    names = {p.name for p in folder.iterdir()}
+    missing = []
+    if not tokenizer_only and "config.json" not in names:
+        missing.append("config.json")
+    if not tokenizer_only and not (names & set(WEIGHT_FILES) or any(n.endswith(".safetensors") for n in names)):
+        missing.append(f"weights (one of {', '.join(WEIGHT_FILES)})")
+    if not names & set(TOKENIZER_FILES):
+        missing.append(f"tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
+    if missing:
+        raise ModelError(f"model spec {spec!r}: {folder} lacks {', '.join(missing)}; expected {EXPECTED}")
+
+
+def _attempt(spec: str, source: str | Path, what: str, load_fn: Any) -> Any:
+    """Run one loading step; any failure becomes a ModelError naming the spec and what was being read."""
+    try:
+        return load_fn()
+    except Exception as err:  # transformers, safetensors, tokenizers and the hub all raise their own types
+        where = f"hub id {source!r} (no hub access here? download it to a folder)" if isinstance(source, str) else str(source)
+        raise ModelError(
+            f"model spec {spec!r}: could not read its {what} from {where}: {type(err).__name__}: {err}"
+        ) from err
+
+
 def load_tokenizer(spec: str = EMBEDDED) -> Any:
     from transformers import AutoTokenizer
 
-    folder = ensure_cached(EMBEDDED) if spec in (EMBEDDED, TINY) else spec
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    source = resolve(spec)
+    if isinstance(source, Path):
+        _check_folder(spec, source, tokenizer_only=True)
+    tokenizer = _attempt(spec, source, "tokenizer", lambda: AutoTokenizer.from_pretrained(source))
     _prepare_tokenizer(tokenizer)
     return tokenizer
 
@@ -115,9 +183,10 @@ def load(spec: str = EMBEDDED, dtype: str = "float32", seed: int = 0) -> tuple[A
 
     spec: ``smollm2-135m-instruct`` (embedded, default), ``tiny-random`` (2-layer Llama with random
     weights and the embedded tokenizer, for tests), a local folder, or a hub id (honours
-    ``HF_HUB_OFFLINE``; this study's machines have no hub access).
+    ``HF_HUB_OFFLINE``; this study's machines have no hub access). ``resolve`` says how a spec is
+    read; every failure is a ``ModelError`` naming the spec and what was expected.
     """
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     if dtype not in DTYPES:
         raise ModelError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -142,23 +211,14 @@ def load(spec: str = EMBEDDED, dtype: str = "float32", seed: int = 0) -> tuple[A
             model = LlamaForCausalLM(config)
         model = model.to(torch_dtype)
     else:
-        if spec == EMBEDDED:
-            folder: str | Path = ensure_cached(EMBEDDED)
-        elif Path(spec).expanduser().exists():
-            folder = Path(spec).expanduser()
-        elif "/" in spec:
-            folder = spec  # a hub id; transformers raises its own clear error when offline
-        else:
-            raise ModelError(
-                f"unknown model spec {spec!r}: use {EMBEDDED!r} (embedded), {TINY!r}, a local folder or a hub id 'org/name'"
-            )
-        try:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
-        except OSError as err:
-            raise ModelError(f"could not load model {spec!r}: {err}") from err
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        source = resolve(spec)
+        if isinstance(source, Path):
+            _check_folder(spec, source)
+        _attempt(spec, source, "config.json (a transformers model config)", lambda: AutoConfig.from_pretrained(source))
+        model = _attempt(
+            spec, source, "weights", lambda: AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        )
+        tokenizer = _attempt(spec, source, "tokenizer", lambda: AutoTokenizer.from_pretrained(source))
         _prepare_tokenizer(tokenizer, keep_template=spec not in (EMBEDDED,))
     model.eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -183,7 +183,9 @@ def main() -> None:
     parser.add_argument("--no-html", action="store_true")
     parser.add_argument("--readme", action="store_true", help="write the profile's results README")
     args = parser.parse_args()
-    load_profile(args.profile)  # fail fast on a bad profile name or value
+    from hagstudy import tasks
+
+    tasks.selected(load_profile(args.profile))  # fail fast on a bad profile name, value or task name
     for nb in args.notebooks:
         execute(nb, args.profile, kernel=args.kernel, html=not args.no_html)
     if args.readme:

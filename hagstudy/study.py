@@ -7,6 +7,7 @@ outputs, seeds are set, and engines are built on demand with the shared completi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ class Run:
     def tasks(self) -> list[Task]:
         from hagstudy import tasks
 
-        return [tasks.get(name) for name in self.profile.tasks]
+        return [tasks.get(name) for name in tasks.selected(self.profile)]
 
     def search_space(self) -> SearchSpace:
         """decoding.SearchSpace with the profile's grid overrides (the smoke profile uses a tiny grid)."""
@@ -103,8 +104,13 @@ def start(profile: str | None = None, notebook: str = "notebook", **overrides: A
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _quiet_progress_bars()
     p = load_profile(profile or None, **overrides)
-    seed_everything(p.seed)
+    from hagstudy import tasks
     from hagstudy.tasks import embed
+
+    # The run's profile names its tasks explicitly (an empty list means all), so notebooks can use
+    # ``run.profile.tasks`` and profile.json records them; an unknown name fails here, at the start.
+    p = dataclasses.replace(p, tasks=tasks.selected(p))
+    seed_everything(p.seed)
 
     embed.use_cache(p.paths.cache / "embeddings.sqlite")
     run = Run(profile=p, notebook=notebook)

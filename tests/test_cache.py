@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from hagstudy import cache as cache_mod
 from hagstudy import generation, models
 from hagstudy.cache import CompletionCache
 from hagstudy.decoding import DecodingConfig as C
@@ -172,3 +176,141 @@ def test_a_killed_process_keeps_its_committed_groups(tiny, tmp_path):
     assert engine.stats["hits"] == saved and engine.stats["misses"] == len(reqs) - saved
     reference = Engine(model, tok, progress=False).generate(reqs)
     assert [(c.text, c.n_tokens, c.finished) for c in outs] == [(c.text, c.n_tokens, c.finished) for c in reference]
+
+
+# --- stored data is checked: digests, migration of old files, corruption, concurrent opening ---------
+
+OLD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS completions (
+    key      TEXT PRIMARY KEY,
+    text     TEXT NOT NULL,
+    n_tokens INTEGER NOT NULL,
+    finished INTEGER NOT NULL,
+    meta     TEXT,
+    created  REAL NOT NULL
+) WITHOUT ROWID
+"""  # the schema before digests, verbatim
+
+
+def write_old_cache(path: Path, rows: list[tuple]) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(OLD_SCHEMA)
+    conn.executemany("INSERT INTO completions VALUES (?,?,?,?,?,?)", rows)
+    conn.close()
+
+
+def test_an_old_cache_is_migrated_and_keeps_every_row(tmp_path, caplog):
+    path = tmp_path / "c.sqlite"
+    write_old_cache(path, [("a", "alpha", 3, 1, None, 1.0), ("b", "beta", 5, 0, '{"seed": 1}', 2.0)])
+    with caplog.at_level("INFO", logger="hagstudy.cache"):
+        cache = CompletionCache(path)
+    assert "2 row(s) given a digest" in caplog.text
+    assert cache.get_many(["a", "b"]) == {
+        "a": {"text": "alpha", "n_tokens": 3, "finished": True, "meta": None},
+        "b": {"text": "beta", "n_tokens": 5, "finished": False, "meta": {"seed": 1}},
+    }
+    digests = dict(sqlite3.connect(path).execute("SELECT key, digest FROM completions"))
+    assert digests == {"a": cache_mod.text_digest("a", "alpha"), "b": cache_mod.text_digest("b", "beta")}
+    cache.close()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="hagstudy.cache"):
+        CompletionCache(path).close()
+    assert "migrated" not in caplog.text  # once
+
+
+def test_a_cached_rerun_from_an_old_cache_decodes_nothing(tiny, tmp_path):
+    model, tok = tiny
+    new = tmp_path / "new.sqlite"
+    engine = Engine(model, tok, CompletionCache(new), progress=False)
+    reqs = requests(engine)
+    first = engine.generate(reqs)
+    old_rows = sqlite3.connect(new).execute("SELECT key, text, n_tokens, finished, meta, created FROM completions").fetchall()
+    write_old_cache(tmp_path / "old.sqlite", old_rows)
+    rerun = Engine(model, tok, CompletionCache(tmp_path / "old.sqlite"), progress=False)
+    again = rerun.generate(reqs)
+    assert rerun.stats["misses"] == 0 and rerun.stats["hits"] == len(reqs)
+    assert [(c.text, c.n_tokens, c.finished) for c in again] == [(c.text, c.n_tokens, c.finished) for c in first]
+
+
+def test_altered_text_is_a_logged_miss_and_is_replaced(tmp_path, caplog):
+    path = tmp_path / "c.sqlite"
+    cache = CompletionCache(path)
+    cache.put_many({"a": row("alpha"), "b": row("beta")})
+    sqlite3.connect(path, isolation_level=None).execute("UPDATE completions SET text = 'tampered' WHERE key = 'a'")
+    with caplog.at_level("WARNING", logger="hagstudy.cache"):
+        got = cache.get_many(["a", "b"])
+    assert set(got) == {"b"} and cache.n_mismatched == 1
+    assert "c.sqlite: 1 cached row(s) whose text does not match its digest" in caplog.text
+    cache.put_many({"a": row("alpha")})  # decoded again and written back
+    assert cache.get_many(["a"])["a"]["text"] == "alpha"
+
+
+def test_text_moved_to_another_key_fails_its_digest(tmp_path):
+    cache = CompletionCache(tmp_path / "c.sqlite")
+    cache.put_many({"a": row("alpha"), "b": row("beta")})
+    conn = sqlite3.connect(tmp_path / "c.sqlite", isolation_level=None)
+    digest_a = conn.execute("SELECT digest FROM completions WHERE key = 'a'").fetchone()[0]
+    conn.execute("UPDATE completions SET text = 'alpha', digest = ? WHERE key = 'b'", (digest_a,))
+    assert set(cache.get_many(["a", "b"])) == {"a"}
+
+
+@pytest.mark.parametrize("cls", [CompletionCache, cache_mod.VectorCache])
+def test_a_corrupt_file_names_the_file(tmp_path, cls):
+    path = tmp_path / "broken.sqlite"
+    path.write_bytes(b"this is not an SQLite database, just bytes " * 100)
+    with pytest.raises(cache_mod.CacheError, match=r"broken\.sqlite: cannot use this cache file .*Move it aside"):
+        cls(path)
+
+
+def test_a_damaged_page_names_the_file_on_read(tmp_path):
+    path = tmp_path / "c.sqlite"
+    cache = CompletionCache(path)
+    cache.put_many({f"k{i}": row("x" * 200) for i in range(200)})
+    cache.close()
+    sqlite3.connect(path).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    data = bytearray(path.read_bytes())
+    data[4096 + 100 : 4096 + 4000] = b"\xff" * 3900  # scribble over the second page (table b-tree)
+    path.write_bytes(bytes(data))
+    with pytest.raises(cache_mod.CacheError, match=r"c\.sqlite: cannot use this cache file"):
+        reopened = CompletionCache(path)
+        reopened.get_many([f"k{i}" for i in range(200)])
+
+
+def test_opening_waits_for_a_process_that_is_creating_the_file(tmp_path):
+    """SQLite fails the WAL switch at once while another connection writes the new file; opening must wait."""
+    path = tmp_path / "c.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute(OLD_SCHEMA)
+    threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
+    start = time.monotonic()
+    cache = CompletionCache(path)
+    assert time.monotonic() - start >= 0.4
+    cache.put_many({"a": row("alpha")})
+    assert cache.get_many(["a"])["a"]["text"] == "alpha"
+    other.close()
+
+
+def _open_and_put(path: str, barrier, results) -> None:
+    barrier.wait()
+    try:
+        with CompletionCache(path) as cache:
+            cache.put_many({f"k{os.getpid()}": row("x")})
+        results.put("ok")
+    except Exception as err:  # reported to the parent
+        results.put(repr(err))
+
+
+def test_many_processes_open_a_new_file_at_once(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    n = 8
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_open_and_put, args=(str(tmp_path / "c.sqlite"), barrier, results)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=120) for _ in range(n)]
+    for p in procs:
+        p.join()
+    assert outcomes == ["ok"] * n
+    assert len(CompletionCache(tmp_path / "c.sqlite")) == n

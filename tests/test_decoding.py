@@ -110,3 +110,39 @@ def test_distance_zero_to_self_and_symmetric():
     a, b = DecodingConfig(temperature=0.3, top_k=0), DecodingConfig(temperature=1.3, top_p=0.5)
     assert a.distance(a) == 0 and a.distance(b) > 0
     assert a.distance(b) == pytest.approx(b.distance(a))
+
+
+@pytest.mark.parametrize(
+    "text, field, value",
+    [
+        ('{"top_k": ' + "1" * 310 + "}", "top_k", 1000),  # used to raise OverflowError
+        ('{"temperature": -' + "9" * 310 + "}", "temperature", 0.0),
+        ("temperature: " + "9" * 400, "temperature", 2.0),
+        ('{"repetition_penalty": 1e999, "top_p": 0.5}', "top_p", 0.5),  # inf is not a JSON number: skipped
+        ("top_p: 1e999", "top_p", 1.0),
+    ],
+)
+def test_huge_numbers_are_clamped_and_counted(text, field, value):
+    result = parse_config(text)
+    assert result.ok and result.config.hyperparameters()[field] == value
+    assert result.status in ("clamped", "partial")
+
+
+@pytest.mark.parametrize("text", ['{"temperature": -0.0, "top_p": 0.9, "top_k": 0, "repetition_penalty": 1.0}',
+                                  "temperature: -0, top_p: 0.9, top_k: -0, repetition_penalty: 1"])
+def test_negative_zero_is_zero(text):
+    result = parse_config(text)
+    assert result.status == "ok" and result.config == GREEDY.with_(top_p=0.9)
+    assert result.config.to_json() == '{"temperature": 0.0, "top_p": 0.9, "top_k": 0, "repetition_penalty": 1.0}'
+    assert result.config.key() == GREEDY.with_(top_p=0.9).key()
+
+
+def test_config_built_with_negative_zero_is_zero():
+    assert str(DecodingConfig(temperature=-0.0).temperature) == "0.0"
+    assert str(DecodingConfig(temperature=-0.001).temperature) == "0.0"  # rounds to -0.0
+
+
+def test_parser_survives_pathological_json():
+    assert parse_config('{"a": ' + "[" * 100_000 + "}").status == "failed"  # RecursionError inside json
+    assert parse_config('{"top_k": ' + "7" * 5000 + "}").config.top_k == 1000  # over int-parsing's digit limit
+    assert parse_config(None).status == "failed"  # type: ignore[arg-type]

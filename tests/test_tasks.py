@@ -42,7 +42,7 @@ def test_names_and_registry() -> None:
         task = tasks.get(name)
         assert isinstance(task, Task) and task.name == name and task.capability
         assert tasks.get(name) is task  # one shared instance: the pool is built once
-    assert list(load_profile("default").tasks) == NAMES  # the profile's task names are the registry's
+    assert list(tasks.selected(load_profile("default"))) == NAMES  # an empty profile list means every task
 
 
 def test_unknown_task_lists_the_six() -> None:
@@ -184,6 +184,9 @@ def test_malformed_data_names_file(cls: type[Task], content: str, tmp_path: Path
         path = tmp_path / "data" / "bigbench" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
+    # A manifest that vouches for these files, so the task's own reading is what fails.
+    files = {n: {"sha256": data.sha256(tmp_path / "data" / "bigbench" / rel)} for n, rel in data.BIGBENCH_FILES.items()}
+    (tmp_path / "data" / "MANIFEST.json").write_text(json.dumps({"files": files}))
     with pytest.raises(data.DataError) as err:
         cls().items("search")
     assert "bigbench" in str(err.value) and "make data" in str(err.value)

@@ -16,6 +16,9 @@ reasoning-gym on the first arithmetic items.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from hagstudy.config import ProfileError
 from hagstudy.tasks.arithmetic import Arithmetic
 from hagstudy.tasks.base import SPLITS, Item, Task, TaskError
 from hagstudy.tasks.coinflip import CoinFlip
@@ -24,7 +27,10 @@ from hagstudy.tasks.strategyqa import StrategyQA
 from hagstudy.tasks.taboo import Taboo
 from hagstudy.tasks.yes_no_black_white import YesNoBlackWhite
 
-__all__ = ["SPLITS", "Item", "Task", "TaskError", "UnknownTaskError", "get", "names", "all_tasks"]
+if TYPE_CHECKING:
+    from hagstudy.config import Profile
+
+__all__ = ["SPLITS", "Item", "Task", "TaskError", "UnknownTaskError", "get", "names", "all_tasks", "selected"]
 
 _CLASSES: dict[str, type[Task]] = {
     cls.name: cls for cls in (CoinFlip, StrategyQA, YesNoBlackWhite, Taboo, PigLatin, Arithmetic)
@@ -54,3 +60,18 @@ def get(name: str) -> Task:
 
 def all_tasks() -> list[Task]:
     return [get(n) for n in names()]
+
+
+def selected(profile: "Profile") -> tuple[str, ...]:
+    """The profile's task names, checked against the registry; an empty ``tasks`` means every task.
+
+    Resolved here rather than in ``hagstudy.config`` so the profile stays a plain frozen value and
+    config imports nothing from the registry. ``study.start`` calls it, so a typo fails at once.
+    """
+    if not profile.tasks:
+        return tuple(names())
+    unknown = [t for t in profile.tasks if t not in _CLASSES]
+    if unknown:
+        detail = f"unknown task(s) {unknown}; known: {names()}"
+        raise ProfileError(f"profile {profile.name!r}: tasks: {detail}", "tasks", detail)
+    return tuple(profile.tasks)
