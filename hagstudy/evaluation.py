@@ -471,6 +471,18 @@ def _margin_for(margin: float | Mapping[str, float], task: str) -> float:
     return float(margin)
 
 
+def _check_resolution(m: int, n_boot: int, alpha: float) -> None:
+    """Refuse a family that no bootstrap p could survive: the smallest p is 2 / (n_boot + 1), and Holm
+    multiplies it by the family size m, so with m * 2 / (n_boot + 1) >= alpha every verdict would be
+    "not significant" because of too few replicates, not because of the data."""
+    if m and m * 2.0 / (n_boot + 1) >= alpha:
+        need = math.ceil(2.0 * m / alpha)
+        raise ValueError(
+            f"n_boot={n_boot} is too small for {m} Holm-corrected comparisons at alpha={alpha}: the smallest "
+            f"corrected p would be {m * 2.0 / (n_boot + 1):.3f}; use n_boot >= {need} (e.g. {max(need, 2000)})"
+        )
+
+
 def relative_table(
     scores: pd.DataFrame,
     target: str = "hag",
@@ -535,6 +547,7 @@ def relative_table(
                     "note": note,
                 }
             )
+    _check_resolution(len(rows), n_boot, alpha)
     derived = ("p_holm", "p_tost_holm", "equivalence", "verdict")
     out = pd.DataFrame(rows, columns=[c for c in RELATIVE_COLUMNS if c not in derived])
     out["p_holm"] = holm(out["p_value"].to_numpy(dtype=float))

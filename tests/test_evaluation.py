@@ -226,6 +226,13 @@ def test_holm_on_the_committed_hag_vs_default_p_values() -> None:
     assert int((adj < 0.05).sum()) == 2  # only two of the four "better" survive
 
 
+def test_relative_table_refuses_too_few_replicates_for_its_family() -> None:
+    # 6 comparisons: the smallest corrected p would be 6 * 2 / 201 = 0.06 >= 0.05, whatever the data
+    with pytest.raises(ValueError, match=r"n_boot=200 is too small for 6 Holm-corrected comparisons"):
+        ev.relative_table(holm_frame(), baselines=("default",), n_boot=200)
+    assert len(ev.relative_table(holm_frame(), baselines=("default",), n_boot=240)) == 6  # 0.0498
+
+
 def test_holm_rejects_bad_p_values() -> None:
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         ev.holm([0.2, 1.5])
