@@ -1,37 +1,105 @@
-"""Plain-language findings generated from the result tables, so the prose never drifts from the numbers."""
+"""Plain-language findings generated from the result tables, so the prose never drifts from the numbers.
+
+The sentences follow the tables' statistics exactly: a verdict comes from Holm-corrected p-values,
+a tie is claimed only where the equivalence test (TOST, with the table's margin) shows it, and any
+other non-significant difference is called "not significant", never "equal". Losses come first.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 
+_ORDER = {"worse": 0, "better": 1, "equivalent": 2, "not significant": 3}
 
-def _fmt_rel(row: pd.Series) -> str:
+
+def _fmt(row: pd.Series) -> str:
     rel = row["rel_improvement"]
-    rel_txt = f"{rel:+.1%} relative" if pd.notna(rel) else "relative change undefined (baseline 0)"
+    if pd.notna(rel):
+        rel_txt = f"{rel:+.1%} relative"
+    else:
+        reason = str(row.get("note", "") or "").split(":")[0].strip()
+        rel_txt = f"no relative change: {reason}" if reason else "no relative change"
     return (
-        f"{row['target_mean']:.3f} vs {row['base_mean']:.3f} ({rel_txt}; difference {row['diff']:+.3f}, "
-        f"95% CI [{row['diff_ci_low']:+.3f}, {row['diff_ci_high']:+.3f}], p={row['p_value']:.3f})"
+        f"{row['target_mean']:.3f} vs {row['base_mean']:.3f} (difference {row['diff']:+.3f}, "
+        f"95% CI [{row['diff_ci_low']:+.3f}, {row['diff_ci_high']:+.3f}]; {rel_txt}; "
+        f"p={row['p_value']:.3f}, Holm p={row['p_holm']:.3f})"
     )
 
 
-def lines(relative: pd.DataFrame, strong: pd.DataFrame | None = None, target: str = "HAG") -> list[str]:
-    """One sentence per task and baseline, then a count of wins, losses and ties per baseline."""
-    out: list[str] = []
+def _sentence(row: pd.Series, target: str, chance_tasks: set[str]) -> str:
+    task, base, margin = row["task"], row["baseline"], row["margin"]
+    verdict = row["verdict"]
+    if verdict == "worse":
+        head = f"{task}: {target} is WORSE than {base}"
+    elif verdict == "better":
+        head = f"{task}: {target} beats {base}"
+        if row["equivalence"] == "equivalent":
+            head += f", but by less than the equivalence margin ±{margin:g}"
+    elif verdict == "equivalent":
+        head = f"{task}: {target} is equivalent to {base} within ±{margin:g} (TOST, Holm p={row['p_tost_holm']:.3f})"
+    else:
+        head = (
+            f"{task}: {target} vs {base} is not significant, and equivalence within ±{margin:g} is not shown "
+            f"either (TOST Holm p={row['p_tost_holm']:.3f}), so this is no evidence of a tie"
+        )
+    text = f"{head}: {_fmt(row)}."
+    if task in chance_tasks:
+        text += f" ({task} is at chance for this model.)"
+    return text
+
+
+def _chance_sentence(row: pd.Series) -> str:
+    return (
+        f"{row['task']} is at chance for this model: no method's 95% CI lower bound exceeds the best constant "
+        f"answer's {row['chance_mean']:.3f} (best method {row['best_method']}: {row['best_mean']:.3f}, "
+        f"CI lower bound {row['best_ci_low']:.3f}). A method that wins there has found a constant answer, "
+        "not a better decoding."
+    )
+
+
+def lines(
+    relative: pd.DataFrame,
+    strong: pd.DataFrame | None = None,
+    target: str = "HAG",
+    at_chance: pd.DataFrame | None = None,
+    alpha: float = 0.05,
+) -> list[str]:
+    """Sentences from ``evaluation.relative_table`` outputs (and ``evaluation.at_chance``), in this order:
+
+    every loss first, then the tasks at chance, then wins, shown equivalences and non-significant
+    differences; then a count per baseline, and last how the tests were corrected (Holm, per table)
+    and what "equivalent" means (TOST, the margin).
+    """
     tables = [relative] + ([strong] if strong is not None else [])
     rel = pd.concat(tables, ignore_index=True)
-    for _, row in rel.iterrows():
-        verdict = row["verdict"]
-        if verdict == "better":
-            head = f"{row['task']}: {target} beats {row['baseline']}"
-        elif verdict == "worse":
-            head = f"{row['task']}: {target} is WORSE than {row['baseline']}"
-        else:
-            head = f"{row['task']}: {target} does not differ significantly from {row['baseline']}"
-        out.append(f"{head}: {_fmt_rel(row)}.")
+    unknown = sorted(set(rel["verdict"]) - set(_ORDER))
+    if unknown:
+        raise ValueError(f"findings: unknown verdict(s) {unknown}; expected {list(_ORDER)}")
+    chance_rows = at_chance.loc[at_chance["at_chance"].astype(bool)] if at_chance is not None else None
+    chance_tasks = set(chance_rows["task"]) if chance_rows is not None else set()
+
+    out: list[str] = []
+    ranked = rel.assign(_rank=rel["verdict"].map(_ORDER)).sort_values("_rank", kind="mergesort")
+    losses = ranked.loc[ranked["verdict"] == "worse"]
+    out += [_sentence(row, target, chance_tasks) for _, row in losses.iterrows()]
+    if chance_rows is not None:
+        out += [_chance_sentence(row) for _, row in chance_rows.iterrows()]
+    rest = ranked.loc[ranked["verdict"] != "worse"]
+    out += [_sentence(row, target, chance_tasks) for _, row in rest.iterrows()]
+
     for base, g in rel.groupby("baseline", sort=False):
         counts = g["verdict"].value_counts()
         out.append(
-            f"Against {base}: better on {counts.get('better', 0)}, worse on {counts.get('worse', 0)}, "
-            f"no significant difference on {counts.get('no significant difference', 0)} of {len(g)} tasks."
+            f"Against {base}: worse on {counts.get('worse', 0)}, better on {counts.get('better', 0)}, "
+            f"equivalent on {counts.get('equivalent', 0)}, not significant on {counts.get('not significant', 0)} "
+            f"of {len(g)} tasks."
         )
+    sizes = " and ".join(str(len(t)) for t in tables)
+    margins = sorted(set(float(m) for m in rel["margin"]))
+    margin_txt = f"±{margins[0]:g}" if len(margins) == 1 else "the per-task margins in the table"
+    out.append(
+        f"Verdicts use p-values Holm-corrected across the comparisons of each table ({sizes}), at {alpha:g}. "
+        f"'Equivalent' means the TOST equivalence test showed the difference lies within {margin_txt} "
+        "(Holm-corrected too); 'not significant' is a failure to find a difference, not evidence of a tie."
+    )
     return out

@@ -4,12 +4,13 @@ Every method answers the same items with the same generation seeds (common rando
 differences between methods are paired and come from the decoding configs alone. A method is just a
 config per (item, seed): ``default`` and ``greedy`` fix one, ``random`` draws one, ``task_oracle``
 uses the best fixed config found on the search split (``hagstudy.oracles``), ``zero_shot`` and ``hag``
-read one from stage 1.
+read one from stage 1. ``chance`` generates nothing: it is the task's best model-free answer (:func:`chance`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+import json
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from hagstudy import hag
 from hagstudy.decoding import DecodingConfig, SearchSpace
 from hagstudy.scoring import Engine, Task, eval_cell, score
 from hagstudy.seeds import stable_hash
+from hagstudy.tasks.base import chance_output
 
 if TYPE_CHECKING:
     from hagstudy.tasks.base import Item
@@ -25,6 +27,16 @@ if TYPE_CHECKING:
 SCORE_COLUMNS = ["task", "method", "item_id", "seed", "score", "config", "status", "n_tokens"]
 
 ConfigFor = Callable[["Item", int], DecodingConfig]
+
+
+class ChanceTask(Protocol):
+    """What the chance baseline needs from a task (``tasks.base.Task`` is one)."""
+
+    name: str
+
+    def chance_answers(self, search_items: Sequence[Item]) -> list[str]: ...
+
+    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[float]: ...
 
 
 def run_configs(
@@ -90,6 +102,42 @@ def per_item(
 ) -> pd.DataFrame:
     """One config per item, the same for all its seeds (what stage 1 of HAG or zero-shot produced)."""
     return run_configs(engine, task, items, seeds, lambda item, s: configs[item.id], method, status=status)
+
+
+def chance(task: ChanceTask, items: Sequence[Item], seeds: Sequence[int], search_items: Sequence[Item], method: str = "chance") -> pd.DataFrame:
+    """The chance baseline: the task's best model-free answer, chosen on the search split, scored on ``items``.
+
+    The candidates are the task's ``chance_answers(search_items)`` (always yes / always no, the
+    most common number, the empty answer, the echoed query...). Each is scored with the task's own
+    metric on ``search_items`` only; the highest mean wins (ties: the earlier candidate). The winner
+    is then scored on ``items`` and gives one row per (item, seed), in ``SCORE_COLUMNS``, with the
+    same score for every seed (nothing is sampled), so it enters the tables like any method.
+    ``config`` holds the chosen answer and its search-split mean, ``status`` is ``constant``.
+    """
+    if not search_items:
+        raise ValueError(f"chance ({task.name}): no search items to choose the constant answer on")
+    test_ids = {it.id for it in items}
+    leaked = [it.id for it in search_items if it.id in test_ids]
+    if leaked:
+        raise ValueError(f"chance ({task.name}): {len(leaked)} search item(s) are also scored items, e.g. {leaked[:3]}")
+    candidates = list(dict.fromkeys(task.chance_answers(search_items)))
+    if not candidates:
+        raise ValueError(f"chance ({task.name}): the task offers no chance answers")
+    means = []
+    for template in candidates:
+        values = task.score(search_items, [chance_output(template, it) for it in search_items])
+        means.append(float(np.mean(values)))
+    best = int(np.argmax(means))  # the first of equal means
+    template = candidates[best]
+    values = task.score(items, [chance_output(template, it) for it in items])
+    config = json.dumps({"chance_answer": template, "search_mean": round(means[best], 6)}, ensure_ascii=False)
+    rows = [
+        {"task": task.name, "method": method, "item_id": it.id, "seed": s, "score": float(v),
+         "config": config, "status": "constant", "n_tokens": 0}
+        for it, v in zip(items, values)
+        for s in seeds
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
 def only(configs: Mapping[str, DecodingConfig], default: DecodingConfig, keep: Sequence[str]) -> dict[str, DecodingConfig]:

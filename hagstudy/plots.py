@@ -22,7 +22,7 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hagstudy.evaluation import method_key, task_key
+from hagstudy.evaluation import method_key
 from hagstudy.files import atomic_open
 
 HYPERPARAMETERS: tuple[str, ...] = ("temperature", "top_p", "top_k", "repetition_penalty")
@@ -69,7 +69,8 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
 
 
 def _tasks(values: pd.Series) -> list[str]:
-    return sorted(pd.unique(values), key=task_key)
+    """Tasks in the order of the table (evaluation's tables already come in the study's task order)."""
+    return list(pd.unique(values))
 
 
 def _methods(values: pd.Series) -> list[str]:
@@ -208,7 +209,7 @@ def improvement_vs_difficulty(
     """
     _require(frame, [x, y, label], "improvement_vs_difficulty")
     lo_col, hi_col = f"{y}_ci_low", f"{y}_ci_high"
-    data = frame.iloc[sorted(range(len(frame)), key=lambda i: task_key(frame[label].iloc[i]))]
+    data = frame
     with _style():
         fig = _figure(5.0, 4.0)
         ax = fig.add_subplot()

@@ -156,27 +156,37 @@ def study_frame() -> pd.DataFrame:
 def test_main_table_columns_order_and_counts() -> None:
     table = ev.main_table(study_frame(), n_boot=300)
     assert list(table.columns) == list(ev.MAIN_COLUMNS)
-    assert list(table["task"].drop_duplicates()) == ["coinflip", "strategyqa", "taboo"]
+    assert list(table["task"].drop_duplicates()) == ["taboo", "coinflip", "strategyqa"]  # first appearance
     assert list(table.loc[table["task"] == "taboo", "method"]) == ["default", "greedy", "random", "hag"]
     assert (table["n_items"] == 60).all() and (table["n_seeds"] == 3).all()
     assert ((table["ci_low"] <= table["mean"]) & (table["mean"] <= table["ci_high"])).all()
-    again = ev.main_table(study_frame().sample(frac=1.0, random_state=0), n_boot=300)
+    # numbers never depend on row order; the task order does only through first appearance
+    again = ev.main_table(study_frame().sample(frac=1.0, random_state=0), n_boot=300, task_order=["taboo", "coinflip"])
     pd.testing.assert_frame_equal(table, again)
 
 
-def test_unknown_names_sort_after_known() -> None:
-    frame = make_scores({"hag_no_search": 0.0, "hag": 0.0, "default": 0.0}, task="zz_task")
+def test_task_order_and_unknown_methods() -> None:
+    frame = make_scores({"hag_no_search": 0.0, "hag": 0.0, "default": 0.0, "chance": 0.0}, task="zz_task")
     frame = pd.concat([frame, make_scores({"default": 0.0}, task="arithmetic")])
     table = ev.main_table(frame, n_boot=50)
-    assert list(table["task"].drop_duplicates()) == ["arithmetic", "zz_task"]
-    assert list(table.loc[table["task"] == "zz_task", "method"]) == ["default", "hag", "hag_no_search"]
+    assert list(table["task"].drop_duplicates()) == ["zz_task", "arithmetic"]
+    assert list(table.loc[table["task"] == "zz_task", "method"]) == ["chance", "default", "hag", "hag_no_search"]
+    given = ev.main_table(frame, n_boot=50, task_order=["arithmetic"])
+    assert list(given["task"].drop_duplicates()) == ["arithmetic", "zz_task"]
+
+
+def test_evaluation_imports_nothing_upstream() -> None:
+    import subprocess
+    import sys
+
+    code = "import hagstudy.evaluation, sys; assert not [m for m in sys.modules if m.startswith('hagstudy.tasks')]"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
 
 def test_relative_table_verdicts() -> None:
     table = ev.relative_table(study_frame(), n_boot=1000)
-    cols = ["task", "baseline", "target_mean", "base_mean", "rel_improvement", "diff",
-            "diff_ci_low", "diff_ci_high", "p_value", "verdict"]  # fmt: skip
-    assert all(c in table.columns for c in cols)
+    assert list(table.columns) == list(ev.RELATIVE_COLUMNS)
     got = {(r.task, r.baseline): r.verdict for r in table.itertuples()}
     assert got[("taboo", "default")] == "better"
     assert got[("taboo", "random")] == "better"
@@ -195,9 +205,163 @@ def test_relative_table_zero_baseline_is_nan_with_note() -> None:
     assert "undefined" in table["note"].iloc[0]
 
 
+# ---------------------------------------------------------------------------- multiple comparisons
+
+
+def test_holm_matches_a_hand_computed_example() -> None:
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> running max 0.06
+    got = ev.holm([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(got, [0.03, 0.06, 0.06, 0.02])
+    # capped at 1, NaN left out of the family (m = 2) and kept NaN
+    got = ev.holm([0.5, float("nan"), 0.6])
+    assert got[0] == 1.0 and math.isnan(got[1]) and got[2] == 1.0
+    assert ev.holm([]).shape == (0,)
+
+
+def test_holm_on_the_committed_hag_vs_default_p_values() -> None:
+    # results/tables/relative.csv (HAG vs default, six tasks): raw p < 0.05 on four tasks
+    raw = [0.0180, 0.0130, 0.1309, 0.3228, 0.0010, 0.0010]
+    adj = ev.holm(raw)
+    np.testing.assert_allclose(adj, [0.054, 0.052, 0.2618, 0.3228, 0.006, 0.006])
+    assert int((adj < 0.05).sum()) == 2  # only two of the four "better" survive
+
+
+def test_relative_table_refuses_too_few_replicates_for_its_family() -> None:
+    # 6 comparisons: the smallest corrected p would be 6 * 2 / 201 = 0.06 >= 0.05, whatever the data
+    with pytest.raises(ValueError, match=r"n_boot=200 is too small for 6 Holm-corrected comparisons"):
+        ev.relative_table(holm_frame(), baselines=("default",), n_boot=200)
+    assert len(ev.relative_table(holm_frame(), baselines=("default",), n_boot=240)) == 6  # 0.0498
+
+
+def test_holm_rejects_bad_p_values() -> None:
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ev.holm([0.2, 1.5])
+
+
+def holm_frame() -> pd.DataFrame:
+    """Six tasks: one modest true effect (raw p just under 0.05) among five nulls."""
+    parts = [make_scores({"default": 0.0, "hag": 0.12}, task="t0", n_items=60, rng_seed=11)]
+    parts += [make_scores({"default": 0.0, "hag": 0.0}, task=f"t{i}", n_items=60, rng_seed=20 + i) for i in range(1, 6)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_relative_table_verdict_uses_the_holm_corrected_p() -> None:
+    table = ev.relative_table(holm_frame(), baselines=("default",), n_boot=2000)
+    np.testing.assert_allclose(table["p_holm"], ev.holm(table["p_value"].to_numpy()))
+    np.testing.assert_allclose(table["p_tost_holm"], ev.holm(table["p_tost"].to_numpy()))
+    row = table.loc[table["task"] == "t0"].iloc[0]
+    assert row["p_value"] < 0.05 <= row["p_holm"]  # significant alone, not across the family of six
+    assert row["verdict"] == "not significant"
+    for r in table.itertuples():
+        assert r.verdict == ev.verdict(r.diff, r.p_holm, r.p_tost_holm)
+    alone = ev.relative_table(holm_frame().query("task == 't0'"), baselines=("default",), n_boot=2000)
+    assert alone["verdict"].iloc[0] == "better"  # a family of one: no correction
+
+
+# ---------------------------------------------------------------------------- equivalence (TOST)
+
+
+def twins(n_items: int, flips: int, seeds: int = 3, rng_seed: int = 0) -> pd.DataFrame:
+    """default and hag with identical scores except ``flips`` generations flipped 0 -> 1 for hag."""
+    base = make_scores({"default": 0.0}, n_items=n_items, seeds=seeds, rng_seed=rng_seed)
+    hag = base.assign(method="hag")
+    zeros = hag.index[hag["score"] == 0.0][:flips]
+    hag.loc[zeros, "score"] = 1.0
+    return pd.concat([base, hag], ignore_index=True)
+
+
+def test_tost_shows_equivalence_of_nearly_identical_methods() -> None:
+    frame = twins(n_items=200, flips=3)  # diff = 3 / 600 = 0.005, tightly estimated
+    p = ev.equivalence_p(frame, "hag", "default", "coinflip", margin=0.02)
+    assert p < 0.05
+    table = ev.relative_table(frame, baselines=("default",), n_boot=2000)
+    assert table["equivalence"].iloc[0] == "equivalent" and table["verdict"].iloc[0] == "equivalent"
+    assert table["margin"].iloc[0] == ev.MARGIN == 0.02
+
+
+def test_tost_does_not_call_a_noisy_null_a_tie() -> None:
+    # no true difference, but 40 independent noisy items: the CI is far wider than +-0.02
+    frame = make_scores({"default": 0.0, "hag": 0.0}, n_items=40, rng_seed=4)
+    p = ev.equivalence_p(frame, "hag", "default", "coinflip", margin=0.02)
+    assert p > 0.2
+    table = ev.relative_table(frame, baselines=("default",), n_boot=2000)
+    assert table["p_value"].iloc[0] > 0.05
+    assert table["equivalence"].iloc[0] == "not shown" and table["verdict"].iloc[0] == "not significant"
+    # a wide enough margin makes the same data equivalent: the margin is what the claim is about
+    wide = ev.relative_table(frame, baselines=("default",), n_boot=2000, margin={"coinflip": 0.3})
+    assert wide["verdict"].iloc[0] == "equivalent" and wide["margin"].iloc[0] == 0.3
+
+
+def test_tost_rejects_a_real_difference_of_twice_the_margin() -> None:
+    frame = twins(n_items=200, flips=24)  # diff = 24 / 600 = 0.04
+    assert ev.equivalence_p(frame, "hag", "default", "coinflip", margin=0.02) > 0.5
+
+
+@pytest.mark.parametrize("flips", [3, 8, 12, 20])
+def test_tost_agrees_with_the_90_percent_interval(flips: int) -> None:
+    frame = twins(n_items=200, flips=flips)
+    p = ev.equivalence_p(frame, "hag", "default", "coinflip", margin=0.02, rng_seed=5)
+    ci = ev.paired_bootstrap(frame, "hag", "default", "coinflip", alpha=0.10, rng_seed=5)
+    inside = -0.02 < ci.ci_low and ci.ci_high < 0.02
+    assert (p < 0.05) == inside
+
+
+def test_margin_is_checked() -> None:
+    frame = twins(n_items=20, flips=1)
+    with pytest.raises(ValueError, match="positive"):
+        ev.equivalence_p(frame, "hag", "default", "coinflip", margin=0.0)
+    with pytest.raises(ValueError, match="no entry for task 'coinflip'"):
+        ev.relative_table(frame, baselines=("default",), n_boot=50, margin={"taboo": 0.02})
+
+
+# ---------------------------------------------------------------------------- relative vs absolute
+
+
+def test_relative_change_only_above_the_floor() -> None:
+    frame = twins(n_items=100, flips=6)
+    base_mean = frame.loc[frame["method"] == "default", "score"].mean()
+    low = frame.assign(score=frame["score"] * (0.04 / base_mean))  # base mean 0.04 < 0.05
+    high = frame.assign(score=frame["score"] * (0.06 / base_mean))  # base mean 0.06 >= 0.05
+    below = ev.relative_table(low, baselines=("default",), n_boot=100).iloc[0]
+    above = ev.relative_table(high, baselines=("default",), n_boot=100).iloc[0]
+    assert below["base_mean"] == pytest.approx(0.04) and math.isnan(below["rel_improvement"])
+    assert "below floor 0.05" in below["note"] and below["diff"] > 0  # the absolute difference stays
+    assert above["rel_improvement"] == pytest.approx(above["diff"] / 0.06) and above["note"] == ""
+    lowered = ev.relative_table(low, baselines=("default",), n_boot=100, floor=0.01).iloc[0]
+    assert lowered["rel_improvement"] == pytest.approx(lowered["diff"] / 0.04)
+    with pytest.raises(ValueError, match="floor"):
+        ev.relative_table(low, baselines=("default",), n_boot=100, floor=-1)
+
+
+# ---------------------------------------------------------------------------- chance
+
+
+def chance_main() -> pd.DataFrame:
+    rows = [
+        ("coinflip", "chance", 0.53, 0.53, 0.53), ("coinflip", "greedy", 0.47, 0.37, 0.57),
+        ("coinflip", "hag", 0.55, 0.45, 0.65),
+        ("arithmetic", "chance", 0.03, 0.03, 0.03), ("arithmetic", "greedy", 0.26, 0.17, 0.35),
+        ("arithmetic", "hag", 0.23, 0.15, 0.32),
+        ("taboo", "hag", 0.02, 0.0, 0.04),  # no chance row: skipped
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["task", "method", "mean", "ci_low", "ci_high"])
+
+
+def test_at_chance_flags_tasks_where_no_method_beats_a_constant() -> None:
+    out = ev.at_chance(chance_main())
+    assert list(out.columns) == list(ev.AT_CHANCE_COLUMNS)
+    assert list(out["task"]) == ["coinflip", "arithmetic"]
+    coin, arith = out.iloc[0], out.iloc[1]
+    assert coin["at_chance"] and coin["n_above_chance"] == 0 and coin["best_method"] == "hag"
+    assert not coin["best_above_chance"] and coin["chance_mean"] == 0.53
+    assert not arith["at_chance"] and arith["n_above_chance"] == 2 and arith["best_method"] == "greedy"
+    with pytest.raises(ValueError, match="ci_low"):
+        ev.at_chance(chance_main().drop(columns=["ci_low"]))
+
+
 def test_difficulty_vs_improvement() -> None:
     out = ev.difficulty_vs_improvement(study_frame(), n_boot=200)
-    assert list(out["task"]) == ["coinflip", "strategyqa", "taboo"]
+    assert list(out["task"]) == ["taboo", "coinflip", "strategyqa"]  # first appearance in the scores
     assert np.allclose(out["difficulty"], 1 - out["base_mean"])
     assert np.allclose(out["improvement"], out["target_mean"] - out["base_mean"])
     rho, p = ev.difficulty_correlation(out)

@@ -1,11 +1,15 @@
-"""The compared methods share items and seeds; two-stage rows count parse failures; ablation helpers."""
+"""The compared methods share items and seeds; two-stage rows count parse failures; ablation helpers; chance."""
+
+import json
 
 import pandas as pd
 import pytest
-from conftest import FakeEngine, FakeTask, noise, target_score
+from conftest import FakeEngine, FakeItem, FakeTask, noise, target_score
 
-from hagstudy import ablations, findings, methods, oracles
+from hagstudy import ablations, methods, oracles
 from hagstudy.decoding import GREEDY, TRANSFORMERS_DEFAULT, DecodingConfig
+from hagstudy.tasks.base import ECHO
+from hagstudy.tasks.yes_no import score_yes_no
 
 SEEDS = [0, 1, 2]
 
@@ -77,18 +81,6 @@ def test_first_fraction_is_a_prefix_per_task():
         ablations.first_fraction(labels, 0)
 
 
-def test_findings_say_worse_plainly():
-    rel = pd.DataFrame([
-        {"task": "t1", "baseline": "default", "target_mean": 0.2, "base_mean": 0.4, "rel_improvement": -0.5,
-         "diff": -0.2, "diff_ci_low": -0.3, "diff_ci_high": -0.1, "p_value": 0.001, "verdict": "worse"},
-        {"task": "t2", "baseline": "default", "target_mean": 0.41, "base_mean": 0.4, "rel_improvement": 0.025,
-         "diff": 0.01, "diff_ci_low": -0.05, "diff_ci_high": 0.07, "p_value": 0.7, "verdict": "no significant difference"},
-    ])
-    text = findings.lines(rel)
-    assert "WORSE" in text[0] and "does not differ significantly" in text[1]
-    assert text[-1].startswith("Against default: better on 0, worse on 1")
-
-
 def test_best_single_config_is_one_config_chosen_on_every_task(setup):
     from hagstudy import search
 
@@ -123,3 +115,58 @@ def test_item_oracle_selects_on_other_draws_than_it_is_scored_on(setup):
     assert all(by_item[r.item_id] == r.config for r in scores.itertuples())
     extra = oracles.candidates_for(DecodingConfig(temperature=0.9, top_p=0.8, top_k=5, repetition_penalty=1.2))
     assert len(extra) == len(candidates) + 1
+
+
+class YesNoFake:
+    """A yes/no task whose search split is mostly 'yes' and whose test split is mostly 'no'."""
+
+    name = "yn"
+
+    def __init__(self) -> None:
+        self.search = [FakeItem("yn", f"yn-s{i}", f"search {i}?", {"answer": "yes" if i < 7 else "no"}) for i in range(10)]
+        self.test = [FakeItem("yn", f"yn-t{i}", f"test {i}?", {"answer": "yes" if i < 2 else "no"}) for i in range(10)]
+        self.scored: list[list[str]] = []
+
+    def chance_answers(self, search_items):
+        return ["Answer: No", "Answer: Yes", "Answer: No"]  # a duplicate is scored once
+
+    def score(self, items, outputs):
+        self.scored.append([it.id for it in items])
+        return score_yes_no(items, outputs)
+
+
+def test_chance_picks_its_answer_on_the_search_split_only():
+    task = YesNoFake()
+    rows = methods.chance(task, task.test, SEEDS, task.search)
+    assert list(rows.columns) == methods.SCORE_COLUMNS
+    assert len(rows) == 30 and set(rows.method) == {"chance"} and set(rows.status) == {"constant"}
+    # "yes" wins on search (0.7); on test it scores the 2 yes items: 0.2 (the test's majority "no" would give 0.8)
+    assert rows.score.mean() == pytest.approx(0.2)
+    assert json.loads(rows.config.iloc[0]) == {"chance_answer": "Answer: Yes", "search_mean": 0.7}
+    # two candidates scored on the search items, then only the winner on the test items
+    assert [len(ids) for ids in task.scored] == [10, 10, 10]
+    assert all(i.startswith("yn-s") for ids in task.scored[:2] for i in ids)
+    assert all(i.startswith("yn-t") for i in task.scored[2])
+    assert (rows.groupby("item_id").score.nunique() == 1).all()  # nothing sampled: the same on every seed
+
+
+def test_chance_rows_pair_with_the_other_methods():
+    engine, task = FakeEngine(), FakeTask(lambda text: 1.0 if text.startswith("search") or "|" in text else 0.0, n_items=5)
+    items = task.items("test", 5)
+    task.chance_answers = lambda search_items: ["", ECHO]
+    greedy = methods.fixed(engine, task, items, SEEDS, GREEDY, "greedy")
+    search = [FakeItem(task.name, f"s{i}", f"search {i}?") for i in range(3)]
+    rows = methods.chance(task, items, SEEDS, search)
+    assert set(zip(rows.item_id, rows.seed)) == set(zip(greedy.item_id, greedy.seed))
+    assert json.loads(rows.config.iloc[0])["chance_answer"] == ECHO  # the echo wins on search (1.0 vs 0.0)
+
+
+def test_chance_refuses_test_items_in_the_search_split_and_no_candidates():
+    task = YesNoFake()
+    with pytest.raises(ValueError, match="also scored items"):
+        methods.chance(task, task.test, SEEDS, task.search + task.test[:1])
+    with pytest.raises(ValueError, match="no search items"):
+        methods.chance(task, task.test, SEEDS, [])
+    task.chance_answers = lambda search_items: []
+    with pytest.raises(ValueError, match="no chance answers"):
+        methods.chance(task, task.test, SEEDS, task.search)

@@ -234,3 +234,55 @@ def test_prompts_fit_the_training_length(name: str) -> None:
         text = tok.apply_chat_template(task.messages(it), tokenize=False, add_generation_prompt=True)
         longest = max(longest, len(tok(text, add_special_tokens=False)["input_ids"]))
     assert longest + task.max_new_tokens <= limit, f"{name}: {longest} prompt tokens + {task.max_new_tokens}"
+
+
+# -- chance answers --------------------------------------------------------------------------------
+
+
+def test_yes_no_chance_is_the_search_splits_majority_class() -> None:
+    import json
+
+    from hagstudy import methods
+
+    task = tasks.get("coinflip")
+    search, test = task.items("search"), task.items("test", 100)
+    assert task.chance_answers(search) == ["Answer: Yes", "Answer: No"]
+    rows = methods.chance(task, test, [0, 1], search)
+    share_yes = sum(it.reference["answer"] == "yes" for it in search) / len(search)
+    chosen = "Answer: Yes" if share_yes >= 0.5 else "Answer: No"
+    config = json.loads(rows.config.iloc[0])
+    assert config["chance_answer"] == chosen and config["search_mean"] == pytest.approx(max(share_yes, 1 - share_yes))
+    gold = chosen.split()[-1].lower()
+    assert rows.score.mean() == pytest.approx(sum(it.reference["answer"] == gold for it in test) / len(test))
+
+
+def test_arithmetic_chance_is_the_most_common_search_answer() -> None:
+    from collections import Counter
+
+    task = tasks.get("arithmetic")
+    search = task.items("search")
+    candidates = task.chance_answers(search)
+    counts = Counter(it.reference["answer"] for it in search)
+    assert len(candidates) == len(counts)
+    top = max(counts.values())
+    assert candidates[0] == f"Answer: {min(n for n, c in counts.items() if c == top)}"
+    assert sum(task.score(search, [candidates[0]] * len(search))) == top
+
+
+def test_default_chance_answers_are_empty_and_echo() -> None:
+    from hagstudy.tasks.base import ECHO, chance_output
+
+    item = Item(task="x", id="x-1", query="Translate into Pig Latin: I am", reference=None)
+    assert Task().chance_answers([item]) == ["", ECHO]
+    assert chance_output(ECHO, item) == item.query and chance_output("Answer: 3", item) == "Answer: 3"
+
+
+@needs_data
+@pytest.mark.parametrize("name", ["taboo", "yes_no_black_white"])
+def test_echoing_the_query_breaks_the_creativity_rules(name: str) -> None:
+    from hagstudy.tasks.base import ECHO, chance_output
+
+    task = tasks.get(name)
+    items = task.items("search", 10)
+    assert ECHO in task.chance_answers(items)  # the query names the forbidden words: no MiniLM call needed
+    assert task.score(items, [chance_output(ECHO, it) for it in items]) == [0.0] * len(items)

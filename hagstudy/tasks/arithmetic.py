@@ -9,6 +9,7 @@ Score: 1 when the final number in the output (after 'Answer:' if present) equals
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Sequence
 
 from hagstudy.tasks.base import Item, Task
@@ -59,6 +60,14 @@ class Arithmetic(Task):
         if len(items) < sum(self.split_sizes.values()):
             raise RuntimeError(f"arithmetic: only {len(items)} distinct expressions for the configured sizes")
         return items
+
+    def chance_answers(self, search_items: Sequence[Item]) -> list[str]:
+        """One constant number per distinct answer of the search split, most common first.
+
+        The best of them on the search split is its most common answer (ties: the smaller number).
+        """
+        counts = Counter(int(it.reference["answer"]) for it in search_items)
+        return [f"Answer: {n}" for n, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
 
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[float]:
         self._check(items, outputs)

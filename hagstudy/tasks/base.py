@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 SPLITS: tuple[str, ...] = ("search", "validation", "test")
+ECHO = "{query}"  # a chance-answer template that echoes the item's query (see Task.chance_answers)
 
 
 class TaskError(ValueError):
@@ -82,6 +83,17 @@ class Task:
         return [{"role": "system", "content": self.system}, {"role": "user", "content": item.query}]
 
     # -- scoring ---------------------------------------------------------------------------
+    def chance_answers(self, search_items: Sequence[Item]) -> list[str]:
+        """Candidate model-free answers for the chance baseline, as templates; the best on the search split wins.
+
+        A template is sent as the output of every item, with ``{query}`` replaced by the item's query:
+        the same text for every item (a constant answer) or the query echoed back (a do-nothing
+        answer). The base offers the empty answer and the echo; tasks with a closed answer set
+        override it with their constant answers. ``search_items`` lets a task draw candidates from
+        the search split (never the test split), e.g. its most common answer.
+        """
+        return ["", ECHO]
+
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[float]:
         """One score in [0, 1] per (item, output); pure and deterministic."""
         raise NotImplementedError
@@ -95,6 +107,11 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<Task {self.name} ({self.capability}), max_new_tokens={self.max_new_tokens}>"
+
+
+def chance_output(template: str, item: Item) -> str:
+    """The output a chance-answer template gives for ``item`` (``{query}`` becomes the item's query)."""
+    return template.replace(ECHO, item.query)
 
 
 def shuffled(values: Sequence[Any], seed: int) -> list[Any]:

@@ -22,7 +22,7 @@ from typing import Sequence
 
 from hagstudy import data
 from hagstudy.tasks import bigbench, embed
-from hagstudy.tasks.base import Item, Task, shuffled
+from hagstudy.tasks.base import ECHO, Item, Task, shuffled
 from hagstudy.tasks.text import strip_label, words
 
 LO, HI = 0.20, 0.45
@@ -116,6 +116,11 @@ class Taboo(Task):
             items.append(Item(task=self.name, id=f"{self.name}-{target}", query=query,
                               reference={"target": target, "taboo": taboo}))
         return items
+
+    def chance_answers(self, search_items: Sequence[Item]) -> list[str]:
+        """The empty clue, the echoed query (it contains the secret word, so it scores 0) and one
+        generic clue given for every target word."""
+        return ["", ECHO, "Clue: It is something people know well."]
 
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[float]:
         self._check(items, outputs)

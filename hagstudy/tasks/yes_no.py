@@ -24,6 +24,10 @@ class YesNoTask(Task):
     max_new_tokens = 16
     system = YES_NO_SYSTEM
 
+    def chance_answers(self, search_items: Sequence[Item]) -> list[str]:
+        """Always yes, always no: the better one on the search split is its majority class."""
+        return ["Answer: Yes", "Answer: No"]
+
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[float]:
         self._check(items, outputs)
         return score_yes_no(items, outputs)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from hagstudy.tasks import embed
-from hagstudy.tasks.base import Item, Task
+from hagstudy.tasks.base import ECHO, Item, Task
 from hagstudy.tasks.strategyqa import partition
 from hagstudy.tasks.text import words
 
@@ -50,6 +50,11 @@ class YesNoBlackWhite(Task):
             )
             for ex in mine
         ]
+
+    def chance_answers(self, search_items: Sequence[Item]) -> list[str]:
+        """The empty answer, the echoed query (it names the forbidden words, so it scores 0) and a
+        generic evasion, the kind of answer LO was calibrated against (so it scores about 0)."""
+        return ["", ECHO, "It depends."]
 
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[float]:
         self._check(items, outputs)

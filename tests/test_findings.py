@@ -1,0 +1,106 @@
+"""Findings wording: losses first and plain, 'not significant' vs 'equivalent (TOST, margin)', Holm, chance."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from hagstudy import evaluation as ev
+from hagstudy import findings
+
+
+def row(task: str, baseline: str, verdict: str, diff: float, **extra) -> dict:
+    base = 0.40
+    out = {
+        "task": task, "baseline": baseline, "target_mean": base + diff, "base_mean": base,
+        "rel_improvement": diff / base, "diff": diff, "diff_ci_low": diff - 0.05, "diff_ci_high": diff + 0.05,
+        "p_value": 0.5, "p_holm": 1.0, "margin": 0.02, "p_tost": 0.5, "p_tost_holm": 1.0,
+        "equivalence": "not shown", "verdict": verdict, "note": "",
+    }  # fmt: skip
+    out.update(extra)
+    return out
+
+
+def table(*rows: dict) -> pd.DataFrame:
+    return pd.DataFrame(list(rows), columns=list(ev.RELATIVE_COLUMNS))
+
+
+def relative() -> pd.DataFrame:
+    return table(
+        row("coinflip", "default", "better", 0.10, p_value=0.001, p_holm=0.004),
+        row("strategyqa", "default", "not significant", 0.01),
+        row("taboo", "default", "worse", -0.20, p_value=0.001, p_holm=0.004),
+        row("arithmetic", "default", "equivalent", 0.002, diff_ci_low=-0.008, diff_ci_high=0.012, p_tost=0.001, p_tost_holm=0.003, equivalence="equivalent"),
+    )
+
+
+def test_losses_come_first_and_plainly() -> None:
+    text = findings.lines(relative())
+    assert text[0].startswith("taboo: HAG is WORSE than default")
+    assert "WORSE" not in " ".join(text[1:])
+
+
+def test_not_significant_is_never_called_a_tie() -> None:
+    text = findings.lines(relative())
+    ns = next(t for t in text if t.startswith("strategyqa"))
+    assert "not significant" in ns and "no evidence of a tie" in ns and "equivalence within ±0.02 is not shown" in ns
+    eq = next(t for t in text if t.startswith("arithmetic"))
+    assert "equivalent to default within ±0.02 (TOST, Holm p=0.003)" in eq
+    for t in text:  # a tie is only ever denied, never claimed
+        assert "equal" not in t.lower() and "tie" not in t.lower().replace("evidence of a tie", "")
+
+
+def test_counts_and_the_holm_and_tost_statement() -> None:
+    strong = table(row("coinflip", "greedy", "not significant", 0.0), row("taboo", "greedy", "worse", -0.1))
+    text = findings.lines(relative(), strong)
+    assert "Against default: worse on 1, better on 1, equivalent on 1, not significant on 1 of 4 tasks." in text
+    assert "Against greedy: worse on 1, better on 0, equivalent on 0, not significant on 1 of 2 tasks." in text
+    assert text[0].startswith("taboo: HAG is WORSE than default") and text[1].startswith("taboo: HAG is WORSE than greedy")
+    last = text[-1]
+    assert "Holm-corrected across the comparisons of each table (4 and 2)" in last
+    assert "TOST" in last and "±0.02" in last and "not evidence of a tie" in last
+
+
+def test_a_win_below_the_margin_says_so() -> None:
+    rel = table(row("coinflip", "default", "better", 0.005, p_holm=0.01, p_tost_holm=0.01, equivalence="equivalent"))
+    assert "beats default, but by less than the equivalence margin ±0.02" in findings.lines(rel)[0]
+
+
+def test_relative_change_below_the_floor_is_not_quoted() -> None:
+    note = "baseline mean 0.0246 below floor 0.05: relative change not shown; read diff"
+    rel = table(row("pig_latin", "default", "better", 0.02, rel_improvement=math.nan, note=note))
+    line = findings.lines(rel)[0]
+    assert "no relative change: baseline mean 0.0246 below floor 0.05" in line and "% relative" not in line
+
+
+def test_tasks_at_chance_are_flagged() -> None:
+    chance = pd.DataFrame(
+        [
+            {"task": "coinflip", "chance_mean": 0.53, "best_method": "hag", "best_mean": 0.50, "best_ci_low": 0.40,
+             "best_above_chance": False, "n_above_chance": 0, "at_chance": True},
+            {"task": "taboo", "chance_mean": 0.0, "best_method": "task_oracle", "best_mean": 0.08, "best_ci_low": 0.04,
+             "best_above_chance": True, "n_above_chance": 3, "at_chance": False},
+        ],
+        columns=list(ev.AT_CHANCE_COLUMNS),
+    )  # fmt: skip
+    text = findings.lines(relative(), at_chance=chance)
+    assert text[0].startswith("taboo: HAG is WORSE")  # a loss still comes first
+    assert text[1].startswith("coinflip is at chance for this model") and "0.530" in text[1]
+    assert sum("is at chance" in t for t in text) == 2  # the flag, and the coinflip win's sentence
+    assert next(t for t in text if t.startswith("coinflip: HAG beats")).endswith("(coinflip is at chance for this model.)")
+
+
+def test_unknown_verdicts_are_refused() -> None:
+    with pytest.raises(ValueError, match="no significant difference"):
+        findings.lines(table(row("coinflip", "default", "no significant difference", 0.0)))
+
+
+def test_findings_from_a_computed_table() -> None:
+    from test_evaluation import twins
+
+    frame = twins(n_items=200, flips=3)
+    rel = ev.relative_table(frame, baselines=("default",), n_boot=500)
+    text = findings.lines(rel)
+    assert text[0].startswith("coinflip: HAG is equivalent to default within ±0.02 (TOST")

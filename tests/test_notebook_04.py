@@ -1,0 +1,82 @@
+"""Notebook 04's statistics cells run on a synthetic score table (the generation cells need the earlier
+notebooks' artifacts, so they are not run here; their chance call is checked on a real task)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+from test_evaluation import make_scores
+
+from hagstudy import evaluation, findings, methods, plots, tasks
+from hagstudy.config import repo_root
+
+NOTEBOOK = repo_root() / "notebooks" / "04_inference.ipynb"
+
+
+def code_cells() -> dict[str, str]:
+    nb = json.loads(NOTEBOOK.read_text())
+    return {c["id"]: "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"}
+
+
+class FakeRun:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def table(self, name: str) -> Path:
+        return self.folder / name
+
+
+def synthetic_scores() -> pd.DataFrame:
+    """coinflip: every method near 0.45 while always-'no' gets 0.53 (at chance); arithmetic: methods far above 0."""
+    coin = make_scores({m: 0.0 for m in ("default", "greedy", "random", "task_oracle", "zero_shot", "hag")},
+                       task="coinflip", n_items=100, base_p=(0.3, 0.6))  # fmt: skip
+    coin_chance = coin.loc[coin["method"] == "default"].assign(method="chance")
+    coin_chance["score"] = [1.0 if int(i[-4:]) % 100 < 53 else 0.0 for i in coin_chance["item_id"]]
+    arith = make_scores({"default": 0.0, "greedy": 0.15, "random": -0.1, "task_oracle": 0.15, "zero_shot": 0.0,
+                         "hag": 0.12}, task="arithmetic", n_items=100, rng_seed=1, base_p=(0.05, 0.2))  # fmt: skip
+    arith_chance = arith.loc[arith["method"] == "default"].assign(method="chance", score=0.0)
+    return pd.concat([coin_chance, coin, arith_chance, arith], ignore_index=True)
+
+
+def test_statistics_cells_run_on_synthetic_scores(tmp_path: Path) -> None:
+    cells = code_cells()
+    ids = list(cells)
+    after_scores = ids[ids.index("04-03") + 1 :]
+    scores = synthetic_scores()
+    proposals = scores.loc[scores["method"].isin(["hag", "zero_shot"]) & (scores["seed"] == 0), ["task", "method", "item_id"]]
+    ns = {"evaluation": evaluation, "findings": findings, "plots": plots, "pd": pd, "run": FakeRun(tmp_path),
+          "scores": scores, "proposals": proposals.assign(status="ok")}  # fmt: skip
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        for cell_id in after_scores:
+            exec(compile(cells[cell_id], f"04_inference[{cell_id}]", "exec"), ns)
+
+    main = pd.read_csv(tmp_path / "main.csv")
+    assert list(main.loc[main["task"] == "coinflip", "method"])[0] == "chance"
+    assert list(main["task"].drop_duplicates()) == ["coinflip", "arithmetic"]
+    chance = pd.read_csv(tmp_path / "at_chance.csv")
+    assert chance.set_index("task")["at_chance"].to_dict() == {"coinflip": True, "arithmetic": False}
+    for name in ("relative.csv", "relative_strong.csv"):
+        rel = pd.read_csv(tmp_path / name)
+        assert list(rel.columns) == list(evaluation.RELATIVE_COLUMNS)
+        assert set(rel["verdict"]) <= set(evaluation.VERDICTS)
+    assert "p_holm" in pd.read_csv(tmp_path / "difficulty.csv").columns
+    text = out.getvalue()
+    assert "coinflip is at chance for this model" in text and "Holm-corrected" in text
+
+
+def test_the_chance_call_of_the_generation_cell(tmp_path: Path) -> None:
+    source = code_cells()["04-03"]
+    call = re.search(r"methods\.chance\(.*\)", source)
+    assert call, "notebook 04 adds the chance rows to the scores"
+    task = tasks.get("coinflip")
+    ns = {"methods": methods, "task": task, "items": task.items("test", 20), "p": SimpleNamespace(seeds=(0, 1, 2))}
+    rows = eval(call.group(0), ns)
+    assert len(rows) == 60 and set(rows["method"]) == {"chance"}
+    assert source.index("methods.chance(") < source.index("scores = pd.concat(frames")
