@@ -36,7 +36,10 @@ import pandas as pd
 from hagstudy.files import atomic_write
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("task", "method", "item_id", "seed", "score")
-METHOD_ORDER: tuple[str, ...] = ("chance", "default", "greedy", "random", "task_oracle", "zero_shot", "hag")
+METHOD_ORDER: tuple[str, ...] = (
+    "chance", "default", "greedy", "random", "best_single_config", "task_oracle", "item_oracle",
+    "zero_shot", "zero_shot_json", "hag",
+)
 MAIN_COLUMNS: tuple[str, ...] = ("task", "method", "mean", "ci_low", "ci_high", "n_items", "n_seeds")
 VERDICTS: tuple[str, str, str, str] = ("better", "worse", "equivalent", "not significant")
 EQUIVALENCE: tuple[str, str] = ("equivalent", "not shown")

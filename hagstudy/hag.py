@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 STAGE1_MAX_NEW_TOKENS = 48  # the longest canonical config JSON is 44 tokens plus <|im_end|>
 STAGE1_SEED = 0
 STATUSES = ("ok", "clamped", "partial", "failed")
+# The config-yielding zero-shot: the untuned model's answer starts inside the JSON object, so it only has
+# to continue it (a free-text reply from the 135M model never parses).
+JSON_PREFILL = '{"temperature": '
 
 Messages = list[dict[str, str]]
 
@@ -59,13 +62,15 @@ def stage1_requests(
     max_new_tokens: int = STAGE1_MAX_NEW_TOKENS,
     *,
     messages_fn: Callable[[str], Messages] | None = None,
+    prefill: str = "",
 ) -> list[Any]:
-    """One greedy request per query, prompt = the instruction set's [system, user] rendered by ``engine``."""
+    """One greedy request per query, prompt = the instruction set's [system, user] rendered by ``engine``,
+    followed by ``prefill`` (the start of the assistant's reply, which the model continues)."""
     from hagstudy.generation import Request
 
     to_messages = messages_fn or dataset.stage1_messages
     config = stage1_config(max_new_tokens)
-    return [Request(prompt=engine.render(to_messages(q)), config=config, seed=STAGE1_SEED) for q in queries]
+    return [Request(prompt=engine.render(to_messages(q)) + prefill, config=config, seed=STAGE1_SEED) for q in queries]
 
 
 def propose(
@@ -76,12 +81,17 @@ def propose(
     fallback: DecodingConfig = TRANSFORMERS_DEFAULT,
     messages_fn: Callable[[str], Messages] | None = None,
     desc: str = "HAG stage 1",
+    prefill: str = "",
 ) -> list[Proposal]:
-    """Stage 1 for many queries in one ``engine.generate`` call; ``fallback`` fills missing hyperparameters."""
-    requests = stage1_requests(engine, queries, max_new_tokens, messages_fn=messages_fn)
+    """Stage 1 for many queries in one ``engine.generate`` call; ``fallback`` fills missing hyperparameters.
+
+    With a ``prefill`` the reply starts with it; the parsed text is ``prefill`` + what the model wrote.
+    """
+    requests = stage1_requests(engine, queries, max_new_tokens, messages_fn=messages_fn, prefill=prefill)
     completions = engine.generate(requests, desc=desc) if requests else []
     return [
-        Proposal(query=q, text=c.text, finished=bool(c.finished), parse=parse_config(c.text, fallback=fallback))
+        Proposal(query=q, text=prefill + c.text, finished=bool(c.finished),
+                 parse=parse_config(prefill + c.text, fallback=fallback))
         for q, c in zip(queries, completions, strict=True)
     ]
 

@@ -161,6 +161,7 @@ def stage1_then_answer(
     default: DecodingConfig,
     method: str,
     keep: Sequence[str] | None = None,
+    prefill: str = "",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Two-stage generation (``hag`` with the tuned engine, ``zero_shot`` with the untuned one).
 
@@ -168,7 +169,9 @@ def stage1_then_answer(
     ``status`` column. ``keep`` restricts which proposed hyperparameters are obeyed (ablation). Returns
     the score rows and one row per item with the proposal (for distributions and parse rates).
     """
-    proposals = hag.propose(stage1_engine, [it.query for it in items], fallback=default, desc=f"{method} stage 1 ({task.name})")
+    proposals = hag.propose(
+        stage1_engine, [it.query for it in items], fallback=default, desc=f"{method} stage 1 ({task.name})", prefill=prefill
+    )
     resolution = hag.resolve([pr.parse for pr in proposals], default, label=f"{method} ({task.name})")
     configs = {it.id: cfg for it, cfg in zip(items, resolution.configs)}
     if keep is not None:

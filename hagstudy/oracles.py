@@ -125,13 +125,22 @@ def candidates_for(task_oracle_config: DecodingConfig) -> list[DecodingConfig]:
     return [*CANDIDATES, *extra]
 
 
-def write_task_oracle(path: Path, oracle: Mapping[str, DecodingConfig]) -> None:
-    """The task_oracle.json file: task name -> canonical config JSON (atomically)."""
-    atomic_write(path, json.dumps({t: c.to_json() for t, c in oracle.items()}, indent=2) + "\n")
+ALL_TASKS = "*"  # the key of best_single_config in the oracle file
 
 
-def read_task_oracle(path: Path) -> dict[str, DecodingConfig]:
-    """The configs ``write_task_oracle`` wrote, by task (run notebook 01 first)."""
+def write_oracles(path: Path, task_oracle: Mapping[str, DecodingConfig], single: DecodingConfig) -> None:
+    """The oracles.json file notebook 01 writes: task name -> its task oracle, and ``"*"`` -> the best
+    single config, each as canonical config JSON (atomically)."""
+    configs = {**{t: c.to_json() for t, c in task_oracle.items()}, ALL_TASKS: single.to_json()}
+    atomic_write(path, json.dumps(configs, indent=2) + "\n")
+
+
+def read_oracles(path: Path) -> tuple[dict[str, DecodingConfig], DecodingConfig]:
+    """(task oracle by task, best single config) as ``write_oracles`` wrote them (run notebook 01 first)."""
     if not path.is_file():
-        raise FileNotFoundError(f"no task oracle at {path}: run notebook 01_search first")
-    return {t: DecodingConfig.from_json(c) for t, c in json.loads(path.read_text()).items()}
+        raise FileNotFoundError(f"no oracle file at {path}: run notebook 01_search first")
+    configs = {t: DecodingConfig.from_json(c) for t, c in json.loads(path.read_text()).items()}
+    if ALL_TASKS not in configs:
+        raise ValueError(f"{path} has no best single config ({ALL_TASKS!r}): run notebook 01_search again")
+    single = configs.pop(ALL_TASKS)
+    return configs, single

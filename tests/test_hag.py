@@ -119,3 +119,23 @@ def test_stage1_through_a_real_engine():
     assert len(proposals) == 2 and all(p.parse.status in hag.STATUSES for p in proposals)
     res = hag.resolve([p.parse for p in proposals], TRANSFORMERS_DEFAULT, 4)
     assert len(res.configs) == 2
+
+
+def test_a_prefilled_reply_is_continued_and_parsed_whole():
+    """zero_shot_json: the prompt ends inside the JSON object; the parse sees prefill + continuation."""
+    engine = FakeEngine()
+    engine.replies = {}
+    sent = []
+    generate = engine.generate
+
+    def continue_json(requests, desc=""):
+        sent.extend(requests)
+        out = generate(requests, desc)
+        return [type(c)(text="0.3, \"top_p\": 0.8}", n_tokens=5, finished=True, cached=False) for c in out]
+
+    engine.generate = continue_json
+    (proposal,) = hag.propose(engine, ["2+2?"], messages_fn=messages, prefill=hag.JSON_PREFILL)
+    assert sent[0].prompt.endswith("<assistant>" + hag.JSON_PREFILL)
+    assert proposal.text == hag.JSON_PREFILL + "0.3, \"top_p\": 0.8}"
+    assert proposal.parse.status == "partial" and proposal.parse.config.temperature == 0.3
+    assert proposal.parse.config.top_p == 0.8

@@ -49,10 +49,14 @@ def test_random_configs_are_seeded_per_item_and_seed(setup):
 
 def test_task_oracle_file_round_trips(tmp_path):
     oracle = {"a": GREEDY, "b": DecodingConfig(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1)}
-    oracles.write_task_oracle(tmp_path / "task_oracle.json", oracle)
-    assert oracles.read_task_oracle(tmp_path / "task_oracle.json") == oracle
+    single = DecodingConfig(temperature=0.5)
+    oracles.write_oracles(tmp_path / "oracles.json", oracle, single)
+    assert oracles.read_oracles(tmp_path / "oracles.json") == (oracle, single)
     with pytest.raises(FileNotFoundError, match="01_search"):
-        oracles.read_task_oracle(tmp_path / "missing.json")
+        oracles.read_oracles(tmp_path / "missing.json")
+    (tmp_path / "old.json").write_text(json.dumps({"a": GREEDY.to_json()}))
+    with pytest.raises(ValueError, match="best single config"):
+        oracles.read_oracles(tmp_path / "old.json")
 
 
 def test_task_oracle_picks_the_best_candidate_on_all_items(setup):
