@@ -204,3 +204,17 @@ def test_the_real_compile_gives_the_fused_texts(tiny):
     if engine.step != "compiled":
         pytest.skip(f"torch.compile unavailable here (fell back to {engine.step})")
     assert [o.text for o in outs] == [o.text for o in Engine(model, tok, progress=False, step="fused").generate(reqs)]
+
+
+def test_gpu_batch_is_sized_from_free_memory_without_the_old_256_cap(tiny, monkeypatch):
+    model, _ = tiny
+    per_row = generation.row_bytes(model)
+    assert per_row == 2 * 2 * 2 * 16 * 4 * 1024 + 8 * 4 * model.config.vocab_size  # 2 layers, 2 KV heads of 16, fp32
+    gib = 1 << 30
+    assert generation.gpu_batch_size(80 * gib, 3 << 20) == 4096  # the ceiling, far above 256
+    assert generation.gpu_batch_size(12 * gib, 3 << 20) == 2048  # 0.5 x 12 GiB / 3 MiB, a multiple of 64
+    assert generation.gpu_batch_size(1 << 20, 3 << 20) == 1  # never zero
+    assert generation.gpu_batch_size(200 << 20, 3 << 20) == 33  # small counts are not rounded
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 * gib, 80 * gib))
+    rows = generation.default_batch_size(model, torch.device("cuda"))
+    assert rows == generation.gpu_batch_size(40 * gib, per_row) > 256
