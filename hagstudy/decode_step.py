@@ -23,6 +23,7 @@ why, and the engine uses its eager step.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -198,6 +199,51 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + rot * sin
 
 
+def layer_step(
+    h: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    mask: torch.Tensor,
+    ln_in: torch.Tensor,
+    qkv_w: torch.Tensor,
+    o_w: torch.Tensor,
+    ln_post: torch.Tensor,
+    gate_up_w: torch.Tensor,
+    down_w: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    col: torch.Tensor,
+    n_heads: int,
+    n_kv: int,
+    eps: float,
+) -> torch.Tensor:
+    """One decoder layer for one new token per row: the residual stream h [B, H] after the layer.
+
+    Writes the new key/value into ``keys``/``values`` [B, Hkv, L, D] (contiguous) at column ``col``
+    and attends over all L columns under the additive ``mask`` [B, 1, 1, L]. Every layer has this same
+    graph, so compiling it once serves all of them.
+    """
+    b = h.shape[0]
+    d = keys.shape[-1]
+    g = n_heads // n_kv
+    x = _rms(h, ln_in, eps)
+    qkv = _linear(x, qkv_w)
+    q = _rotate(qkv[:, : n_heads * d].view(b, n_heads, d), cos, sin)
+    k = _rotate(qkv[:, n_heads * d : (n_heads + n_kv) * d].view(b, n_kv, d), cos, sin)
+    v = qkv[:, (n_heads + n_kv) * d :].view(b, n_kv, d)
+    keys.index_copy_(2, col.view(1), k[:, :, None, :])
+    values.index_copy_(2, col.view(1), v[:, :, None, :])
+    kv_len = keys.shape[2]
+    scores = torch.bmm(q.reshape(b * n_kv, g, d), keys.view(b * n_kv, kv_len, d).transpose(1, 2)).view(b, n_kv, g, kv_len)
+    probs = torch.softmax(scores.to(torch.float32) * d**-0.5 + mask, dim=-1).to(h.dtype)
+    att = torch.bmm(probs.view(b * n_kv, g, kv_len), values.view(b * n_kv, kv_len, d)).reshape(b, n_heads * d)
+    h = h + _linear(att, o_w)
+    x = _rms(h, ln_post, eps)
+    gu = _linear(x, gate_up_w)
+    inter = gu.shape[1] // 2
+    return h + _linear(torch.nn.functional.silu(gu[:, :inter]) * gu[:, inter:], down_w)
+
+
 def decode_step(
     w: StepWeights,
     tokens: torch.Tensor,
@@ -207,53 +253,33 @@ def decode_step(
     values: list[torch.Tensor],
     col: torch.Tensor,
     bias: torch.Tensor,
+    layer: Callable[..., torch.Tensor] = layer_step,
 ) -> torch.Tensor:
     """Next-token logits (float32 [B, V]) for one new token per row.
 
     tokens [B]; cos/sin [B, D] for each row's position; ``keys``/``values`` per layer [B, Hkv, L, D]
-    (the cache up to and including the new column, which this writes at index ``col`` (a 0-dim
-    int64 tensor, so compiling does not specialise on it); bias [B, L] additive attention mask
-    (0 or -inf) in float32.
+    (contiguous: the cache's columns, spare ones zero), into which the new column is written at
+    ``col`` (a 0-dim int64 tensor, so compiling does not specialise on it); bias [B, L] additive
+    attention mask (0 or -inf) in float32. ``layer``: ``layer_step`` or its compiled version.
     """
-    b = tokens.shape[0]
-    hq, hkv, d = w.n_heads, w.n_kv, w.head_dim
-    g = hq // hkv
-    scale = d**-0.5
-    h = w.embed[tokens]  # [B, H]
-    cos_q, sin_q = cos[:, None, :], sin[:, None, :]
-    mask = bias[:, None, None, :]  # [B, 1, 1, L]
+    h = w.embed[tokens]
+    cos, sin, mask = cos[:, None, :], sin[:, None, :], bias[:, None, None, :]
     for i in range(w.layers):
-        x = _rms(h, w.ln_in[i], w.eps)
-        qkv = _linear(x, w.qkv[i])
-        q = qkv[:, : hq * d].view(b, hq, d)
-        k = qkv[:, hq * d : (hq + hkv) * d].view(b, hkv, d)
-        v = qkv[:, (hq + hkv) * d :].view(b, hkv, d)
-        q = _rotate(q, cos_q, sin_q)
-        k = _rotate(k, cos_q, sin_q)
-        keys[i].index_copy_(2, col.view(1), k[:, :, None, :])
-        values[i].index_copy_(2, col.view(1), v[:, :, None, :])
-        kv_len = keys[i].shape[2]
-        kk = keys[i].view(b * hkv, kv_len, d)  # a view: the buffer's rows are (batch, head)-major
-        scores = torch.bmm(q.reshape(b * hkv, g, d), kk.transpose(1, 2)).view(b, hkv, g, kv_len)
-        probs = torch.softmax(scores.to(torch.float32) * scale + mask, dim=-1).to(h.dtype)
-        att = torch.bmm(probs.view(b * hkv, g, kv_len), values[i].view(b * hkv, kv_len, d)).reshape(b, hq * d)
-        h = h + _linear(att, w.o[i])
-        x = _rms(h, w.ln_post[i], w.eps)
-        gu = _linear(x, w.gate_up[i])
-        inter = gu.shape[1] // 2
-        h = h + _linear(torch.nn.functional.silu(gu[:, :inter]) * gu[:, inter:], w.down[i])
-    x = _rms(h, w.norm, w.eps)
-    return _linear(x, w.lm_head).to(torch.float32)
+        h = layer(h, cos, sin, mask, w.ln_in[i], w.qkv[i], w.o[i], w.ln_post[i], w.gate_up[i], w.down[i],
+                  keys[i], values[i], col, w.n_heads, w.n_kv, w.eps)
+    return _linear(_rms(h, w.norm, w.eps), w.lm_head).to(torch.float32)
 
 
-def compile_step(fn: Callable[..., torch.Tensor] = decode_step) -> Callable[..., torch.Tensor]:
-    """``torch.compile(fn)``: inductor, dynamic shapes (one graph for every batch size and cache length).
+def compile_step() -> Callable[..., torch.Tensor]:
+    """``decode_step`` with ``layer_step`` under ``torch.compile`` (inductor, dynamic shapes).
 
-    Compiling itself happens on the first call; ``Engine`` makes that call on a small warm-up batch so
-    that a failure shows (and falls back, see ``fallback``) before any text is decoded. Set
+    One layer is compiled, not the unrolled model: every layer runs the same graph with its own
+    weights, so compile time does not grow with depth, and one graph serves every batch size and cache
+    length. Compiling happens on the first call; ``Engine`` makes it on a small warm-up batch so that
+    a failure shows (and falls back, see ``fallback``) before any text is decoded. Set
     ``TORCHINDUCTOR_CACHE_DIR`` to keep inductor's compiled kernels across processes.
     """
-    return torch.compile(fn, dynamic=True)
+    return functools.partial(decode_step, layer=torch.compile(layer_step, dynamic=True))
 
 
 def fallback(fn: Callable[..., torch.Tensor], err: BaseException) -> Callable[..., torch.Tensor]:

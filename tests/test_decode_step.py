@@ -124,8 +124,10 @@ def test_the_compiled_path_runs_what_torch_compile_returns(tiny, monkeypatch):
     calls = []
 
     def fake_compile(fn, **kwargs):
+        assert fn is decode_step.layer_step  # one layer's graph is compiled, not the unrolled model
+
         def run(*args):
-            calls.append(args[1].shape[0])
+            calls.append(args[0].shape[0])
             return fn(*args)
 
         return run
@@ -135,7 +137,9 @@ def test_the_compiled_path_runs_what_torch_compile_returns(tiny, monkeypatch):
     engine = Engine(model, tok, progress=False, step="auto", max_batch_size=4)
     outs = engine.generate(reqs)
     assert engine.step == "compiled" and engine.stats["compile_fallbacks"] == 0
-    assert calls[:2] == [3, 5] and len(calls) == 2 + engine.stats["steps"]  # warm-up, then every step
+    layers = model.config.num_hidden_layers
+    assert calls[: 2 * layers] == [3] * layers + [5] * layers  # the warm-up batches
+    assert len(calls) == layers * (2 + engine.stats["steps"])  # then every layer of every step
     assert [o.text for o in outs] == [o.text for o in Engine(model, tok, progress=False, step="fused", max_batch_size=4).generate(reqs)]
 
 
