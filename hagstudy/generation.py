@@ -25,6 +25,12 @@ than one ``model.generate`` per config:
   KV cache is a DynamicCache whose layers append into preallocated buffers (no per-step copy).
   Per step: one forward, then a handful of vectorized [B, V] passes (top-k via block maxima, no
   vocabulary sort); nothing loops over the vocabulary or, per token, over rows in Python.
+* **Decode step.** ``Engine(step=...)``: "eager" (default) runs the transformers forward; "fused" runs
+  ``decode_step`` (packed weights, fewer and larger ops, attention over tight KV buffers grown
+  ``KV_BUCKET`` columns at a time), "compiled" the same under ``torch.compile`` (one layer's graph,
+  falling back to "fused", logged and counted, if compiling fails), "auto" compiled where supported.
+  Rounding differs between steps, so the step is part of the cache key (``request_key``); the eager
+  step's keys are ENGINE_VERSION 2's, unchanged, so cached results stay reproducible.
 * **Cache and resumption.** Jobs are decoded in fixed groups of ``group_rows`` (a few batches), and
   each finished group is written to the ``CompletionCache`` in one transaction. A killed run loses at
   most the group in flight; its rerun rebuilds exactly the same groups and batches for the rest, so it
