@@ -789,16 +789,17 @@ class Engine:
         """Run the compiled step on throwaway inputs of two batch sizes (compiles, for all sizes)."""
         w = self._packed()
         dev, dtype = self.device, w.embed.dtype
-        for b, width in ((3, 17), (5, 33)):
-            keys = [torch.zeros(b, w.n_kv, width, w.head_dim, dtype=dtype, device=dev) for _ in range(w.layers)]
-            values = [torch.zeros_like(k) for k in keys]
-            bias = torch.zeros(b, width, dtype=torch.float32, device=dev)
-            pos = torch.arange(b, device=dev)
-            cos, sin = w.rope(pos, dtype)
-            with torch.inference_mode():
+        # Inside inference_mode, as the decode loop: inference tensors are another guard (a recompile).
+        with torch.inference_mode():
+            for b, width in ((5, 32), (7, 48)):  # sizes unequal to model dims (duck sizing would tie them)
+                keys = [torch.zeros(b, w.n_kv, width, w.head_dim, dtype=dtype, device=dev) for _ in range(w.layers)]
+                values = [torch.zeros_like(k) for k in keys]
+                bias = torch.zeros(b, width, dtype=torch.float32, device=dev)
+                pos = torch.arange(b, device=dev)
+                cos, sin = w.rope(pos, dtype)
                 out = self._step_fn(w, pos, cos, sin, keys, values, torch.tensor(width - 1, device=dev), bias)
-            if out.shape != (b, w.embed.shape[0]) or not bool(torch.isfinite(out).all()):
-                raise RuntimeError(f"compiled step returned {tuple(out.shape)} or non-finite logits on the warm-up batch")
+                if out.shape != (b, w.embed.shape[0]) or not bool(torch.isfinite(out).all()):
+                    raise RuntimeError(f"compiled step returned {tuple(out.shape)} or non-finite logits on the warm-up batch")
 
     def _packed(self) -> Any:
         """``decode_step``'s packed weights, rebuilt when any parameter changed (new tensor or in-place write)."""

@@ -138,7 +138,7 @@ def test_the_compiled_path_runs_what_torch_compile_returns(tiny, monkeypatch):
     outs = engine.generate(reqs)
     assert engine.step == "compiled" and engine.stats["compile_fallbacks"] == 0
     layers = model.config.num_hidden_layers
-    assert calls[: 2 * layers] == [3] * layers + [5] * layers  # the warm-up batches
+    assert calls[: 2 * layers] == [5] * layers + [7] * layers  # the warm-up batches
     assert len(calls) == layers * (2 + engine.stats["steps"])  # then every layer of every step
     assert [o.text for o in outs] == [o.text for o in Engine(model, tok, progress=False, step="fused", max_batch_size=4).generate(reqs)]
 
