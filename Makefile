@@ -80,8 +80,9 @@ test: $(STAMP) $(DATA) $(MODEL) ## pytest on the package + nbval on every notebo
 unit: $(STAMP) $(DATA) $(MODEL) ## fast pytest on the package: no notebooks, no tests marked slow (lint included)
 	$(PY) -m pytest tests -m "not slow" -p no:cacheprovider
 
-bench: $(STAMP) $(DATA) $(MODEL) ## generation benchmark -> results/benchmarks/generation.json
-	$(PY) scripts/bench_generation.py
+DEVICE  ?= cpu
+bench: $(STAMP) $(DATA) $(MODEL) ## generation benchmark -> results/benchmarks/generation.json (DEVICE=cuda: random weights if none embedded)
+	$(PY) scripts/bench_generation.py --device $(DEVICE) $(BENCH_ARGS)
 
 lab: $(STAMP) ## JupyterLab on the repo, with the hagstudy kernel
 	$(VENV)/bin/jupyter lab --notebook-dir=.

@@ -25,6 +25,12 @@ than one ``model.generate`` per config:
   KV cache is a DynamicCache whose layers append into preallocated buffers (no per-step copy).
   Per step: one forward, then a handful of vectorized [B, V] passes (top-k via block maxima, no
   vocabulary sort); nothing loops over the vocabulary or, per token, over rows in Python.
+* **Decode step.** ``Engine(step=...)``: "eager" (default) runs the transformers forward; "fused" runs
+  ``decode_step`` (packed weights, fewer and larger ops, attention over tight KV buffers grown
+  ``KV_BUCKET`` columns at a time), "compiled" the same under ``torch.compile`` (one layer's graph,
+  falling back to "fused", logged and counted, if compiling fails), "auto" compiled where supported.
+  Rounding differs between steps, so the step is part of the cache key (``request_key``); the eager
+  step's keys are ENGINE_VERSION 2's, unchanged, so cached results stay reproducible.
 * **Cache and resumption.** Jobs are decoded in fixed groups of ``group_rows`` (a few batches), and
   each finished group is written to the ``CompletionCache`` in one transaction. A killed run loses at
   most the group in flight; its rerun rebuilds exactly the same groups and batches for the rest, so it
@@ -39,19 +45,25 @@ import logging
 import os
 import time
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from hagstudy import models
+from hagstudy import decode_step, models
 from hagstudy.decoding import DecodingConfig
 
 log = logging.getLogger(__name__)
 
 # Part of every cache key: bump it whenever the same request could decode to a different text.
 ENGINE_VERSION = "2"  # 2: the final sampling path of the first release (1 was used during its development)
+# The keys of texts decoded with ``decode_step`` (step "fused" or "compiled") carry this version and the
+# step's name instead: its rounding differs from the eager forward's, so neither may serve the other.
+STEP_VERSION = "3"
+STEPS = ("eager", "fused", "compiled", "auto")
+KV_BUCKET = 16  # fused/compiled steps attend over the cache rounded up to this many columns (grown in these steps)
 
 TOPP_CANDIDATES = 64  # first guess at the nucleus size; rows whose nucleus is larger are sorted in full
 TIE_SLACK = 8  # extra candidates beyond the largest k, so ties at the k-th value rarely leave the fast path
@@ -75,11 +87,14 @@ class Completion:
     cached: bool
 
 
-def request_key(identity: str, request: Request) -> str:
-    """sha256 of everything a completion's text depends on; the cache key."""
-    payload = json.dumps(
-        [ENGINE_VERSION, identity, request.prompt, request.config.key(), int(request.seed)], ensure_ascii=False
-    )
+def request_key(identity: str, request: Request, step: str = "eager") -> str:
+    """sha256 of everything a completion's text depends on; the cache key.
+
+    ``step``: the decode step that produces the text ("eager", "fused" or "compiled"). The eager step's
+    keys are those of ENGINE_VERSION 2, unchanged; the others add ``STEP_VERSION`` and their name.
+    """
+    head = [ENGINE_VERSION] if step == "eager" else [f"{STEP_VERSION}:{step}"]
+    payload = json.dumps([*head, identity, request.prompt, request.config.key(), int(request.seed)], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -107,7 +122,7 @@ class RowParams:
     penalty: torch.Tensor  # float32 [B]
 
     @classmethod
-    def from_configs(cls, configs: Sequence[DecodingConfig], device: torch.device | str = "cpu") -> "RowParams":
+    def from_configs(cls, configs: Sequence[DecodingConfig], device: torch.device | str = "cpu") -> RowParams:
         return cls(
             temperature=torch.tensor([c.temperature if not c.greedy else 1.0 for c in configs], dtype=torch.float32, device=device),
             greedy=torch.tensor([c.greedy for c in configs], dtype=torch.bool, device=device),
@@ -116,7 +131,7 @@ class RowParams:
             penalty=torch.tensor([c.repetition_penalty for c in configs], dtype=torch.float32, device=device),
         )
 
-    def select(self, idx: torch.Tensor) -> "RowParams":
+    def select(self, idx: torch.Tensor) -> RowParams:
         return RowParams(*(getattr(self, f)[idx] for f in _PARAM_FIELDS))
 
 
@@ -349,7 +364,7 @@ def _kv_layer_class() -> type:
             """New buffers of ``cap`` columns holding the current ones (shaped like ``like`` when empty)."""
             ref = self.kbuf if self.kbuf is not None else like
             b, h, _, d = ref.shape
-            kb, vb = ref.new_empty(b, h, cap, d), ref.new_empty(b, h, cap, d)
+            kb, vb = ref.new_zeros(b, h, cap, d), ref.new_zeros(b, h, cap, d)  # spare columns finite (see tight)
             if self.kbuf is not None and self.length:
                 kb[:, :, : self.length] = self.kbuf[:, :, : self.length]
                 vb[:, :, : self.length] = self.vbuf[:, :, : self.length]
@@ -366,6 +381,23 @@ def _kv_layer_class() -> type:
         def get_seq_length(self) -> int:
             return self.length
 
+        def tight(self, cap: int) -> None:
+            """Make the buffers contiguous with exactly ``cap`` columns (the fused step attends over all of
+            them, so spare columns are zeros: masked, and finite, since 0 x NaN would poison attention)."""
+            if self.kbuf.shape[2] == cap and self.kbuf.is_contiguous() and self.vbuf.is_contiguous():
+                return
+            b, h, _, d = self.kbuf.shape
+            for name in ("kbuf", "vbuf"):
+                new = self.kbuf.new_zeros(b, h, cap, d)
+                new[:, :, : self.length] = getattr(self, name)[:, :, : self.length]
+                setattr(self, name, new)
+            self._views()
+
+        def advance(self) -> None:
+            """The fused step wrote column ``length`` itself."""
+            self.length += 1
+            self._views()
+
         def select(self, idx: torch.Tensor) -> None:
             self.kbuf = self.kbuf.index_select(0, idx)
             self.vbuf = self.vbuf.index_select(0, idx)
@@ -381,8 +413,8 @@ def _kv_layer_class() -> type:
             """Start from per-prompt states [heads, len, dim], right-aligned to ``width`` (zeros before)."""
             self.lazy_initialization(keys[0][None], values[0][None])
             h, d = keys[0].shape[0], keys[0].shape[2]
-            self.kbuf = keys[0].new_empty(len(keys), h, width + self.reserve, d)
-            self.vbuf = values[0].new_empty(len(keys), h, width + self.reserve, d)
+            self.kbuf = keys[0].new_zeros(len(keys), h, width + self.reserve, d)
+            self.vbuf = values[0].new_zeros(len(keys), h, width + self.reserve, d)
             for r, (k, v) in enumerate(zip(keys, values)):
                 pad = width - k.shape[1]
                 if pad:
@@ -399,14 +431,14 @@ def _kv_layer_class() -> type:
             for name in ("kbuf", "vbuf"):
                 old = getattr(self, name)
                 b, h, _, d = old.shape
-                new = old.new_empty(b, h, width + self.reserve, d)
+                new = old.new_zeros(b, h, width + self.reserve, d)
                 new[:, :, :pad] = 0  # masked, but must be finite: 0 x NaN would poison attention
                 new[:, :, pad:width] = old[:, :, : self.length]
                 setattr(self, name, new)
             self.length = width
             self._views()
 
-        def place(self, other: "KVLayer", slots: torch.Tensor) -> None:
+        def place(self, other: KVLayer, slots: torch.Tensor) -> None:
             """Overwrite rows ``slots`` with ``other``'s rows, right-aligned (zeros before); ``other`` is not wider."""
             pad = self.length - other.length
             for buf, src in ((self.kbuf, other.keys), (self.vbuf, other.values)):
@@ -506,7 +538,7 @@ class _Batch:
             for layer in self.cache.layers:
                 layer.trim_left(first)
 
-    def place(self, new: "_Batch", slots: torch.Tensor) -> None:
+    def place(self, new: _Batch, slots: torch.Tensor) -> None:
         """Put freshly prefilled rows into dead slots: only their own KV columns are written."""
         width = self.mask.shape[1]
         if new.mask.shape[1] > width:  # a longer prompt than the cache is wide: left-pad everyone (rare)
@@ -551,18 +583,34 @@ def _lpad_repeat(seen: torch.Tensor, width: int, new_width: int) -> torch.Tensor
 # ---------------------------------------------------------------------------------------------
 
 
-def default_batch_size(model: Any, device: torch.device) -> int:
-    """Rows per batch: ``CPU_BATCH`` on CPU unless memory is short; from free memory on a GPU."""
+GPU_MEMORY_SHARE = 0.5  # of the free GPU memory, for the decode batch (prefill activations and the allocator take the rest)
+GPU_BATCH_MAX = 4096  # sanity ceiling only; the engine at 1,024 rows beat 256 rows 3x on an H200 (issue 12)
+
+
+def row_bytes(model: Any, context: int = 1024) -> int:
+    """Memory one decoding row needs: its KV cache over ``context`` tokens plus ~8 float32 logits rows."""
     cfg = model.config
     layers = getattr(cfg, "num_hidden_layers", 32)
     heads = getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", 8)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     elem = next(model.parameters()).element_size()
-    # KV cache for 1024 tokens plus ~8 float32 copies of the logits row.
-    per_row = layers * 2 * heads * head_dim * elem * 1024 + 8 * 4 * cfg.vocab_size
+    return layers * 2 * heads * head_dim * elem * context + 8 * 4 * cfg.vocab_size
+
+
+def gpu_batch_size(free_bytes: int, per_row: int, share: float = GPU_MEMORY_SHARE, ceiling: int = GPU_BATCH_MAX) -> int:
+    """Rows that fit in ``share`` of the free GPU memory (at least 1), rounded down to a multiple of 64 above 64."""
+    rows = int(share * free_bytes // max(per_row, 1))
+    if rows > 64:
+        rows -= rows % 64
+    return max(1, min(ceiling, rows))
+
+
+def default_batch_size(model: Any, device: torch.device) -> int:
+    """Rows per batch: ``CPU_BATCH`` on CPU unless memory is short; on a GPU, from its free memory."""
+    per_row = row_bytes(model)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(max(1, min(256, 0.5 * free // per_row)))
+        return gpu_batch_size(free, per_row)
     avail = _available_memory()
     cap = CPU_BATCH if avail is None else int(max(1, 0.25 * avail // per_row))
     return max(1, min(CPU_BATCH, cap))
@@ -604,7 +652,15 @@ class Engine:
         progress: bool = True,
         identity: str | None = None,
         group_rows: int | None = None,
+        step: str = "eager",
     ) -> None:
+        """``step``: how a decode step runs. "eager": the transformers forward (ENGINE_VERSION 2 keys).
+        "fused": ``decode_step`` uncompiled; "compiled": it under ``torch.compile`` (falls back to "fused",
+        logged and counted, where compiling fails); "auto": "compiled" for models ``decode_step``
+        supports, else "eager". The step actually used (``self.step``, settled on the first call) is
+        part of every cache key, so texts from one step are never served for another."""
+        if step not in STEPS:
+            raise ValueError(f"step must be one of {STEPS}, got {step!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.cache = cache
@@ -622,6 +678,11 @@ class Engine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(self.eos_ids[0])
         self._prompts: OrderedDict[tuple[int, ...], _PromptState] = OrderedDict()
         self._prompt_bytes = 0
+        self.requested_step = step
+        self.step = step if step in ("eager", "fused") else None  # None: settled on first use (_settle_step)
+        self._step_fn: Any = None
+        self._weights: Any = None
+        self._weights_stamp: Any = None
         self.stats: dict[str, Any] = {
             "hits": 0,
             "misses": 0,
@@ -636,7 +697,11 @@ class Engine:
             "row_steps": 0,  # sum over decode steps of the batch size (dead slots included)
             "kv_cells": 0,  # sum over decode steps of rows x cache columns (attention work, padding included)
             "kv_live_cells": 0,  # the same without padding and dead slots: kv_live_cells / kv_cells = attention efficiency
+            "compile_seconds": 0.0,  # settling the compiled step (its first calls, which compile)
+            "compile_fallbacks": 0,  # compiled step unavailable: decoded with the fused step instead
         }
+        if self.step == "fused" and (why := decode_step.unsupported(model)):
+            raise ValueError(f"step='fused' cannot run this model: {why}")
 
     def render(self, messages: list[dict[str, str]]) -> str:
         """Chat template plus the generation prompt: the text a Request carries."""
@@ -651,7 +716,8 @@ class Engine:
         for r in requests:
             if not r.prompt:
                 raise ValueError("empty prompt: render the chat messages with Engine.render first")
-        keys = [request_key(self.identity, r) for r in requests]
+        self._settle_step()
+        keys = [self.key(r) for r in requests]
         first: dict[str, Request] = {}
         for key, req in zip(keys, requests):
             first.setdefault(key, req)
@@ -682,6 +748,94 @@ class Engine:
                 desc, len(requests), hits, len(todo), tokens, seconds, tokens / max(seconds, 1e-9),
             )
         return [done[k] for k in keys]
+
+    def key(self, request: Request) -> str:
+        """The request's cache key under this engine's model and step."""
+        if self.step is None:
+            self._settle_step()
+        return request_key(self.identity, request, self.step)
+
+    # -- the decode step -----------------------------------------------------------------------
+
+    def _settle_step(self) -> None:
+        """Resolve "auto"/"compiled" once: compile and run the step on a small batch, or fall back.
+
+        Done before any key is computed, so a fallback is visible in the keys of every text it decodes.
+        """
+        if self.step is not None:
+            return
+        why = decode_step.unsupported(self.model)
+        if why:
+            if self.requested_step == "compiled":
+                raise ValueError(f"step='compiled' cannot run this model: {why}")
+            log.info("decode step: eager (%s)", why)
+            self.step = "eager"
+            return
+        start = time.perf_counter()
+        try:
+            self._step_fn = decode_step.compile_step()
+            self._warm_up()
+            self.step = "compiled"
+        except Exception as err:  # noqa: BLE001 - any compile failure: run the same maths uncompiled
+            decode_step.fallback(decode_step.decode_step, err)
+            self.stats["compile_fallbacks"] += 1
+            self._step_fn = None
+            self._weights = None  # repack for the uncompiled step
+            self.step = "fused"
+        self.stats["compile_seconds"] += time.perf_counter() - start
+        log.info("decode step: %s (settled in %.1f s)", self.step, time.perf_counter() - start)
+
+    def _warm_up(self) -> None:
+        """Run the compiled step on throwaway inputs of two batch sizes (compiles, for all sizes)."""
+        w = self._packed()
+        dev, dtype = self.device, w.embed.dtype
+        # Inside inference_mode, as the decode loop: inference tensors are another guard (a recompile).
+        with torch.inference_mode():
+            for b, width in ((5, 32), (7, 48)):  # sizes unequal to model dims (duck sizing would tie them)
+                keys = [torch.zeros(b, w.n_kv, width, w.head_dim, dtype=dtype, device=dev) for _ in range(w.layers)]
+                values = [torch.zeros_like(k) for k in keys]
+                bias = torch.zeros(b, width, dtype=torch.float32, device=dev)
+                pos = torch.arange(b, device=dev)
+                cos, sin = w.rope(pos, dtype)
+                out = self._step_fn(w, pos, cos, sin, keys, values, torch.tensor(width - 1, device=dev), bias)
+                if out.shape != (b, w.embed.shape[0]) or not bool(torch.isfinite(out).all()):
+                    raise RuntimeError(f"compiled step returned {tuple(out.shape)} or non-finite logits on the warm-up batch")
+
+    def _packed(self) -> Any:
+        """``decode_step``'s packed weights, rebuilt when any parameter changed (new tensor or in-place write)."""
+        stamp = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
+        if self._weights is None or stamp != self._weights_stamp:
+            self._weights = decode_step.pack(self.model, prepack=self.step == "fused")
+            self._weights_stamp = stamp
+        return self._weights
+
+    def _forward(self, batch: _Batch) -> torch.Tensor:
+        """Next-token logits [B, V] for every row, by the engine's step; appends the new column to the cache."""
+        if self.step == "eager":
+            mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch), 1))], dim=1)
+            out = self.model(
+                input_ids=batch.last[:, None], attention_mask=mask, position_ids=batch.pos[:, None],
+                past_key_values=batch.cache, use_cache=True,
+            )
+            batch.mask = mask
+            return out.logits[:, -1, :]
+        w = self._packed()
+        layers = batch.cache.layers
+        n = layers[0].length
+        cap = -(-(n + 1) // KV_BUCKET) * KV_BUCKET
+        for layer in layers:
+            layer.tight(cap)
+        mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch), 1))], dim=1)
+        bias = torch.full((len(batch), cap), float("-inf"), dtype=torch.float32, device=mask.device)
+        bias[:, : n + 1].masked_fill_(mask.bool(), 0.0)
+        cos, sin = w.rope(batch.pos, w.embed.dtype)
+        fn = self._step_fn or decode_step.decode_step
+        col = torch.tensor(n, dtype=torch.int64, device=mask.device)
+        logits = fn(w, batch.last, cos, sin, [x.kbuf for x in layers], [x.vbuf for x in layers], col, bias)
+        for layer in layers:
+            layer.advance()
+        batch.mask = mask
+        return logits
 
     # -- decoding ------------------------------------------------------------------------------
 
@@ -729,7 +883,7 @@ class Engine:
             eos = torch.isin(batch.last[rows], self.eos_ids).tolist()
             for row, text, n, fin in zip(rows.tolist(), texts, n_gen, eos):
                 key, req = jobs[batch.jobs[row]]
-                out[key] = {"text": text, "n_tokens": n, "finished": fin, "meta": _meta(self.identity, req)}
+                out[key] = {"text": text, "n_tokens": n, "finished": fin, "meta": _meta(self.identity, req, self.step)}
             self.stats["new_tokens"] += sum(n_gen)
             bar.update(len(n_gen))
 
@@ -786,6 +940,8 @@ class Engine:
         uniq = list(unique)
         t0 = time.perf_counter()
         prefixes = self._prompt_states(uniq)
+        if self.step != "eager":
+            reserve = 0  # the fused step grows the cache itself, KV_BUCKET columns at a time
         cache = _new_cache(self.model, reserve=horizon + 16 if reserve is None else reserve)
         for i, layer in enumerate(cache.layers):
             layer.fill([p.keys[i] for p in prefixes], [p.values[i] for p in prefixes], width)
@@ -826,7 +982,7 @@ class Engine:
         self.stats["sample_seconds"] += time.perf_counter() - t0
         return batch
 
-    def _prompt_states(self, prompts: list[tuple[int, ...]]) -> list["_PromptState"]:
+    def _prompt_states(self, prompts: list[tuple[int, ...]]) -> list[_PromptState]:
         """Each prompt's KV cache and next-token logits, run through the model at most once per call.
 
         A prompt under many configs and seeds is split over many refills; its state is kept (in
@@ -872,19 +1028,16 @@ class Engine:
 
     def _step(self, batch: _Batch) -> None:
         """One decode step for every active row."""
-        mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch), 1))], dim=1)
         t0 = time.perf_counter()
-        out = self.model(
-            input_ids=batch.last[:, None], attention_mask=mask, position_ids=batch.pos[:, None], past_key_values=batch.cache, use_cache=True
-        )
+        logits = self._forward(batch)
         t1 = time.perf_counter()
-        batch.mask = mask
+        mask = batch.mask
         batch.pos = batch.pos + 1
         self.stats["steps"] += 1
         self.stats["row_steps"] += mask.shape[0]
         self.stats["kv_cells"] += mask.numel()
         self.stats["kv_live_cells"] += int(mask.sum())
-        self._accept(batch, self._next_tokens(out.logits[:, -1, :], batch))
+        self._accept(batch, self._next_tokens(logits, batch))
         self.stats["forward_seconds"] += t1 - t0
         self.stats["sample_seconds"] += time.perf_counter() - t1
 
@@ -926,13 +1079,14 @@ def _greedy(x: torch.Tensor, w: Warp, rows: torch.Tensor) -> torch.Tensor:
     return first
 
 
-def _meta(identity: str, req: Request) -> dict[str, Any]:
+def _meta(identity: str, req: Request, step: str = "eager") -> dict[str, Any]:
     return {
         "model": identity,
         "config": json.loads(req.config.key()),
         "seed": int(req.seed),
         "prompt_sha256": hashlib.sha256(req.prompt.encode("utf-8")).hexdigest()[:16],
-        "engine": ENGINE_VERSION,
+        "engine": ENGINE_VERSION if step == "eager" else STEP_VERSION,
+        **({} if step == "eager" else {"step": step}),
     }
 
 

@@ -14,6 +14,15 @@ Three ways to produce the same completions, timed in one process, interleaved pe
   (b) ``model.generate`` once per distinct config, all of that config's prompts batched (left padding);
   (c) ``Engine.generate`` on all requests at once (per-row configs, continuous batching).
 
+  (c) is timed once per engine decode step (``--steps``, default eager and fused), and (d) times the
+      engine on a second, search-shaped workload: items x 8 configs x ``--draws`` seeds, 16-96 tokens.
+
+Under load, ``--threads 1`` can be far faster than two threads (a parallel region waits for a
+descheduled thread); the JSON records threads and the load average per repeat. Bounds printed: matmul
+FLOP/s over 2 x parameters, and copy bandwidth over the weights' bytes (per step, at the engine batch).
+transformers' continuous batching is not timed yet (its per-request kwargs carry temperature/top-k/top-p
+only, with no per-request repetition penalty or seed).
+
 Rates are *useful* tokens per second: generated tokens before the end-of-turn token. Sampled
 texts differ between (a)/(b) and (c) (different random streams), so their token counts differ a
 little; tokens/s is the comparable figure. Also prints an estimate of the CPU compute bound:
@@ -59,8 +68,8 @@ CONFIGS = [  # 8 distinct configs spanning the search space
 ]
 
 
-def build_requests(engine: Engine, n_prompts: int) -> list[Request]:
-    """``n_prompts`` task prompts (round-robin over the six tasks) x the 8 configs, seed 0."""
+def task_prompts(engine: Engine, n_prompts: int) -> list[str]:
+    """``n_prompts`` rendered task prompts, round-robin over the six tasks (search split)."""
     from hagstudy import tasks
 
     per_task = -(-n_prompts // len(tasks.names()))
@@ -70,7 +79,23 @@ def build_requests(engine: Engine, n_prompts: int) -> list[Request]:
         for task, items in pools:
             if i < len(items) and len(prompts) < n_prompts:
                 prompts.append(engine.render(task.messages(items[i])))
-    return [Request(p, c.with_(max_new_tokens=MAX_NEW), seed=0) for c in CONFIGS for p in prompts]
+    return prompts
+
+
+def build_requests(engine: Engine, n_prompts: int) -> list[Request]:
+    """``n_prompts`` task prompts x the 8 configs, seed 0, ``MAX_NEW`` new tokens."""
+    return [Request(p, c.with_(max_new_tokens=MAX_NEW), seed=0) for c in CONFIGS for p in task_prompts(engine, n_prompts)]
+
+
+def search_requests(engine: Engine, n_items: int, draws: int) -> list[Request]:
+    """The search's shape: items x the 8 configs x ``draws`` seeds, budgets varying by item (16-96 tokens)."""
+    budgets = (16, 32, 64, 96)
+    return [
+        Request(p, c.with_(max_new_tokens=budgets[i % len(budgets)]), seed=s)
+        for i, p in enumerate(task_prompts(engine, n_items))
+        for c in CONFIGS
+        for s in range(draws)
+    ]
 
 
 def useful(ids: list[int], eos: set[int]) -> int:
@@ -151,6 +176,17 @@ def time_engine(engine: Engine, reqs: list[Request]) -> dict[str, Any]:
     }
 
 
+def memory_bandwidth(n_bytes: int = 256 << 20, reps: int = 3) -> float:
+    """Copy bandwidth (bytes read + written per second) of a tensor far larger than the caches."""
+    x = torch.ones(n_bytes // 2, dtype=torch.bfloat16)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    start = time.perf_counter()
+    for _ in range(reps):
+        y.copy_(x)
+    return 2 * n_bytes * reps / (time.perf_counter() - start)
+
+
 def matmul_flops(dtype: torch.dtype, m: int, k: int, n: int, reps: int = 10) -> float:
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     for _ in range(2):
@@ -164,105 +200,151 @@ def matmul_flops(dtype: torch.dtype, m: int, k: int, n: int, reps: int = 10) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=16, help="distinct prompts (x 8 configs = requests)")
-    ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of (a), (b), (c)")
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of every arm")
     ap.add_argument("--per-request", type=int, default=8, help="requests timed for (a), one per config")
+    ap.add_argument("--steps", default="eager,fused", help="engine decode steps to time, comma-separated (eager, fused, compiled)")
+    ap.add_argument("--search-items", type=int, default=4, help="items of the search-shaped workload (x 8 configs x --draws; 0: skip)")
+    ap.add_argument("--draws", type=int, default=2, help="seeds per item and config in the search-shaped workload")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda without embedded weights: random weights, same shape)")
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(models.DTYPES))
     ap.add_argument("--batch-size", type=int, default=None, help="engine rows per batch (default: engine's choice)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "generation.json")
     ap.add_argument("--quick", action="store_true", help="tiny run to check the script works (numbers meaningless)")
     args = ap.parse_args()
     if args.quick:
-        args.prompts, args.repeats, args.per_request = 2, 1, 2
+        args.prompts, args.repeats, args.per_request, args.search_items = 2, 1, 2, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
-    load_start = os.getloadavg()[0]
-    model, tok = models.load(dtype=args.dtype)
+    load_start = os.getloadavg()
+    model, tok = load_model(args.device, args.dtype)
     n_params = sum(p.numel() for p in model.parameters())
-    engine = Engine(model, tok, cache=None, progress=False, max_batch_size=args.batch_size)
-    eos = set(engine.eos_ids.tolist())
-    reqs = build_requests(engine, args.prompts)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    engines = {s: Engine(model, tok, cache=None, progress=False, max_batch_size=args.batch_size, step=s) for s in steps}
+    first = engines[steps[0]]
+    eos = set(first.eos_ids.tolist())
+    reqs = build_requests(first, args.prompts)
+    search = search_requests(first, args.search_items, args.draws) if args.search_items else []
     subset = [reqs[min(len(reqs) - 1, (i * len(reqs)) // args.per_request + (i % args.prompts))] for i in range(args.per_request)]
     print(
-        f"model {engine.identity}  params {n_params / 1e6:.1f}M  dtype {args.dtype}  torch threads {torch.get_num_threads()}  "
-        f"cpus {os.cpu_count()}  OMP_WAIT_POLICY {os.environ['OMP_WAIT_POLICY']}  load avg {os.getloadavg()[0]:.2f}"
+        f"model {first.identity}  params {n_params / 1e6:.1f}M  dtype {args.dtype}  device {args.device}  torch threads "
+        f"{torch.get_num_threads()}  cpus {os.cpu_count()}  OMP_WAIT_POLICY {os.environ['OMP_WAIT_POLICY']}  load avg {load_start[0]:.2f}"
     )
     print(
         f"workload: {len(reqs)} requests = {args.prompts} prompts x {len(CONFIGS)} configs, max_new_tokens {MAX_NEW}, "
-        f"engine batch {engine.max_batch_size}; (a) times {len(subset)} requests (one per config) and extrapolates by rate"
+        f"engine batch {first.max_batch_size}; (a) times {len(subset)} requests (one per config) and extrapolates by rate; "
+        f"search-shaped: {len(search)} requests = {args.search_items} items x {len(CONFIGS)} configs x {args.draws} draws, 16-96 tokens"
     )
 
-    # Warm-up: kernel creation and first-call costs hit whichever method runs first otherwise.
-    time_engine(engine, reqs[: min(8, len(reqs))])
+    # Warm-up (and the compiled step's compile, timed): first-call costs hit whichever arm runs first otherwise.
+    compile_s = {}
+    for s, e in engines.items():
+        start = time.perf_counter()
+        time_engine(e, reqs[: min(8, len(reqs))])
+        compile_s[s] = {"first_call_seconds": time.perf_counter() - start, "step": e.step, **{k: e.stats[k] for k in ("compile_seconds", "compile_fallbacks")}}
     run_generate(model, tok, reqs[:2], eos)
 
-    runs: dict[str, list[dict[str, float]]] = {"a_generate_per_request": [], "b_generate_per_config": [], "c_engine": []}
+    runs: dict[str, list[dict[str, Any]]] = {"a_generate_per_request": [], "b_generate_per_config": []}
+    runs |= {f"c_engine_{s}": [] for s in steps}
+    runs |= {f"d_search_engine_{s}": [] for s in steps} if search else {}
+    loads = []
     for rep in range(args.repeats):
         runs["a_generate_per_request"].append(time_per_request(model, tok, subset, eos))
         runs["b_generate_per_config"].append(time_per_config(model, tok, reqs, eos))
-        runs["c_engine"].append(time_engine(engine, reqs))
-        line = "  ".join(f"{k[0]}: {v[-1]['tok_s']:.1f} tok/s ({v[-1]['seconds']:.1f} s)" for k, v in runs.items())
-        print(f"repeat {rep + 1}/{args.repeats}  {line}", flush=True)
+        for s, e in engines.items():
+            runs[f"c_engine_{s}"].append(time_engine(e, reqs))
+        for s, e in engines.items() if search else ():
+            runs[f"d_search_engine_{s}"].append(time_engine(e, search))
+        loads.append(os.getloadavg()[0])
+        line = "  ".join(f"{k}: {v[-1]['tok_s']:.1f}" for k, v in runs.items())
+        print(f"repeat {rep + 1}/{args.repeats} (load {loads[-1]:.1f})  {line}", flush=True)
 
     med = {k: statistics.median(r["tok_s"] for r in v) for k, v in runs.items()}
-    ratios_b = [c["tok_s"] / b["tok_s"] for b, c in zip(runs["b_generate_per_config"], runs["c_engine"])]
-    ratios_a = [c["tok_s"] / a["tok_s"] for a, c in zip(runs["a_generate_per_request"], runs["c_engine"])]
-    speed_b, speed_a = statistics.median(ratios_b), statistics.median(ratios_a)
 
-    bounds = {}
-    for name, dt in (("bfloat16", torch.bfloat16), ("float32", torch.float32)):
-        decode_shape = matmul_flops(dt, engine.max_batch_size, model.config.hidden_size, model.config.intermediate_size)
-        large = matmul_flops(dt, 2048, model.config.hidden_size, model.config.intermediate_size, reps=5)
-        bounds[name] = {
-            "matmul_gflops_decode_shape": decode_shape / 1e9,
-            "matmul_gflops_large": large / 1e9,
-            "token_bound_decode_shape": decode_shape / (2 * n_params),
-            "token_bound_large": large / (2 * n_params),
-        }
+    def ratio(num: str, den: str) -> float:
+        return statistics.median(n["tok_s"] / d["tok_s"] for n, d in zip(runs[num], runs[den]))
+
+    best = f"c_engine_{steps[-1]}"
+    speed_b, speed_a = ratio(best, "b_generate_per_config"), ratio(best, "a_generate_per_request")
+    step_ratios = {f"{s}_vs_{steps[0]}": ratio(f"c_engine_{s}", f"c_engine_{steps[0]}") for s in steps[1:]}
+    if search:
+        step_ratios |= {f"search_{s}_vs_{steps[0]}": ratio(f"d_search_engine_{s}", f"d_search_engine_{steps[0]}") for s in steps[1:]}
+
+    bounds: dict[str, Any] = {}
+    if args.device == "cpu":
+        for name, dt in (("bfloat16", torch.bfloat16), ("float32", torch.float32)):
+            decode_shape = matmul_flops(dt, first.max_batch_size, model.config.hidden_size, model.config.intermediate_size)
+            large = matmul_flops(dt, 2048, model.config.hidden_size, model.config.intermediate_size, reps=5)
+            bounds[name] = {
+                "matmul_gflops_decode_shape": decode_shape / 1e9,
+                "matmul_gflops_large": large / 1e9,
+                "token_bound_decode_shape": decode_shape / (2 * n_params),
+                "token_bound_large": large / (2 * n_params),
+            }
+        bw = memory_bandwidth()
+        # Every step streams all weights once (their bytes over the bandwidth) for a batch of B tokens; KV reads ignored.
+        bounds["memory"] = {"copy_gb_s": bw / 1e9, "weight_bytes": weight_bytes,
+                            "token_bound_at_engine_batch": first.max_batch_size * bw / weight_bytes}
 
     print()
-    print(f"useful tokens/s at {args.dtype} (median of {args.repeats} interleaved repeats):")
+    print(f"useful tokens/s at {args.dtype} (median of {args.repeats} interleaved repeats; load avg {min(loads):.1f}-{max(loads):.1f}):")
     a_total = runs["a_generate_per_request"][0]["seconds"] / len(subset) * len(reqs)
     print(f"  (a) model.generate per request : {med['a_generate_per_request']:8.1f}  (timed {len(subset)} of {len(reqs)} requests; all would take ~{a_total:.0f} s)")
     print(f"  (b) model.generate per config  : {med['b_generate_per_config']:8.1f}  ({len(CONFIGS)} batched calls)")
-    print(f"  (c) engine                     : {med['c_engine']:8.1f}  (one call, batch {engine.max_batch_size})")
+    for s in steps:
+        print(f"  (c) engine, step {s:9s}     : {med[f'c_engine_{s}']:8.1f}  (one call, batch {first.max_batch_size}; first call {compile_s[s]['first_call_seconds']:.1f} s)")
+    for s in steps if search else ():
+        print(f"  (d) search-shaped, step {s:9s}: {med[f'd_search_engine_{s}']:8.1f}")
+    print("  transformers continuous batching: not timed by this script yet (see the issue 12 report)")
     for name, b in bounds.items():
+        if name == "memory":
+            print(f"  memory bound: copy {b['copy_gb_s']:.1f} GB/s, weights {b['weight_bytes'] / 1e6:.0f} MB per step -> {b['token_bound_at_engine_batch']:.0f} tok/s at batch {first.max_batch_size}")
+            continue
         print(
             f"  compute bound {name:8s}: matmul {b['matmul_gflops_large']:.0f} GFLOP/s (large) / {b['matmul_gflops_decode_shape']:.0f} "
             f"(decode-shaped) -> {b['token_bound_large']:.0f} / {b['token_bound_decode_shape']:.0f} tok/s at 2 x {n_params / 1e6:.0f}M FLOP/token"
         )
-    lengths_b = runs["b_generate_per_config"][-1]["mean_tokens_per_config"]
-    lengths_c = runs["c_engine"][-1]["mean_tokens_per_config"]
-    print("  mean useful tokens per request, by config (b vs c; same distribution, different random streams):")
-    print("    " + "  ".join(f"{b:.0f}/{c:.0f}" for b, c in zip(lengths_b, lengths_c)))
-    st = runs["c_engine"][-1]["engine_stats"]
-    print(
-        f"  engine time split: prefill {st['prefill_seconds']:.1f} s, decode forwards {st['forward_seconds']:.1f} s "
-        f"({st['steps']} steps), sampling {st['sample_seconds']:.1f} s, cache splicing {st['splice_seconds']:.1f} s; "
-        f"mean batch {st['row_steps'] / max(st['steps'], 1):.0f}, KV efficiency {st['kv_live_cells'] / max(st['kv_cells'], 1):.2f}"
-    )
+    for s in steps:
+        st = runs[f"c_engine_{s}"][-1]["engine_stats"]
+        print(
+            f"  engine {s} time split: prefill {st['prefill_seconds']:.1f} s, decode forwards {st['forward_seconds']:.1f} s "
+            f"({st['steps']} steps, {1e3 * st['forward_seconds'] / max(st['steps'], 1):.0f} ms each), sampling {st['sample_seconds']:.1f} s, "
+            f"cache splicing {st['splice_seconds']:.1f} s; mean batch {st['row_steps'] / max(st['steps'], 1):.0f}"
+        )
+    for k, v in step_ratios.items():
+        print(f"  step ratio {k}: {v:.2f}")
     print(f"engine_speedup_vs_per_request_generate: {speed_a:.2f}")
 
     result = {
-        "model": engine.identity,
+        "model": first.identity,
         "parameters": n_params,
         "dtype": args.dtype,
+        "device": args.device,
         "requests": len(reqs),
+        "search_requests": len(search),
         "prompts": args.prompts,
         "configs": [json.loads(c.key()) | {"max_new_tokens": MAX_NEW} for c in CONFIGS],
         "max_new_tokens": MAX_NEW,
-        "engine_batch_size": engine.max_batch_size,
+        "engine_batch_size": first.max_batch_size,
+        "steps": steps,
+        "first_call": compile_s,
         "repeats": args.repeats,
         "per_request_subset": len(subset),
         "useful_tok_s_median": med,
         "runs": runs,
         "speedup_vs_per_config_generate": speed_b,
         "speedup_vs_per_request_generate": speed_a,
+        "step_ratios": step_ratios,
         "compute_bound": bounds,
         "machine": {
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
-            "load_avg_1m_at_start": load_start,
-            "load_avg_1m_at_end": os.getloadavg()[0],
+            "load_avg_at_start": load_start,
+            "load_avg_1m_per_repeat": loads,
+            "load_avg_at_end": os.getloadavg(),
             "processor": platform.processor() or platform.machine(),
             "torch": torch.__version__,
         },
@@ -273,6 +355,25 @@ def main() -> None:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")
     print(f"engine_speedup_vs_per_config_generate: {speed_b:.2f}")
+
+
+def load_model(device: str, dtype: str) -> tuple[Any, Any]:
+    """The embedded model on ``device``; on a GPU without it, a random-weight model of the same shape."""
+    try:
+        model, tok = models.load(dtype=dtype)
+    except models.ModelError:
+        if device == "cpu":
+            raise
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        print("no embedded weights: a random-weight model of the SmolLM2-135M shape")
+        tok = models.load_tokenizer()
+        cfg = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                                   num_attention_heads=9, num_key_value_heads=3, head_dim=64, tie_word_embeddings=True,
+                                   rms_norm_eps=1e-5, rope_theta=100000.0, max_position_embeddings=8192)
+        model = AutoModelForCausalLM.from_config(cfg).to(models.DTYPES[dtype]).eval()
+        model.hagstudy_spec = "random-smollm2-135m-shape"
+    return model.to(device), tok
 
 
 if __name__ == "__main__":
