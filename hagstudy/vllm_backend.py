@@ -207,6 +207,7 @@ def start_worker(
         "dtype": dtype,
         "tensor_parallel_size": settings.tensor_parallel_size,
         "max_model_len": settings.max_model_len,
+        "gpu_memory_utilization": settings.gpu_memory_utilization,
         "seed": seed,
     }
     if lora_rank_needed:

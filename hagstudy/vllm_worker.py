@@ -30,6 +30,12 @@ def per_request_seed_supported(platform: Any) -> bool:
     return not platform.is_cpu()
 
 
+def _is_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
 class Worker:
     def __init__(self, out: TextIO) -> None:
         self.out = out
@@ -51,6 +57,8 @@ class Worker:
             "seed": int(msg.get("seed", 0)),
             "enable_prefix_caching": True,  # one item under many configs and seeds: its prompt is prefilled once
         }
+        if msg.get("gpu_memory_utilization") and not _is_cpu():
+            kwargs["gpu_memory_utilization"] = float(msg["gpu_memory_utilization"])
         if msg.get("max_lora_rank"):
             kwargs.update(enable_lora=True, max_lora_rank=int(msg["max_lora_rank"]), max_loras=int(msg.get("max_loras", 2)))
         self.llm = LLM(**kwargs)
