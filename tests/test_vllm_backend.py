@@ -186,6 +186,27 @@ def test_folder_digest_reads_hf_blob_names_and_file_bytes(tmp_path):
         vllm_backend.folder_digest(tmp_path / "blobs")
 
 
+def test_adapter_requests_name_the_adapter_by_folder_and_digest(tiny_folder, folder_model, tmp_path):
+    adapter = tmp_path / "adapter"
+    folder_model[1].save_pretrained(adapter)
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"v1")
+    worker = FakeWorker(tiny_folder, folder_model[1].eos_token_id, seeds=False, lora=True)
+    tuned = vllm_backend.VLLMBackend(worker, str(tiny_folder), adapter=adapter)
+    base = vllm_backend.VLLMBackend(worker, str(tiny_folder))
+    tuned.generate(requests(tuned, GREEDY)[:1])
+    (sent,) = worker.sent
+    assert (sent["lora"], sent["lora_digest"]) == (str(adapter.resolve()), tuned.adapter_digest)
+    assert tuned.identity.startswith(f"{tiny_folder}+lora:{tuned.adapter_digest}|")
+    (adapter / "adapter_model.safetensors").write_bytes(b"v2")  # retrained in place: a new digest, a new key
+    retrained = vllm_backend.VLLMBackend(worker, str(tiny_folder), adapter=adapter)
+    assert retrained.adapter_digest != tuned.adapter_digest
+    reqs = requests(base, GREEDY)
+    assert len({b.key(r) for b in (base, tuned, retrained) for r in reqs}) == 3 * len(reqs)
+    with pytest.raises(ValueError, match="without LoRA"):
+        vllm_backend.VLLMBackend(FakeWorker(tiny_folder, 0, seeds=False), str(tiny_folder), adapter=adapter)
+
+
 def test_lora_ranks():
     assert [vllm_backend.lora_rank(r) for r in (1, 8, 9, 16, 33)] == [8, 8, 16, 16, 64]
 
