@@ -252,9 +252,9 @@ def train(
             if not main:
                 return _rank_result(output_dir, base_spec, seed, trainer)
             tokenizer.save_pretrained(tmp)
-            for extra in ("training_args.bin",):
-                (tmp / extra).unlink(missing_ok=True)
+            (tmp / "training_args.bin").unlink(missing_ok=True)
             shutil.rmtree(tmp / "trainer", ignore_errors=True)
+            canonical_adapter_config(tmp)
             digest = adapter_digest(tmp)
         else:
             shutil.rmtree(tmp / "trainer", ignore_errors=True)
@@ -350,7 +350,18 @@ def save_adapter(model: Any, tokenizer: Any, directory: str | Path) -> str:
     """Write the LoRA weights (not the base) and the tokenizer side by side; return the adapter digest."""
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    canonical_adapter_config(directory)
     return adapter_digest(directory)
+
+
+def canonical_adapter_config(directory: str | Path) -> None:
+    """Sort ``target_modules`` in adapter_config.json: PEFT writes a set, whose order changes with each
+    process's hash seed, so the same weights would get another digest (and cache keys) in every run."""
+    path = Path(directory) / "adapter_config.json"
+    raw = json.loads(path.read_text())
+    if isinstance(raw.get("target_modules"), list):
+        raw["target_modules"] = sorted(raw["target_modules"])
+        path.write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
 
 
 def read_result(output_dir: str | Path) -> TrainResult:

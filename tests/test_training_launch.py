@@ -46,6 +46,20 @@ def test_fingerprint_is_what_train_once_always_stored():
     assert training.fingerprint(p.model, tr, va, p.train, p.seed + 1) != old
 
 
+def test_adapter_config_is_written_in_one_order(tmp_path):
+    """Measured: the same weights trained in-process and under accelerate differed only in target_modules' order."""
+    import json
+
+    for order in (["v_proj", "q_proj", "o_proj", "k_proj"], ["q_proj", "k_proj", "o_proj", "v_proj"]):
+        folder = tmp_path / "-".join(order)
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps({"r": 8, "target_modules": order}))
+        (folder / training.ADAPTER_WEIGHTS).write_bytes(b"same weights")
+        training.canonical_adapter_config(folder)
+    digests = {training.adapter_digest(f) for f in tmp_path.iterdir()}
+    assert len(digests) == 1
+
+
 def test_missing_dataset_names_the_file_and_the_fix(tmp_path):
     with pytest.raises(SystemExit, match=r"train.jsonl is missing: run notebook 02"):
         training.main(["--profile", "smoke", "--dataset", str(tmp_path)])
