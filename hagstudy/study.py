@@ -35,6 +35,7 @@ class Run:
     profile: Profile
     notebook: str
     _engines: dict[str, Engine] = field(default_factory=dict, repr=False)
+    _vllm_workers: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def paths(self) -> Paths:
@@ -72,14 +73,18 @@ class Run:
         return CompletionCache(self.paths.cache / "completions.sqlite")
 
     def engine(self, adapter: str | Path | None = None, model_spec: str | None = None) -> Engine:
-        """The generation engine for the profile's model (or ``model_spec``), optionally with a LoRA adapter.
+        """The generation backend for the profile's model (or ``model_spec``), optionally with a LoRA adapter.
 
-        Engines are kept per (model, adapter) for the notebook's lifetime: a model loads once.
+        The profile's ``generation.backend`` picks the in-house engine or vLLM (``vllm_backend``).
+        Engines are kept per (model, adapter) for the notebook's lifetime: a model loads once (with vLLM,
+        one worker per model serves the base and its adapters).
         """
         from hagstudy.generation import Engine
 
         spec = model_spec or self.profile.model
         key = f"{spec}|{adapter}"
+        if key not in self._engines and self.profile.generation.backend == "vllm":
+            self._engines[key] = self._vllm(spec, adapter)
         if key not in self._engines:
             if adapter is None:
                 model, tokenizer = models.load(spec, dtype=self.profile.dtype)
@@ -90,6 +95,19 @@ class Run:
             # No progress bars in notebooks: they bloat the rendered copies; each call logs a summary line.
             self._engines[key] = Engine(model, tokenizer, self.cache(), progress=False)
         return self._engines[key]
+
+    def _vllm(self, spec: str, adapter: str | Path | None) -> Any:
+        from hagstudy import vllm_backend
+
+        g = self.profile.generation
+        if spec not in self._vllm_workers:
+            self._vllm_workers[spec] = vllm_backend.start_worker(
+                spec, self.profile.dtype, g, lora_rank_needed=self.profile.train.lora_r, seed=self.profile.seed,
+                log_path=self.artifact(self.notebook, "vllm_worker.log"),
+            )
+        return vllm_backend.VLLMBackend(
+            self._vllm_workers[spec], spec, self.cache(), adapter=adapter, allow_unseeded=g.allow_unseeded
+        )
 
 
 def start(profile: str | None = None, notebook: str = "notebook", **overrides: Any) -> Run:
@@ -145,20 +163,9 @@ def train_once(
     "The same" means the same base model, rows, settings and seed (a fingerprint stored beside the
     adapter), so rerunning a notebook reuses finished training and a changed input retrains.
     """
-    import hashlib
-    import json
-
     from hagstudy import training
 
     settings = settings or run.profile.train
-    out = run.artifact("adapters", name)
-    fingerprint = hashlib.sha256(
-        json.dumps([run.profile.model, train_rows, val_rows, repr(settings), run.profile.seed], sort_keys=True).encode()
-    ).hexdigest()[:16]
-    stamp = out / "FINGERPRINT"
-    if stamp.is_file() and stamp.read_text().strip() == fingerprint:
-        log.info("adapter %s is current (fingerprint %s): not retraining", name, fingerprint)
-        return training.read_result(out)
-    result = training.train(run.profile.model, train_rows, val_rows, settings, out, run.profile.seed)
-    stamp.write_text(fingerprint + "\n")
-    return result
+    return training.train_if_changed(
+        run.profile.model, train_rows, val_rows, settings, run.artifact("adapters", name), run.profile.seed
+    )

@@ -11,10 +11,16 @@ the loss; ``tests/test_training.py`` checks it on real tokens.
 ``train`` writes ``output_dir`` with the adapter, the tokenizer and ``train_log.json`` in one
 ``os.replace``; ``load_adapted`` reloads it, unmerged, with an identity that names the adapter so the
 completion cache never confuses tuned and untuned generations.
+
+The same training runs three ways, all through ``train_if_changed`` (same fingerprint, same folder):
+in-process from notebook 03 (``study.train_once``), as ``python -m hagstudy.training --profile P``,
+and on N GPUs as ``accelerate launch --config_file configs/accelerate/<ddp|fsdp>.yaml -m hagstudy.training
+--profile P`` (docs/scaling.md). Under a launcher every rank trains; rank 0 alone writes the folder.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -34,6 +40,7 @@ log = logging.getLogger(__name__)
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 TRAIN_LOG = "train_log.json"
+FINGERPRINT = "FINGERPRINT"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
@@ -90,20 +97,21 @@ def lora_config(settings: TrainSettings) -> Any:
 def sft_config(
     settings: TrainSettings, output_dir: str | Path, seed: int, *, evaluate: bool, progress: bool = True
 ) -> Any:
-    """TRL's ``SFTConfig`` for a CPU LoRA run.
+    """TRL's ``SFTConfig`` for a LoRA run: fp32 on CPU; on CUDA bf16 autocast (a 7B model's only sane choice).
 
     TRL's defaults that would hurt here are overridden: ``bf16`` (TRL turns it on by default; we train
-    in fp32), activation (gradient) checkpointing (on by default; only slows a 135M model down), ``logging_steps``
+    in fp32 on CPU), activation (gradient) checkpointing (on by default; only slows a 135M model down), ``logging_steps``
     (10; we log every step, runs are short) and reporting (off: no wandb/trackio).
     """
     from trl import SFTConfig
 
+    cuda = _cuda()
     return SFTConfig(
         output_dir=str(output_dir),
         assistant_only_loss=True,
         max_length=settings.max_length,
-        use_cpu=True,
-        bf16=False,
+        use_cpu=not cuda,
+        bf16=cuda,
         fp16=False,
         # TRL defaults gradient_checkpointing=True; transformers 5.23 renamed it activation_checkpointing and
         # copies the old value over only when the new one is unset, so set the new name.
@@ -124,6 +132,7 @@ def sft_config(
         disable_tqdm=not progress,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
+        ddp_find_unused_parameters=False,  # LoRA: the frozen base has no gradients, and DDP need not search for them
     )
 
 
@@ -216,10 +225,16 @@ def train(
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     set_seed(seed)
-    model, tokenizer = models.load(base_spec, dtype="float32")
+    world, main = _world()
+    # Base weights in bf16 on CUDA (LoRA adapters stay fp32: PEFT upcasts them); fp32 on CPU, as before.
+    model, tokenizer = models.load(base_spec, dtype="bfloat16" if _cuda() else "float32")
     train_rows, dropped_train = fit_rows(tokenizer, list(train_rows), settings.max_length)
     val_rows, dropped_val = fit_rows(tokenizer, list(val_rows or []), settings.max_length)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
+    if world > 1:  # every rank must name the same folder; rank 0 writes it
+        tmp = output_dir.parent / f".{output_dir.name}-distributed"
+        tmp.mkdir(exist_ok=True)
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
     try:
         trainer = build_trainer(
             model, tokenizer, train_rows, val_rows, settings, tmp / "trainer", seed, progress=progress
@@ -231,8 +246,19 @@ def train(
         if val_rows:
             eval_loss = float(trainer.evaluate()["eval_loss"])
         wall = time.perf_counter() - start
-        shutil.rmtree(tmp / "trainer", ignore_errors=True)
-        digest = save_adapter(trainer.model, tokenizer, tmp)
+        if world > 1:
+            # Collective (FSDP / ZeRO-3 gather the full adapter state on rank 0); only rank 0 writes.
+            trainer.save_model(str(tmp))
+            if not main:
+                return _rank_result(output_dir, base_spec, seed, trainer)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "training_args.bin").unlink(missing_ok=True)
+            shutil.rmtree(tmp / "trainer", ignore_errors=True)
+            canonical_adapter_config(tmp)
+            digest = adapter_digest(tmp)
+        else:
+            shutil.rmtree(tmp / "trainer", ignore_errors=True)
+            digest = save_adapter(trainer.model, tokenizer, tmp)
         history = [dict(entry) for entry in trainer.state.log_history]
         losses = [e["loss"] for e in history if "loss" in e]
         steps = int(trainer.state.global_step)
@@ -257,7 +283,8 @@ def train(
         (tmp / TRAIN_LOG).write_text(json.dumps(result.to_dict(), indent=2, default=_jsonable) + "\n")
         _replace_dir(tmp, output_dir)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
     log.info(
         "trained %s: %d steps in %.1f s (%.2f s/step), loss %s, eval %s",
         base_spec, result.steps, result.wall_seconds, result.seconds_per_step, result.train_loss, result.eval_loss,
@@ -265,11 +292,76 @@ def train(
     return result
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
+
+
+def _world() -> tuple[int, bool]:
+    """(processes in the run, whether this is rank 0), from the launcher's environment (1, True in-process)."""
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")) == 0
+
+
+def _rank_result(output_dir: Path, base_spec: str, seed: int, trainer: Any) -> TrainResult:
+    """What a rank other than 0 returns: the step count only (rank 0 writes and reports the run)."""
+    return TrainResult(str(output_dir), base_spec, "", seed, int(trainer.state.global_step), float(trainer.state.epoch or 0),
+                       0.0, 0.0, None, None, None, 0, 0, 0)
+
+
+def fingerprint(base_spec: str, train_rows: Sequence[dict[str, Any]], val_rows: Sequence[dict[str, Any]] | None,
+                settings: TrainSettings, seed: int) -> str:
+    """What makes two trainings "the same": base model, rows, settings and seed."""
+    payload = json.dumps([base_spec, list(train_rows), val_rows, repr(settings), seed], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def train_if_changed(
+    base_spec: str,
+    train_rows: Sequence[dict[str, Any]],
+    val_rows: Sequence[dict[str, Any]] | None,
+    settings: TrainSettings,
+    output_dir: str | Path,
+    seed: int,
+    *,
+    progress: bool = True,
+) -> TrainResult:
+    """``train`` unless ``output_dir`` holds the same training (its FINGERPRINT matches); the stamp is written after."""
+    output_dir = Path(output_dir)
+    stamp = output_dir / FINGERPRINT
+    current = fingerprint(base_spec, train_rows, val_rows, settings, seed)
+    if stamp.is_file() and stamp.read_text().strip() == current:
+        log.info("adapter %s is current (fingerprint %s): not retraining", output_dir, current)
+        return read_result(output_dir)
+    result = train(base_spec, train_rows, val_rows, settings, output_dir, seed, progress=progress)
+    if _world()[1]:
+        stamp.write_text(current + "\n")
+    if _cuda():  # hand the training's cached GPU memory back: a vLLM worker started next needs it
+        import gc
+
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
+    return result
+
+
 def save_adapter(model: Any, tokenizer: Any, directory: str | Path) -> str:
     """Write the LoRA weights (not the base) and the tokenizer side by side; return the adapter digest."""
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    canonical_adapter_config(directory)
     return adapter_digest(directory)
+
+
+def canonical_adapter_config(directory: str | Path) -> None:
+    """Sort ``target_modules`` in adapter_config.json: PEFT writes a set, whose order changes with each
+    process's hash seed, so the same weights would get another digest (and cache keys) in every run."""
+    path = Path(directory) / "adapter_config.json"
+    raw = json.loads(path.read_text())
+    if isinstance(raw.get("target_modules"), list):
+        raw["target_modules"] = sorted(raw["target_modules"])
+        path.write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
 
 
 def read_result(output_dir: str | Path) -> TrainResult:
@@ -345,3 +437,38 @@ def _jsonable(x: Any) -> Any:
     if hasattr(x, "item"):
         return x.item()
     return str(x)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m hagstudy.training --profile P``: notebook 03's training, from notebook 02's rows, into its folder."""
+    from hagstudy import dataset
+    from hagstudy.config import load_profile
+
+    ap = argparse.ArgumentParser(prog="python -m hagstudy.training", description=main.__doc__)
+    ap.add_argument("--profile", default=None, help="configs/<profile>.yaml (default: $HAGSTUDY_PROFILE, else default)")
+    ap.add_argument("--name", default="hag", help="adapter name: artifacts/<profile>/adapters/<name> (notebook 03: hag)")
+    ap.add_argument("--out", type=Path, default=None, help="adapter folder (default: from --name)")
+    ap.add_argument("--dataset", type=Path, default=None,
+                    help="folder with train.jsonl and validation.jsonl (default: artifacts/<profile>/dataset, notebook 02's)")
+    ap.add_argument("--model", default=None, help="base model spec (default: the profile's)")
+    ap.add_argument("--max-steps", type=int, default=None, help="override train.max_steps (a quick check)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides: dict[str, Any] = {"model": args.model}
+    if args.max_steps is not None:
+        overrides["train"] = {"max_steps": args.max_steps}
+    profile = load_profile(args.profile, **overrides)
+    data = args.dataset or profile.paths.artifacts / "dataset"
+    files = [data / "train.jsonl", data / "validation.jsonl"]
+    for f in files:
+        if not f.is_file():
+            raise SystemExit(f"{f} is missing: run notebook 02 (make all PROFILE={profile.name}) or pass --dataset")
+    train_rows, val_rows = (dataset.read_jsonl(f) for f in files)
+    out = args.out or profile.paths.artifact("adapters", args.name)
+    result = train_if_changed(profile.model, train_rows, val_rows, profile.train, out, profile.seed)
+    if _world()[1]:
+        print(f"adapter {out}: {result.steps} steps, {result.seconds_per_step:.2f} s/step, eval loss {result.eval_loss}")
+
+
+if __name__ == "__main__":
+    main()
