@@ -87,6 +87,22 @@ class Completion:
     cached: bool
 
 
+def from_cache(
+    cache: Any, keys: Sequence[str], requests: Sequence[Request]
+) -> tuple[dict[str, Completion], list[tuple[str, Request]], int]:
+    """(completions found in ``cache`` by key, the distinct (key, request) pairs still to decode in
+    request order, how many of ``requests`` the cache served): the start of every backend's generate."""
+    first: dict[str, Request] = {}
+    for key, req in zip(keys, requests):
+        first.setdefault(key, req)
+    done: dict[str, Completion] = {}
+    if cache is not None and first:
+        for key, row in cache.get_many(list(first)).items():
+            done[key] = Completion(row["text"], int(row["n_tokens"]), bool(row["finished"]), cached=True)
+    todo = [(k, r) for k, r in first.items() if k not in done]
+    return done, todo, sum(1 for k in keys if k in done)
+
+
 def request_key(identity: str, request: Request, step: str = "eager") -> str:
     """sha256 of everything a completion's text depends on; the cache key.
 
@@ -718,16 +734,8 @@ class Engine:
                 raise ValueError("empty prompt: render the chat messages with Engine.render first")
         self._settle_step()
         keys = [self.key(r) for r in requests]
-        first: dict[str, Request] = {}
-        for key, req in zip(keys, requests):
-            first.setdefault(key, req)
-        done: dict[str, Completion] = {}
-        if self.cache is not None and first:
-            for key, row in self.cache.get_many(list(first)).items():
-                done[key] = Completion(row["text"], int(row["n_tokens"]), bool(row["finished"]), cached=True)
-        hits = sum(1 for k in keys if k in done)
+        done, todo, hits = from_cache(self.cache, keys, requests)
         self.stats["hits"] += hits
-        todo = [(k, r) for k, r in first.items() if k not in done]
         self.stats["misses"] += len(todo)
         if todo:
             try:

@@ -44,7 +44,7 @@ from typing import Any, Sequence
 
 from hagstudy import models
 from hagstudy.config import GenerationSettings, repo_root
-from hagstudy.generation import Completion, Request
+from hagstudy.generation import Completion, Request, from_cache
 
 log = logging.getLogger(__name__)
 
@@ -308,15 +308,7 @@ class VLLMBackend:
                 "cache draws new texts), or use the engine backend"
             )
         keys = [self.key(r) for r in requests]
-        first: dict[str, Request] = {}
-        for key, req in zip(keys, requests):
-            first.setdefault(key, req)
-        done: dict[str, Completion] = {}
-        if self.cache is not None and first:
-            for key, row in self.cache.get_many(list(first)).items():
-                done[key] = Completion(row["text"], int(row["n_tokens"]), bool(row["finished"]), cached=True)
-        hits = sum(1 for k in keys if k in done)
-        todo = [(k, r) for k, r in first.items() if k not in done]
+        done, todo, hits = from_cache(self.cache, keys, requests)
         self.stats["hits"] += hits
         self.stats["misses"] += len(todo)
         tokens = 0
