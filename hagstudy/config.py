@@ -55,6 +55,15 @@ class SearchSettings:
     greedy_order: tuple[str, ...] = ("temperature", "top_p", "top_k", "repetition_penalty")
     reliability_items: int = 10  # items whose greedy search is repeated with fresh seeds
     heldout_draws: int = 4  # draws used to score two labels against each other
+    greedy_draws: int = 0  # R of the greedy stage; 0 = the same as draws (pruning keeps ``draws``)
+    # An item keeps its own searched label only if it beats the task's start config by this much on
+    # ``heldout_draws`` fresh draws (mean score, 0-1 scale); otherwise it is labelled with the start config.
+    keep_margin: float = 0.1
+
+    @property
+    def greedy_r(self) -> int:
+        """The number of draws per config in the greedy stage."""
+        return self.greedy_draws or self.draws
     # Coarse-grid values per hyperparameter; a hyperparameter left out keeps decoding.SearchSpace's values.
     grid: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
@@ -70,6 +79,12 @@ class TrainSettings:
     max_length: int = 512
     validation_fraction: float = 0.1
     max_steps: int = -1  # > 0 caps training (smoke profile)
+    bf16: bool = True  # bf16 autocast (AMX on CPU; LoRA weights and optimizer stay fp32)
+    adapters: int = 3  # HAG adapters trained with different seeds (seed, seed + 1, ...)
+    checkpoints: int = 4  # evenly spaced adapter snapshots scored for the stage-1 learning curve
+    # The gate an adapter must pass before its configs are used: parse rate on the validation rows
+    # (and not worse than the per-task majority label on exact match and config distance).
+    gate_parse_rate: float = 0.99
 
 
 @dataclass(frozen=True)
@@ -377,6 +392,9 @@ def _problems(p: Profile) -> typing.Iterator[tuple[str, str]]:
     yield from integer("search.draws", s.draws, 1)
     yield from integer("search.reliability_items", s.reliability_items, 0)
     yield from integer("search.heldout_draws", s.heldout_draws, 1)
+    yield from integer("search.greedy_draws", s.greedy_draws, 0)
+    if not number(s.keep_margin) or not 0 <= s.keep_margin <= 1:
+        yield "search.keep_margin", f"must be in [0, 1], got {s.keep_margin!r}"
     if sorted(s.greedy_order) != sorted(HYPERPARAMETERS):
         yield "search.greedy_order", f"must be a permutation of {list(HYPERPARAMETERS)}, got {list(s.greedy_order)}"
     yield from _grid_problems("search.grid", s.grid)
@@ -402,6 +420,11 @@ def _problems(p: Profile) -> typing.Iterator[tuple[str, str]]:
     yield from fraction("train.validation_fraction", t.validation_fraction, closed_top=False)
     if isinstance(t.max_steps, bool) or not isinstance(t.max_steps, int) or not (t.max_steps == -1 or t.max_steps >= 1):
         yield "train.max_steps", f"must be -1 (no cap) or >= 1, got {t.max_steps!r}"
+    if not isinstance(t.bf16, bool):
+        yield "train.bf16", f"must be true or false, got {t.bf16!r}"
+    yield from integer("train.adapters", t.adapters, 1)
+    yield from integer("train.checkpoints", t.checkpoints, 1)
+    yield from fraction("train.gate_parse_rate", t.gate_parse_rate, closed_top=True)
 
     a = p.ablation
     yield from integer("ablation.n_test", a.n_test, 1)

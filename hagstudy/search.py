@@ -448,7 +448,7 @@ class SearchResult:
     prune: PruneResult
     labels: list[ItemLabel]
     budget: Budget
-    draws: int
+    draws: int  # of the greedy stage (pruning has its own, in PruneResult.draws)
 
     def evaluations(self) -> list[Evaluation]:
         """Every evaluation, in a fixed order: pruning (grid order per item), then each item's search."""
@@ -484,9 +484,10 @@ def run_search(
     budget = Budget()
     start = time.perf_counter()
     pruned = prune(engine, task, items[: s.prune_items], default, s.draws, space, budget=budget)
-    labels = greedy(engine, task, items, pruned, default, s.draws, s.greedy_order, budget=budget)
+    labels = greedy(engine, task, items, pruned, default, s.greedy_r, s.greedy_order, budget=budget)
     budget.seconds = time.perf_counter() - start  # wall time, including scoring and rendering
-    result = SearchResult(task=task.name, default=default.effective(), prune=pruned, labels=labels, budget=budget, draws=s.draws)
+    result = SearchResult(task=task.name, default=default.effective(), prune=pruned, labels=labels, budget=budget,
+                          draws=s.greedy_r)
     write_result(result, Path(out_dir), profile=profile.name)
     return result
 
