@@ -17,7 +17,6 @@ import pandas as pd
 
 from hagstudy.decoding import (
     HYPERPARAMETERS,
-    RANGES,
     TRANSFORMERS_DEFAULT,
     DecodingConfig,
 )
@@ -25,15 +24,10 @@ from hagstudy.files import atomic_write
 from hagstudy.scoring import pick_best
 from hagstudy.seeds import stable_hash
 
-_EXAMPLE = DecodingConfig(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1).to_json()
-
 SYSTEM_PROMPT = (
-    # Short on purpose: it is ~75% of every training row, and training cost scales with row length.
-    "Choose the decoding hyperparameters for answering the user's request. Reply with one JSON object only: "
-    f'"temperature" ({RANGES["temperature"][0]:g}-{RANGES["temperature"][1]:g}, 0 = greedy), '
-    '"top_p" (0-1], "top_k" (integer, 0 = off), '
-    f'"repetition_penalty" ({RANGES["repetition_penalty"][0]:g}-{RANGES["repetition_penalty"][1]:g}). '
-    f"Format: {_EXAMPLE}"
+    # Short, and without an example config: it is in every training row (training cost scales with row
+    # length), and round 1's example config was copied verbatim by the tuned model.
+    "Choose decoding hyperparameters for this request. Reply with JSON: temperature, top_p, top_k, repetition_penalty."
 )
 
 
@@ -46,10 +40,15 @@ def _canonical(config: DecodingConfig | str) -> str:
     return config.to_json() if isinstance(config, DecodingConfig) else DecodingConfig.from_json(config).to_json()
 
 
+def label_text(config: DecodingConfig | str) -> str:
+    """The assistant turn: the config's canonical JSON without spaces (fewer tokens to learn and to write)."""
+    return json.dumps(json.loads(_canonical(config)), separators=(",", ":"))
+
+
 def example(item_query: str, config: DecodingConfig | str, task: str = "", item_id: str = "") -> dict[str, Any]:
-    """One SFT row: the stage-1 messages plus the config's canonical JSON as the assistant turn."""
+    """One SFT row: the stage-1 messages plus the config's compact canonical JSON as the assistant turn."""
     return {
-        "messages": [*stage1_messages(item_query), {"role": "assistant", "content": _canonical(config)}],
+        "messages": [*stage1_messages(item_query), {"role": "assistant", "content": label_text(config)}],
         "task": task,
         "item_id": item_id,
     }

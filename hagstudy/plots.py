@@ -276,7 +276,10 @@ def cost_vs_quality(
 
 
 def loss_curve(log_history: Sequence[Mapping[str, Any]] | pd.DataFrame) -> Figure:
-    """Training (and evaluation, if logged) loss vs step from ``trainer.state.log_history``."""
+    """Training (and evaluation, if logged) loss vs step from ``trainer.state.log_history``.
+
+    With an ``adapter`` column (notebook 03's ``train_log.csv``: several adapters), one line per adapter.
+    """
     history = log_history if isinstance(log_history, pd.DataFrame) else pd.DataFrame(list(log_history))
     if history.empty or "step" not in history.columns:
         raise ValueError("loss_curve: log history needs 'step' entries (trainer.state.log_history)")
@@ -284,17 +287,80 @@ def loss_curve(log_history: Sequence[Mapping[str, Any]] | pd.DataFrame) -> Figur
     if not series:
         raise ValueError(f"loss_curve: no 'loss' or 'eval_loss' in log history; keys: {list(history.columns)}")
     colors = sns.color_palette("colorblind")
+    runs = list(history.groupby("adapter", sort=True)) if "adapter" in history.columns else [("", history)]
     with _style():
         fig = _figure(5.0, 3.2)
         ax = fig.add_subplot()
-        for k, name in enumerate(series):
-            pts = history.loc[history[name].notna(), ["step", name]].sort_values("step")
-            label = "train" if name == "loss" else "eval"
-            ax.plot(pts["step"], pts[name], marker="o" if len(pts) < 30 else None, ms=3, color=colors[k], label=label)
+        for j, (run, frame) in enumerate(runs):
+            for k, name in enumerate(series):
+                pts = frame.loc[frame[name].notna(), ["step", name]].sort_values("step")
+                if pts.empty:
+                    continue
+                label = ("train" if name == "loss" else "eval") + (f" {run}" if run else "")
+                ax.plot(pts["step"], pts[name], marker="o" if len(pts) < 30 else None, ms=3,
+                        color=colors[(j * len(series) + k) % len(colors)], label=label)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         ax.legend(frameon=False)
         ax.set_title("SFT loss")
+    return fig
+
+
+def search_vs_fresh(checked: pd.DataFrame) -> Figure:
+    """Per task: mean search score against mean fresh-draw score of the labels, before and after the check.
+
+    ``checked`` is ``label_check.frame_of`` (or its CSV). Before: every item's searched config. After:
+    the searched config where it was kept, else the task's start config. Points under the diagonal
+    are labels that look better on the draws they were selected on than on fresh ones.
+    """
+    _require(checked, ["task", "kept", "search_searched", "search_start", "heldout_searched", "heldout_start"],
+             "search_vs_fresh")
+    frame = checked.assign(
+        search_after=checked["search_searched"].where(checked["kept"], checked["search_start"]),
+        fresh_after=checked["heldout_searched"].where(checked["kept"], checked["heldout_start"]),
+    )
+    means = frame.groupby("task", sort=False)[["search_searched", "heldout_searched", "search_after", "fresh_after"]].mean()
+    tasks = _tasks(frame["task"])
+    colors = _palette(tasks)
+    with _style():
+        fig = _figure(5.5, 4.5)
+        ax = fig.add_subplot()
+        for t in tasks:
+            b = means.loc[t]
+            ax.annotate("", xy=(b.search_after, b.fresh_after), xytext=(b.search_searched, b.heldout_searched),
+                        arrowprops={"arrowstyle": "->", "color": colors[t], "lw": 1.2})
+            ax.scatter([b.search_searched], [b.heldout_searched], color=colors[t], marker="o", s=30, label=t)
+            ax.scatter([b.search_after], [b.fresh_after], color=colors[t], marker="s", s=30)
+        lims = [0, max(1e-3, float(np.nanmax(means.to_numpy())) * 1.05)]
+        ax.plot(lims, lims, color="grey", lw=0.8, ls="--")
+        ax.set(xlim=lims, ylim=lims, xlabel="search score (draws the label was chosen on)",
+               ylabel="fresh-draw score (held-out draws)",
+               title="Labels before (o) and after (square) the held-out check")
+        ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def stage1_curve(curve: pd.DataFrame, gates: pd.DataFrame | None = None) -> Figure:
+    """Stage-1 quality on the validation rows against training steps, one line per adapter.
+
+    ``curve`` has columns step, parse_rate, exact_match, distance, adapter (``gate.learning_curve``);
+    ``gates`` (``gate.frame``) adds the per-task majority label's exact match and distance as lines.
+    """
+    _require(curve, ["step", "parse_rate", "exact_match", "distance", "adapter"], "stage1_curve")
+    metrics = [("parse_rate", "parse rate"), ("exact_match", "exact match"), ("distance", "config distance")]
+    with _style():
+        fig = _figure(10, 3.2)
+        axes = fig.subplots(1, 3)
+        for ax, (col, label) in zip(axes, metrics):
+            for name, group in curve.groupby("adapter", sort=True):
+                ax.plot(group["step"], group[col], marker="o", ms=3, label=str(name))
+            if gates is not None and len(gates):
+                ref = {"exact_match": "majority_exact_match", "distance": "majority_distance",
+                       "parse_rate": "min_parse_rate"}[col]
+                ax.axhline(float(gates[ref].iloc[0]), color="black", ls="--", lw=0.9,
+                           label="gate" if col == "parse_rate" else "per-task majority")
+            ax.set(xlabel="training step", title=label)
+            ax.legend(fontsize=7)
     return fig
 
 
@@ -327,7 +393,7 @@ __all__ = [
 
 
 def draw_saved(draw: Any, table: str | Path, stem: str, folder: str | Path, **kwargs: Any) -> Figure | None:
-    """Read ``table`` (CSV), draw it with ``draw`` and save PNG + SVG; None with a note if it is missing.
+    """Read ``table`` (CSV), draw it with ``draw`` and save PNG + SVG; None with a note if it is missing or empty.
 
     A missing table means the notebook that writes it has not run at this profile: the figures notebook
     says so instead of failing, so the figures that can be drawn still are.
@@ -336,6 +402,13 @@ def draw_saved(draw: Any, table: str | Path, stem: str, folder: str | Path, **kw
     if not path.is_file():
         print(f"{stem}: skipped, {path.name} is missing (run the notebook that writes it first)")
         return None
-    fig = draw(pd.read_csv(path), **kwargs)
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # a table written with no rows and no columns
+        frame = pd.DataFrame()
+    if frame.empty:
+        print(f"{stem}: skipped, {path.name} has no rows (e.g. no HAG adapter passed the gate at this profile)")
+        return None
+    fig = draw(frame, **kwargs)
     save(fig, stem, folder)
     return fig

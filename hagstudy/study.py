@@ -96,6 +96,15 @@ class Run:
             self._engines[key] = Engine(model, tokenizer, self.cache(), progress=False)
         return self._engines[key]
 
+    def drop_engine(self, adapter: str | Path | None = None, model_spec: str | None = None) -> None:
+        """Forget an engine (its model's memory goes back): for the many adapter snapshots of a learning curve."""
+        spec = model_spec or self.profile.model
+        self._engines.pop(f"{spec}|{adapter}", None)
+
+    def hag_adapters(self) -> list[tuple[str, int]]:
+        """HAG's stage-1 adapters and their training seeds: ``hag_seed0`` (the profile's seed), ``hag_seed1``, ..."""
+        return [(f"hag_seed{k}", self.profile.seed + k) for k in range(self.profile.train.adapters)]
+
     def _vllm(self, spec: str, adapter: str | Path | None) -> Any:
         from hagstudy import vllm_backend
 
@@ -156,16 +165,19 @@ def seed_everything(seed: int) -> None:
 
 
 def train_once(
-    run: Run, name: str, train_rows: list[dict], val_rows: list[dict] | None, settings: TrainSettings | None = None
+    run: Run, name: str, train_rows: list[dict], val_rows: list[dict] | None, settings: TrainSettings | None = None,
+    seed: int | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter into ``artifacts/<profile>/adapters/<name>/`` unless the same one is there.
 
     "The same" means the same base model, rows, settings and seed (a fingerprint stored beside the
     adapter), so rerunning a notebook reuses finished training and a changed input retrains.
+    ``seed`` defaults to the profile's.
     """
     from hagstudy import training
 
     settings = settings or run.profile.train
     return training.train_if_changed(
-        run.profile.model, train_rows, val_rows, settings, run.artifact("adapters", name), run.profile.seed
+        run.profile.model, train_rows, val_rows, settings, run.artifact("adapters", name),
+        run.profile.seed if seed is None else seed,
     )

@@ -7,3 +7,7 @@ _.is_quantized  # likewise
 new_tokens  # Cost/Budget field, read through getattr when a stage's cost is booked (scoring.py, search.py)
 mean_train_loss  # TrainResult field, written to the adapter's result file (training.py)
 pytestmark  # pytest reads module-level marks by name
+majority_exact_match  # Gate fields, read from the gate table (gate.py; notebooks 03, 05 and render)
+majority_distance  # likewise
+_.on_train_begin  # transformers' TrainerCallback hooks, called by the Trainer (training.py)
+_.on_step_end  # likewise

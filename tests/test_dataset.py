@@ -32,25 +32,33 @@ def _labels(n_per_task: dict[str, int]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_system_prompt_names_every_hyperparameter_and_asks_for_json() -> None:
+def test_system_prompt_names_every_hyperparameter_and_holds_no_config_to_copy() -> None:
     for h in HYPERPARAMETERS:
-        assert f'"{h}"' in dataset.SYSTEM_PROMPT
-    assert "JSON" in dataset.SYSTEM_PROMPT and "0-2" in dataset.SYSTEM_PROMPT
-    # the format line in the prompt is itself a valid config
-    assert parse_config(dataset.SYSTEM_PROMPT.rsplit("Format: ", 1)[1]).status == "ok"
+        assert h in dataset.SYSTEM_PROMPT
+    assert "JSON" in dataset.SYSTEM_PROMPT
+    # round 1's tuned model copied the example config in the prompt: there must be none
+    assert parse_config(dataset.SYSTEM_PROMPT).status == "failed"
+    assert len(dataset.SYSTEM_PROMPT) < 160
+
+
+def test_label_text_is_compact_canonical_json() -> None:
+    cfg = DecodingConfig(0.7, 0.95, 40, 1.05)
+    assert dataset.label_text(cfg) == '{"temperature":0.7,"top_p":0.95,"top_k":40,"repetition_penalty":1.05}'
+    assert dataset.label_text(cfg.to_json()) == dataset.label_text(cfg)
+    assert parse_config(dataset.label_text(cfg)).config == cfg
 
 
 def test_example_is_stage1_prompt_plus_canonical_config() -> None:
     cfg = DecodingConfig(0.7, 0.95, 40, 1.05)
     row = dataset.example("What is 2+2?", cfg, task="arithmetic", item_id="arithmetic-0001")
     assert row["messages"][:2] == dataset.stage1_messages("What is 2+2?")
-    assert row["messages"][2] == {"role": "assistant", "content": cfg.to_json()}
+    assert row["messages"][2] == {"role": "assistant", "content": dataset.label_text(cfg)}
     assert (row["task"], row["item_id"]) == ("arithmetic", "arithmetic-0001")
     parsed = parse_config(row["messages"][2]["content"])
     assert parsed.status == "ok" and parsed.config == cfg
     # a non-canonical JSON string is canonicalised
     loose = json.dumps({"top_k": 40, "temperature": 0.7, "top_p": 0.95, "repetition_penalty": 1.05})
-    assert dataset.example("q", loose)["messages"][2]["content"] == cfg.to_json()
+    assert dataset.example("q", loose)["messages"][2]["content"] == dataset.label_text(cfg)
 
 
 def test_build_is_stratified_seeded_and_disjoint() -> None:
@@ -94,7 +102,7 @@ def test_training_prompt_matches_inference_prompt() -> None:
     prompt = tok.apply_chat_template(dataset.stage1_messages("Flip a coin twice."), tokenize=False,
                                      add_generation_prompt=True)
     assert full.startswith(prompt)
-    assert full[len(prompt):].startswith(TRANSFORMERS_DEFAULT.to_json())
+    assert full[len(prompt):].startswith(dataset.label_text(TRANSFORMERS_DEFAULT))
 
 
 def test_per_task_labels_majority_with_ties_to_default() -> None:

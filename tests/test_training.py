@@ -36,8 +36,9 @@ def row(i: int, query: str | None = None) -> dict:
     }
 
 
+# fp32 here: the round-trip test compares logits at 1e-5 (the profiles' bf16 autocast is run by the smoke chain)
 SETTINGS = TrainSettings(epochs=1, learning_rate=1e-2, batch_size=4, lora_r=8, lora_alpha=16, lora_dropout=0.0,
-                         max_length=128, max_steps=8)
+                         max_length=128, max_steps=8, bf16=False, checkpoints=2)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +114,18 @@ def test_training_learns_and_saves_atomically(trained):
     saved = training.read_result(out)
     assert saved.adapter_digest == trained.adapter_digest == training.adapter_digest(out)
     assert json.loads((out / "adapter_config.json").read_text())["r"] == SETTINGS.lora_r
+    # snapshots for the learning curve: evenly spaced, the last one is the final adapter
+    snaps = training.checkpoint_dirs(out)
+    assert sorted(snaps) == training.snapshot_steps(SETTINGS.max_steps, SETTINGS.checkpoints) == [4, 8]
+    assert training.adapter_digest(snaps[8]) == trained.adapter_digest
+    assert training.adapter_digest(snaps[4]) != trained.adapter_digest
+
+
+def test_snapshot_steps_are_evenly_spaced_and_end_at_the_last_step():
+    assert training.snapshot_steps(54, 4) == [14, 27, 40, 54]
+    assert training.snapshot_steps(3, 4) == [1, 2, 3]
+    assert training.snapshot_steps(0, 4) == [] and training.snapshot_steps(10, 0) == []
+    assert training.checkpoint_dirs("/nonexistent") == {}
 
 
 def test_training_is_seeded(trained, tmp_path):
@@ -156,10 +169,10 @@ def test_instruction_rows_match_the_stage1_prompt(tiny):
     prompt = tok.apply_chat_template(dataset.stage1_messages("Is the sky blue?"), tokenize=False,
                                      add_generation_prompt=True)
     full = tok.apply_chat_template(ex["messages"], tokenize=False)
-    assert full == prompt + CONFIGS[0].to_json() + "<|im_end|>\n"
+    assert full == prompt + dataset.label_text(CONFIGS[0]) + "<|im_end|>\n"
     out = tok.apply_chat_template(ex["messages"], tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     learned = [t for t, m in zip(out["input_ids"], out["assistant_masks"]) if m]
-    assert tok.decode(learned) == CONFIGS[0].to_json() + "<|im_end|>"
+    assert tok.decode(learned) == dataset.label_text(CONFIGS[0]) + "<|im_end|>"
     assert training.sequence_length(tok, ex["messages"]) <= 384  # fits the profiles' max_length
 
 
