@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from hagstudy import dataset, evaluation, methods, search, study
+from hagstudy import dataset, evaluation, gate, label_check, methods, search, study
 from hagstudy.decoding import HYPERPARAMETERS, DecodingConfig
 from hagstudy.scoring import Engine, Task, evaluate
 from hagstudy.search import ItemLabel, PruneResult, generations_per_item
@@ -210,12 +210,13 @@ def search_strategies(run: study.Run, labels: pd.DataFrame) -> tuple[pd.DataFram
     for task in run.tasks():
         task_labels = first_fraction(labels[labels.task == task.name], p.ablation.search_fraction)
         items = task.items("search", p.n_search)[: len(task_labels)]
-        budget = max(1, int(round(task_labels["search_evals"].mean() * p.search.draws)))
+        draws = p.search.greedy_r  # the draws greedy's labels were chosen on: an equal budget in generations
+        budget = max(1, int(round(task_labels["search_evals"].mean() * draws)))
         default = search.engine_default(base)
         by_strategy = {
             "greedy": search.item_labels(task_labels),
-            "random": search.random_search(base, task, items, default, p.search.draws, budget, seed=p.seed),
-            "tpe": search.tpe_search(base, task, items, default, p.search.draws, budget, seed=p.seed),
+            "random": search.random_search(base, task, items, default, draws, budget, seed=p.seed),
+            "tpe": search.tpe_search(base, task, items, default, draws, budget, seed=p.seed),
         }
         for k, v in by_strategy.items():
             strategy_labels[k].extend(v)
@@ -229,9 +230,22 @@ def search_strategies(run: study.Run, labels: pd.DataFrame) -> tuple[pd.DataFram
 # ---------------------------------------------------------------------------------------------
 
 
-def labels_to_frame(labels: Sequence[ItemLabel]) -> pd.DataFrame:
-    """ItemLabels (any search method) as the labels frame ``dataset.build`` takes."""
-    return pd.DataFrame([lab.row() for lab in labels], columns=list(search.LABEL_COLUMNS))
+def checked_labels(run: study.Run, labels: Sequence[ItemLabel]) -> pd.DataFrame:
+    """Any strategy's labels through the main chain's label check (``label_check.check``), as a frame.
+
+    Each task's start config is the one its greedy search began from (notebook 01's pruning), so an
+    arm trained on random or TPE labels gets the same treatment as HAG's own labels.
+    """
+    p, base = run.profile, run.engine()
+    out = []
+    for task in run.tasks():
+        own = [lab for lab in labels if lab.task == task.name]
+        if not own:
+            continue
+        start = search.read_prune(run.artifact("search"), task.name).best()
+        out += label_check.check(base, task, task.items("search", p.n_search), own, start,
+                                 p.search.heldout_draws, p.search.keep_margin)
+    return label_check.frame_of(out)
 
 
 def arm_seeds(run: study.Run) -> list[int]:
@@ -239,12 +253,16 @@ def arm_seeds(run: study.Run) -> list[int]:
     return list(run.profile.seeds[: run.profile.ablation.n_seeds])
 
 
-def train_arm(run: study.Run, name: str, labels: pd.DataFrame) -> Engine:
-    """An adapter trained on ``labels`` (reused when its inputs are unchanged), as a stage-1 engine."""
+def train_arm(run: study.Run, name: str, labels: pd.DataFrame) -> tuple[Engine, gate.Gate]:
+    """An adapter trained on ``labels`` (reused when its inputs are unchanged), as a stage-1 engine, and its gate.
+
+    The arm's own labels are split as the main chain's are, and the gate judges the adapter on its
+    own validation rows: did it learn *its* labels?
+    """
     p = run.profile
     rows_train, rows_val = dataset.build(labels, p.train.validation_fraction, p.seed)
-    study.train_once(run, name, rows_train, rows_val)
-    return run.engine(adapter=run.artifact("adapters", name))
+    _, verdict, _ = gate.train_and_judge(run, name, p.seed, rows_train, rows_val, curve=False)
+    return run.engine(adapter=run.artifact("adapters", name)), verdict
 
 
 def hag_arm(
@@ -261,6 +279,42 @@ def hag_arm(
         frames.append(scores)
         props.append(proposed)
     return pd.concat(frames, ignore_index=True), pd.concat(props, ignore_index=True)
+
+
+def reference_adapter(run: study.Run) -> str | None:
+    """The HAG adapter the ablations are read against: the first of notebook 03's that passed the gate."""
+    gates = gate.read(run.artifact("adapters", gate.FILE))
+    return next((name for name, _ in run.hag_adapters() if name in gates and gates[name].passed), None)
+
+
+def gated_arm(run: study.Run, method: str, adapter: str, labels: pd.DataFrame) -> tuple[pd.DataFrame | None, gate.Gate]:
+    """Train an arm's adapter on ``labels``; score it with ``hag_arm`` only if it passes the gate.
+
+    An adapter that did not learn its labels gets no score rows (``None``): its parse rate and exact
+    match are reported from the gate instead, never a score that silently equals the default's.
+    """
+    engine, verdict = train_arm(run, adapter, labels)
+    if not verdict.passed:
+        return None, verdict
+    return hag_arm(run, method, engine)[0], verdict
+
+
+def gate_table(gates: Mapping[str, gate.Gate]) -> pd.DataFrame:
+    """One row per arm (method name -> its adapter's gate): did it learn, with the numbers."""
+    frame = gate.frame(list(gates.values()))
+    frame.insert(0, "method", list(gates))
+    frame["status"] = ["learned" if g.passed else "did not learn" for g in gates.values()]
+    return frame
+
+
+def with_unlearned(table: pd.DataFrame, gates: Mapping[str, gate.Gate]) -> pd.DataFrame:
+    """The arms' main table plus one row per arm whose adapter failed the gate: no mean, a note why."""
+    table = table.assign(note="")
+    rows = [
+        {"task": "(all)", "method": m, "note": f"did not learn: {g.reason} (parse {g.parse_rate:.2f}, exact {g.exact_match:.2f})"}
+        for m, g in gates.items() if not g.passed
+    ]
+    return pd.concat([table, pd.DataFrame(rows, columns=list(table.columns))], ignore_index=True) if rows else table
 
 
 def default_arm(run: study.Run) -> pd.DataFrame:

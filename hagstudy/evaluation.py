@@ -36,12 +36,17 @@ import pandas as pd
 from hagstudy.files import atomic_write
 from hagstudy.stats import (
     MARGIN,
+    PairedResult,
     _check_boot_args,
+    _difference_p,
     _item_means,
+    _tost_p,
     bootstrap_ci,
     equivalence_p,
     holm,
     paired_bootstrap,
+    pooled_ci,
+    pooled_paired_replicates,
     validate_scores,
 )
 
@@ -115,16 +120,23 @@ def main_table(
     alpha: float = 0.05,
     rng_seed: int = 0,
     task_order: Sequence[str] | None = None,
+    pooled: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """One row per (task, method): mean with hierarchical-bootstrap CI, number of items and seeds.
 
     Every group uses the same ``rng_seed``, so a group's CI does not change when other methods or
     tasks are added to the table. Rows are in task order (``task_order_of``), then method order.
+    ``pooled`` maps a method trained several times (e.g. "hag") to its member methods (one per
+    adapter): its CI comes from :func:`stats.pooled_ci`, which resamples adapters, then items.
     """
     frame = validate_scores(scores)
+    pooled = dict(pooled or {})
     rows = []
     for (task, method), group in frame.groupby(["task", "method"], sort=True):
-        ci = bootstrap_ci(group, n_boot=n_boot, alpha=alpha, rng_seed=rng_seed)
+        if method in pooled:
+            ci = pooled_ci(frame.loc[frame["task"] == task], pooled[method], n_boot, alpha, rng_seed)
+        else:
+            ci = bootstrap_ci(group, n_boot=n_boot, alpha=alpha, rng_seed=rng_seed)
         rows.append(
             {
                 "task": task,
@@ -192,8 +204,13 @@ def relative_table(
     margin: float | Mapping[str, float] = MARGIN,
     floor: float = FLOOR,
     task_order: Sequence[str] | None = None,
+    members: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Per task and baseline: the paper's relative improvement (target - base) / base and paired tests.
+
+    With ``members`` (the per-adapter methods a pooled ``target`` averages), the paired bootstrap also
+    resamples adapters (:func:`stats.pooled_paired_replicates`), so the CI and both p-values include
+    the spread across training seeds.
 
     Columns (:data:`RELATIVE_COLUMNS`): task, baseline, target_mean, base_mean, rel_improvement, diff,
     diff_ci_low, diff_ci_high, p_value, p_holm, margin, p_tost, p_tost_holm, equivalence, verdict, note.
@@ -226,9 +243,15 @@ def relative_table(
             if base not in methods or base == target:
                 continue
             b_mean = float(_item_means(sub.loc[sub["method"] == base]).mean())
-            res = paired_bootstrap(frame, target, base, task, n_boot, alpha, rng_seed, validated=True)
             m = _margin_for(margin, str(task))
-            p_tost = equivalence_p(frame, target, base, task, m, n_boot, rng_seed, validated=True)
+            if members:
+                diff, reps = pooled_paired_replicates(frame, members, base, str(task), n_boot, rng_seed)
+                lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+                res = PairedResult(diff, float(lo), float(hi), _difference_p(reps))
+                p_tost = _tost_p(reps, m)
+            else:
+                res = paired_bootstrap(frame, target, base, task, n_boot, alpha, rng_seed, validated=True)
+                p_tost = equivalence_p(frame, target, base, task, m, n_boot, rng_seed, validated=True)
             rel, note = _relative(t_mean, b_mean, floor)
             rows.append(
                 {

@@ -7,6 +7,8 @@ other non-significant difference is called "not significant", never "equal". Los
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import pandas as pd
 
 _ORDER = {"worse": 0, "better": 1, "equivalent": 2, "not significant": 3}
@@ -63,13 +65,23 @@ def lines(
     target: str = "HAG",
     at_chance: pd.DataFrame | None = None,
     alpha: float = 0.05,
+    gates: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Sentences from ``evaluation.relative_table`` outputs (and ``evaluation.at_chance``), in this order:
 
-    every loss first, then the tasks at chance, then wins, shown equivalences and non-significant
-    differences; then a count per baseline, and last how the tests were corrected (Holm, per table)
-    and what "equivalent" means (TOST, the margin).
+    adapters that did not learn their labels (``gates``: name -> ``gate.Gate``) first, then every
+    loss, then the tasks at chance, then wins, shown equivalences and non-significant differences;
+    then a count per baseline, and last how the tests were corrected (Holm, per table) and what
+    "equivalent" means (TOST, the margin).
     """
+    out: list[str] = []
+    if gates:
+        failed = [g for g in gates.values() if not g.passed]
+        for g in failed:
+            out.append(f"Adapter {g.adapter} did not learn its labels ({g.reason}); it is not scored as {target}.")
+        if len(failed) == len(gates):
+            out.append(f"No {target} adapter passed the gate, so {target} is not compared with any baseline.")
+            return out
     tables = [relative] + ([strong] if strong is not None else [])
     rel = pd.concat(tables, ignore_index=True)
     unknown = sorted(set(rel["verdict"]) - set(_ORDER))
@@ -78,7 +90,6 @@ def lines(
     chance_rows = at_chance.loc[at_chance["at_chance"].astype(bool)] if at_chance is not None else None
     chance_tasks = set(chance_rows["task"]) if chance_rows is not None else set()
 
-    out: list[str] = []
     ranked = rel.assign(_rank=rel["verdict"].map(_ORDER)).sort_values("_rank", kind="mergesort")
     losses = ranked.loc[ranked["verdict"] == "worse"]
     out += [_sentence(row, target, chance_tasks) for _, row in losses.iterrows()]

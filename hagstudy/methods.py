@@ -186,3 +186,25 @@ def stage1_then_answer(
         ]
     )
     return scores, proposed
+
+
+def pooled(scores: pd.DataFrame, members: Sequence[str], method: str = "hag") -> pd.DataFrame:
+    """A method trained several times (one member method per adapter) as one method: per (task, item,
+    seed), the mean score over its members, and their mean token count.
+
+    The point estimate of the pooled method is then the mean over adapters; its CI is computed by
+    ``evaluation.main_table(..., pooled=...)``, which resamples the adapters too. ``config`` and
+    ``status`` are per adapter and do not pool: they are left empty (read them per member).
+    """
+    if not members:
+        raise ValueError(f"pooled {method!r}: no member methods")
+    sub = scores[scores["method"].isin(list(members))]
+    missing = sorted(set(members) - set(sub["method"]))
+    if missing:
+        raise ValueError(f"pooled {method!r}: member method(s) {missing} have no scores")
+    counts = sub.groupby(["task", "item_id", "seed"])["method"].nunique()
+    if (counts != len(set(members))).any():
+        raise ValueError(f"pooled {method!r}: members are not scored on the same (task, item, seed) cells")
+    out = sub.groupby(["task", "item_id", "seed"], sort=False).agg(score=("score", "mean"), n_tokens=("n_tokens", "mean"))
+    out = out.reset_index().assign(method=method, config="", status="pooled")
+    return out[SCORE_COLUMNS]

@@ -144,13 +144,34 @@ def write_readme(profile: str = "default") -> Path:
         f"- commit: `{meta.get('commit', 'unknown')}`; machine: {meta.get('machine', 'unknown')}",
         "",
     ]
+    tables = paths.results / "tables"
+    sections = [  # (file, heading, columns or None for all): what a reader needs first comes first
+        ("train_gate.csv", "Did HAG's stage 1 learn its labels? (notebook 03's gate, validation rows)",
+         ["adapter", "seed", "steps", "parse_rate", "exact_match", "majority_exact_match", "distance",
+          "majority_distance", "passed", "beats_majority"]),
+        ("label_check.csv", "Labels kept per item after the held-out check (notebook 01)", None),
+    ]
+    for name, heading, columns in sections:
+        if (tables / name).is_file():
+            df = pd.read_csv(tables / name)
+            lines += [f"## {heading}", "", to_markdown(df[columns] if columns else df, decimals=3)]
     main = paths.results / "tables" / "main.csv"
     if main.is_file():
         df = pd.read_csv(main)
         lines += ["## Main table (95 % bootstrap CIs over items and seeds)", "", to_markdown(df, decimals=3)]
-    rel = paths.results / "tables" / "relative.csv"
-    if rel.is_file():
-        lines += ["## HAG against default and random", "", to_markdown(pd.read_csv(rel), decimals=3)]
+    compared = ["task", "baseline", "target_mean", "base_mean", "diff", "diff_ci_low", "diff_ci_high", "p_holm",
+                "p_tost_holm", "verdict"]
+    for name, heading in (("relative.csv", "HAG against default and random"),
+                          ("relative_strong.csv", "HAG against the strong baselines")):
+        if (tables / name).is_file():
+            df = pd.read_csv(tables / name)
+            lines += [f"## {heading} (Holm per table; TOST at ±0.02)", "",
+                      to_markdown(df[[c for c in compared if c in df.columns]], decimals=3)]
+    if (tables / "ablation_gate.csv").is_file():
+        df = pd.read_csv(tables / "ablation_gate.csv")
+        lines += ["## Ablation arms: did each adapter learn its labels? (notebook 05)", "",
+                  to_markdown(df[["method", "status", "parse_rate", "exact_match", "majority_exact_match", "distance",
+                                  "majority_distance"]], decimals=3)]
     figures = sorted((paths.results / "figures").glob("*.png")) if (paths.results / "figures").is_dir() else []
     if figures:
         lines += ["## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]

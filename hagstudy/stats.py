@@ -335,3 +335,81 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     result[order] = adjusted
     out[ok] = result
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Pooled methods: several trained adapters of one method
+
+
+def _member_matrix(frame: pd.DataFrame, members: Sequence[str], task: str | None = None) -> np.ndarray:
+    """Per-item means (mean over seeds) of each member method: an (adapters x items) matrix, items sorted."""
+    sub = frame if task is None else frame.loc[frame["task"] == task]
+    rows = []
+    index = None
+    for m in members:
+        got = sub.loc[sub["method"] == m]
+        if got.empty:
+            raise ValueError(f"pooled method member {m!r} has no scores" + (f" on task {task!r}" if task else ""))
+        means = _item_means(got)
+        index = means.index if index is None else index
+        if not means.index.equals(index):
+            raise ValueError(f"pooled members are not scored on the same items: {m!r} differs from {members[0]!r}")
+        rows.append(means.to_numpy(dtype=float))
+    return np.vstack(rows)
+
+
+def _pooled_replicates(mat: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Replicates of the mean over members of the mean over items, resampling members, then items.
+
+    ``mat`` is (members x items): entry (a, i) is member a's mean on item i (or a paired difference).
+    The same item draw is used for every drawn member, since the members answer the same items.
+    """
+    k, n = mat.shape
+    chunk = max(1, _CHUNK_CELLS // max(1, k * n))
+    out = np.empty(n_boot)
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        members = rng.integers(0, k, size=(b, k))
+        items = rng.integers(0, n, size=(b, n))
+        out[start : start + b] = mat[members[:, :, None], items[:, None, :]].mean(axis=(1, 2))
+    return out
+
+
+def pooled_ci(
+    scores: pd.DataFrame, members: Sequence[str], n_boot: int = 2000, alpha: float = 0.05, rng_seed: int = 0
+) -> CI:
+    """Mean and CI of a method trained several times (one member method per adapter) on one task.
+
+    The estimate is the mean over members of each member's mean of item means. Each replicate draws
+    the members with replacement (the spread across training seeds), then the items with replacement
+    (shared by the drawn members). Seeds are averaged within an item first: with a few adapters, the
+    adapter level and the item level carry the variation that matters for "would HAG help again?".
+    """
+    _check_boot_args(n_boot, alpha)
+    if not members:
+        raise ValueError("pooled_ci: no member methods")
+    mat = _member_matrix(scores, members)
+    reps = _pooled_replicates(mat, n_boot, np.random.default_rng(rng_seed))
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    return CI(float(mat.mean()), float(lo), float(hi))
+
+
+def pooled_paired_replicates(
+    scores: pd.DataFrame, members: Sequence[str], baseline: str, task: str, n_boot: int = 2000, rng_seed: int = 0
+) -> tuple[float, np.ndarray]:
+    """The pooled method minus ``baseline`` on one task: the mean difference and its bootstrap replicates.
+
+    Differences are paired per item (each member's item mean minus the baseline's), then resampled
+    like :func:`pooled_ci`: members, then items. Feed the replicates to the same p-value rules as
+    :func:`paired_bootstrap` (``_difference_p``) and :func:`equivalence_p` (``_tost_p``).
+    """
+    sub = scores.loc[scores["task"] == task]
+    mat = _member_matrix(sub, members)
+    base = _item_means(sub.loc[sub["method"] == baseline])
+    if base.empty:
+        raise ValueError(f"method {baseline!r} has no scores on task {task!r}")
+    index = _item_means(sub.loc[sub["method"] == members[0]]).index
+    d = mat - base.reindex(index).to_numpy(dtype=float)[None, :]
+    if np.isnan(d).any():
+        raise ValueError(f"task {task!r}: {baseline!r} is not scored on every item of the pooled method")
+    return float(d.mean()), _pooled_replicates(d, n_boot, np.random.default_rng(rng_seed))

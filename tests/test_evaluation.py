@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from hagstudy import evaluation as ev
+from hagstudy import methods
 from hagstudy import stats as st
 
 
@@ -419,3 +420,43 @@ def test_to_markdown() -> None:
     assert lines[0] == "| task | mean | n | rel |"
     assert lines[1] == "|:---|---:|---:|---:|"
     assert lines[2] == "| a\\|b | 0.1235 | 3 |  |"
+
+
+# ---------------------------------------------------------------------------- pooled adapters
+
+
+def _adapters(effects: tuple[float, ...], n_items: int = 80) -> pd.DataFrame:
+    """One member method per adapter, on the same items and seeds, shifted by each adapter's effect."""
+    frame = make_scores({"default": 0.0, **{f"hag_seed{k}": e for k, e in enumerate(effects)}}, n_items=n_items)
+    return frame
+
+
+def test_pooled_ci_includes_the_spread_across_adapters() -> None:
+    scores = _adapters((0.0, 0.3, -0.1))
+    members = ["hag_seed0", "hag_seed1", "hag_seed2"]
+    pooled_rows = methods.pooled(scores.assign(config="", status="", n_tokens=1), members)
+    plain = st.bootstrap_ci(pooled_rows[["item_id", "seed", "score"]])
+    ci = st.pooled_ci(scores, members)
+    assert ci.mean == pytest.approx(plain.mean)  # the same point estimate: the mean over adapters
+    # adapters that disagree widen the interval beyond what items and seeds alone give
+    assert (ci.ci_high - ci.ci_low) > 1.5 * (plain.ci_high - plain.ci_low)
+    same = _adapters((0.1, 0.1, 0.1))
+    # with one member the pooled bootstrap is an item bootstrap of that member
+    one = st.pooled_ci(same, ["hag_seed0"])
+    assert one.mean == pytest.approx(st.bootstrap_ci(same[same.method == "hag_seed0"]).mean)
+    with pytest.raises(ValueError, match="no scores"):
+        st.pooled_ci(scores, ["hag_seed9"])
+
+
+def test_main_and_relative_tables_use_the_pooled_bootstrap() -> None:
+    scores = _adapters((0.0, 0.3, -0.1)).assign(config="", status="", n_tokens=1)
+    members = ["hag_seed0", "hag_seed1", "hag_seed2"]
+    scores = pd.concat([scores, methods.pooled(scores, members)], ignore_index=True)
+    plain = ev.main_table(scores).set_index("method").loc["hag"]
+    pooled = ev.main_table(scores, pooled={"hag": members}).set_index("method").loc["hag"]
+    assert pooled["mean"] == pytest.approx(plain["mean"]) and pooled["ci_high"] - pooled["ci_low"] > plain["ci_high"] - plain["ci_low"]
+    rel_plain = ev.relative_table(scores, target="hag", baselines=("default",)).iloc[0]
+    rel = ev.relative_table(scores, target="hag", baselines=("default",), members=members).iloc[0]
+    assert rel["diff"] == pytest.approx(rel_plain["diff"])
+    assert rel["diff_ci_high"] - rel["diff_ci_low"] > rel_plain["diff_ci_high"] - rel_plain["diff_ci_low"]
+    assert rel["p_value"] >= rel_plain["p_value"]

@@ -104,3 +104,24 @@ def test_findings_from_a_computed_table() -> None:
     rel = ev.relative_table(frame, baselines=("default",), n_boot=500)
     text = findings.lines(rel)
     assert text[0].startswith("coinflip: HAG is equivalent to default within ±0.02 (TOST")
+
+
+def test_adapters_that_did_not_learn_come_first_and_stop_the_comparison() -> None:
+    from hagstudy import gate
+
+    q = {"n": 4, "parse_rate": 1.0, "exact_all": 0.8, "mean_distance": 0.1}
+    maj = {"n": 4, "parse_rate": 1.0, "exact_all": 0.75, "mean_distance": 0.2}
+    ok = gate.judge("hag_seed0", 0, 9, q, maj, 0.99)
+    bad = gate.judge("hag_seed1", 1, 9, {**q, "parse_rate": 0.5}, maj, 0.99)
+    rel = ev.relative_table(_scores_for_findings(), target="hag", baselines=("default",))
+    some = findings.lines(rel, gates={"hag_seed0": ok, "hag_seed1": bad})
+    assert some[0].startswith("Adapter hag_seed1 did not learn its labels (parse rate 0.500")
+    assert not any("did not learn" in line for line in some[1:])
+    none = findings.lines(rel.iloc[0:0], gates={"hag_seed1": bad})
+    assert len(none) == 2 and "No HAG adapter passed the gate" in none[1]
+
+
+def _scores_for_findings() -> pd.DataFrame:
+    from test_evaluation import make_scores
+
+    return make_scores({"default": 0.0, "hag": 0.2}, n_items=60)

@@ -174,3 +174,38 @@ def test_chance_refuses_test_items_in_the_search_split_and_no_candidates():
     task.chance_answers = lambda search_items: []
     with pytest.raises(ValueError, match="no chance answers"):
         methods.chance(task, task.test, SEEDS, task.search)
+
+
+def test_pooled_averages_the_members_per_item_and_seed():
+    rows = []
+    for m, value in (("hag_seed0", 0.0), ("hag_seed1", 1.0), ("other", 0.5)):
+        for item in ("a", "b"):
+            for seed in (0, 1):
+                rows.append({"task": "t", "method": m, "item_id": item, "seed": seed, "score": value,
+                             "config": "{}", "status": "ok", "n_tokens": 2})
+    scores = pd.DataFrame(rows, columns=methods.SCORE_COLUMNS)
+    out = methods.pooled(scores, ["hag_seed0", "hag_seed1"])
+    assert list(out.columns) == methods.SCORE_COLUMNS and len(out) == 4
+    assert set(out["method"]) == {"hag"} and (out["score"] == 0.5).all() and (out["status"] == "pooled").all()
+    with pytest.raises(ValueError, match="no scores"):
+        methods.pooled(scores, ["hag_seed0", "hag_seed7"])
+    with pytest.raises(ValueError, match="same"):
+        methods.pooled(scores.drop(index=0), ["hag_seed0", "hag_seed1"])
+    with pytest.raises(ValueError, match="no member"):
+        methods.pooled(scores, [])
+
+
+def test_arms_that_did_not_learn_are_listed_without_a_score():
+    from hagstudy import gate
+
+    q = {"n": 4, "parse_rate": 0.0, "exact_all": 0.0, "mean_distance": float("nan")}
+    maj = {"n": 4, "parse_rate": 1.0, "exact_all": 0.75, "mean_distance": 0.2}
+    gates = {"hag_train25": gate.judge("hag_train25", 0, 3, q, maj, 0.99),
+             "hag_train50": gate.judge("hag_train50", 0, 3, {**q, "parse_rate": 1.0, "exact_all": 0.8, "mean_distance": 0.1}, maj, 0.99)}
+    table = pd.DataFrame([{"task": "t", "method": "hag_train50", "mean": 0.5, "ci_low": 0.4, "ci_high": 0.6,
+                           "n_items": 4, "n_seeds": 1}])
+    out = ablations.with_unlearned(table, gates)
+    assert list(out["method"]) == ["hag_train50", "hag_train25"]
+    assert pd.isna(out.iloc[1]["mean"]) and out.iloc[1]["note"].startswith("did not learn: parse rate 0.000")
+    frame = ablations.gate_table(gates)
+    assert list(frame["status"]) == ["did not learn", "learned"] and list(frame["method"]) == list(gates)

@@ -51,7 +51,7 @@ def test_statistics_cells_run_on_synthetic_scores(tmp_path: Path) -> None:
     scores = synthetic_scores()
     proposals = scores.loc[scores["method"].isin(["hag", "zero_shot"]) & (scores["seed"] == 0), ["task", "method", "item_id"]]
     ns = {"evaluation": evaluation, "findings": findings, "plots": plots, "pd": pd, "run": FakeRun(tmp_path),
-          "scores": scores, "proposals": proposals.assign(status="ok")}  # fmt: skip
+          "scores": scores, "proposals": proposals.assign(status="ok"), "learned": ["hag"], "gates": {}}  # fmt: skip
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         for cell_id in after_scores:
