@@ -44,7 +44,7 @@ def test_the_committed_profiles_keep_their_values():
     assert smoke.ablation == config.AblationSettings(n_test=2, n_seeds=1, train_fractions=(0.5,), search_fraction=0.5)
     assert (smoke.seeds, smoke.seed, smoke.tasks, smoke.model) == ((0, 1), 1234, (), "smollm2-135m-instruct")
     default = load_profile("default")
-    assert default.train == config.TrainSettings(epochs=2.0, learning_rate=0.001, max_length=256, validation_fraction=0.2)
+    assert default.train == config.TrainSettings(epochs=3.0, learning_rate=0.002, max_length=256, validation_fraction=0.2, checkpoints=6)
     assert default.search == SearchSettings(greedy_draws=4, keep_margin=0.1) and default.prelim_grid == {}
     assert default.search.greedy_r == 4 and smoke.search.greedy_r == 2 and SearchSettings(draws=3).greedy_r == 3
     assert default.ablation == config.AblationSettings(n_test=30, n_seeds=2, train_fractions=(0.25, 0.5), search_fraction=0.25)
