@@ -17,9 +17,10 @@ import pandas as pd
 
 from hagstudy import dataset, evaluation, gate, label_check, methods, search, study
 from hagstudy.decoding import HYPERPARAMETERS, DecodingConfig
-from hagstudy.scoring import Engine, Task, evaluate
+from hagstudy.label_check import heldout_means
+from hagstudy.scoring import Engine, Task
 from hagstudy.search import ItemLabel, PruneResult, generations_per_item
-from hagstudy.seeds import OFFSET_HELDOUT, OFFSET_REPEAT
+from hagstudy.seeds import OFFSET_REPEAT
 
 if TYPE_CHECKING:
     from hagstudy.tasks.base import Item
@@ -27,24 +28,6 @@ if TYPE_CHECKING:
 
 def _key(config: DecodingConfig) -> str:
     return config.effective().to_json()
-
-
-def heldout_means(
-    engine: Engine, task: Task, wanted: Sequence[tuple[Item, Sequence[DecodingConfig]]], draws: int, stage: str
-) -> dict[tuple[str, str], float]:
-    """Mean score of each item's configs on ``draws`` fresh held-out draws, keyed by (item id, config JSON).
-
-    An item's duplicate configs are scored once; the order of ``wanted`` is the engine's request order.
-    """
-    pairs = []
-    for item, configs in wanted:
-        seen: list[str] = []
-        for c in configs:
-            if _key(c) not in seen:
-                seen.append(_key(c))
-                pairs.append((item, c))
-    evals, _ = evaluate(engine, task, pairs, draws, OFFSET_HELDOUT, stage=stage)
-    return {(ev.item_id, _key(ev.config)): ev.mean for ev in evals}
 
 
 # ---------------------------------------------------------------------------------------------

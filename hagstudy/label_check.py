@@ -16,7 +16,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import pandas as pd
 
@@ -25,6 +25,9 @@ from hagstudy.files import atomic_write
 from hagstudy.scoring import Engine, Task, evaluate
 from hagstudy.search import ItemLabel
 from hagstudy.seeds import OFFSET_HELDOUT
+
+if TYPE_CHECKING:
+    from hagstudy.tasks.base import Item
 
 FILE = "checked_labels.csv"
 COLUMNS = (
@@ -66,10 +69,32 @@ class CheckedLabel:
         }
 
 
+def heldout_means(
+    engine: Engine, task: Task, wanted: Sequence[tuple[Item, Sequence[DecodingConfig]]], draws: int, stage: str
+) -> dict[tuple[str, str], float]:
+    """Mean score of each item's configs on ``draws`` fresh held-out draws, keyed by (item id, config JSON).
+
+    An item's duplicate configs are scored once; the order of ``wanted`` is the engine's request order.
+    """
+    pairs = []
+    for item, configs in wanted:
+        seen: list[str] = []
+        for c in configs:
+            if _key(c) not in seen:
+                seen.append(_key(c))
+                pairs.append((item, c))
+    evals, _ = evaluate(engine, task, pairs, draws, OFFSET_HELDOUT, stage=stage)
+    return {(ev.item_id, _key(ev.config)): ev.mean for ev in evals}
+
+
+def _key(config: DecodingConfig) -> str:
+    return config.effective().to_json()
+
+
 def _search_mean(label: ItemLabel, config: DecodingConfig) -> float:
-    key = config.effective().to_json()
+    key = _key(config)
     for ev in label.evaluations:
-        if ev.config.effective().to_json() == key:
+        if _key(ev.config) == key:
             return ev.mean
     return math.nan
 
@@ -97,13 +122,7 @@ def check(
     if missing:
         raise ValueError(f"task {task.name}: labels for items that were not given: {missing[:3]}")
     start = start.effective()
-    pairs = []
-    for lab in labels:
-        pairs.append((by_id[lab.item_id], start))
-        if lab.config.effective().to_json() != start.to_json():
-            pairs.append((by_id[lab.item_id], lab.config.effective()))
-    evals, _ = evaluate(engine, task, pairs, draws, OFFSET_HELDOUT, stage=stage)
-    means = {(ev.item_id, ev.config.effective().to_json()): ev.mean for ev in evals}
+    means = heldout_means(engine, task, [(by_id[lab.item_id], [start, lab.config.effective()]) for lab in labels], draws, stage)
     out = []
     for lab in labels:
         searched = lab.config.effective()
