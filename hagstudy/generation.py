@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from hagstudy import decode_step, models
+from hagstudy.config import ENGINE_STEPS
 from hagstudy.decoding import DecodingConfig
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ ENGINE_VERSION = "2"  # 2: the final sampling path of the first release (1 was u
 # The keys of texts decoded with ``decode_step`` (step "fused" or "compiled") carry this version and the
 # step's name instead: its rounding differs from the eager forward's, so neither may serve the other.
 STEP_VERSION = "3"
-STEPS = ("eager", "fused", "compiled", "auto")
+STEPS = ENGINE_STEPS  # the profile checks generation.step against the same tuple
 KV_BUCKET = 16  # fused/compiled steps attend over the cache rounded up to this many columns (grown in these steps)
 
 TOPP_CANDIDATES = 64  # first guess at the nucleus size; rows whose nucleus is larger are sorted in full

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from hagstudy import models
+from hagstudy import decode_step, models
 from hagstudy.config import Paths, Profile, TrainSettings, load_profile, save_profile
 from hagstudy.decoding import SearchSpace
 
@@ -92,8 +92,12 @@ class Run:
                 from hagstudy.training import load_adapted
 
                 model, tokenizer = load_adapted(spec, adapter, dtype=self.profile.dtype)
+            step = self.profile.generation.step
+            if step == "fused" and (why := decode_step.unsupported(model)):
+                log.warning("decode step 'eager' for %s, not the profile's 'fused': %s", spec, why)
+                step = "eager"
             # No progress bars in notebooks: they bloat the rendered copies; each call logs a summary line.
-            self._engines[key] = Engine(model, tokenizer, self.cache(), progress=False)
+            self._engines[key] = Engine(model, tokenizer, self.cache(), progress=False, step=step)
         return self._engines[key]
 
     def drop_engine(self, adapter: str | Path | None = None, model_spec: str | None = None) -> None:

@@ -21,6 +21,7 @@ and on N GPUs as ``accelerate launch --config_file configs/accelerate/<ddp|fsdp>
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -31,7 +32,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from hagstudy import models
 from hagstudy.config import TrainSettings
@@ -39,6 +40,9 @@ from hagstudy.config import TrainSettings
 log = logging.getLogger(__name__)
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+# Part of every training fingerprint: bump it whenever the same rows, settings and seed could train a
+# different adapter. 2: on CPU, bf16 base weights, eager attention and a loss head over label tokens only.
+TRAIN_VERSION = "2"
 TRAIN_LOG = "train_log.json"
 FINGERPRINT = "FINGERPRINT"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -99,9 +103,9 @@ def sft_config(
 ) -> Any:
     """TRL's ``SFTConfig`` for a LoRA run, with bf16 autocast where ``settings.bf16`` (always on CUDA).
 
-    On the AMX CPU bf16 autocast measured 6.1 s/step against 6.7 in fp32 (batch 8, ~100-token rows:
-    the step is bound by per-op overhead more than by matmuls); the LoRA weights and the optimizer
-    stay fp32 either way. TRL's defaults that would hurt here are overridden: activation (gradient)
+    On the AMX CPU, ``bf16`` also loads the base weights in bf16 and ``train`` adds two more CPU levers
+    (a loss head over label tokens only, eager attention); ``scripts/bench_train.py`` times each against
+    round 2's fp32-weights-plus-autocast step in one run. The LoRA weights and the optimizer stay fp32. TRL's defaults that would hurt here are overridden: activation (gradient)
     checkpointing (on by default; only slows a 135M model down), ``logging_steps`` (10; we log every
     step, runs are short) and reporting (off: no wandb/trackio).
     """
@@ -263,8 +267,13 @@ def train(
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     set_seed(seed)
     world, main = _world()
-    # Base weights in bf16 on CUDA (LoRA adapters stay fp32: PEFT upcasts them); fp32 on CPU, as before.
-    model, tokenizer = models.load(base_spec, dtype="bfloat16" if _cuda() else "float32")
+    # Base weights in bf16 on CUDA, and on CPU under ``settings.bf16`` (the LoRA weights and the optimizer
+    # stay fp32: PEFT upcasts them); autocast would otherwise re-cast every fp32 weight on every step.
+    model, tokenizer = models.load(base_spec, dtype="bfloat16" if _cuda() or settings.bf16 else "float32")
+    if not _cuda():
+        # Rows here are ~100 tokens: the plain matmul attention beats SDPA's CPU flash kernel, whose backward
+        # alone took ~0.7 s of a 4.4 s step (scripts/bench_train.py).
+        model.set_attn_implementation("eager")
     train_rows, dropped_train = fit_rows(tokenizer, list(train_rows), settings.max_length)
     val_rows, dropped_val = fit_rows(tokenizer, list(val_rows or []), settings.max_length)
     if world > 1:  # every rank must name the same folder; rank 0 writes it
@@ -279,11 +288,12 @@ def train(
         if world == 1:  # snapshots for the stage-1 learning curve (single process: the CPU and 1-GPU runs)
             trainer.add_callback(_snapshot_callback(tokenizer, tmp / CHECKPOINTS, settings.checkpoints))
         start = time.perf_counter()
-        out = trainer.train()
-        train_seconds = time.perf_counter() - start
-        eval_loss = None
-        if val_rows:
-            eval_loss = float(trainer.evaluate()["eval_loss"])
+        with label_positions_only():
+            out = trainer.train()
+            train_seconds = time.perf_counter() - start
+            eval_loss = None
+            if val_rows:
+                eval_loss = float(trainer.evaluate()["eval_loss"])
         wall = time.perf_counter() - start
         if world > 1:
             # Collective (FSDP / ZeRO-3 gather the full adapter state on rank 0); only rank 0 writes.
@@ -331,6 +341,31 @@ def train(
     return result
 
 
+@contextlib.contextmanager
+def label_positions_only() -> Iterator[bool]:
+    """Make TRL's fused LM head project only the positions that carry a label, on CPU too.
+
+    TRL 1.16's ``add_fused_lm_head`` scores only label positions where Triton runs and *every* position
+    elsewhere, masking the rest afterwards. Our labels are the ~20 config tokens of a ~100-token row, so
+    on CPU four fifths of the vocabulary projection, its entropy and its backward were thrown away: 2.0 s
+    of a 4.4 s step. The compact path is TRL's own (same kernel, same loss, fewer rows), chosen by the
+    private ``trl.trainer.utils._use_triton``; if a TRL release renames it, training runs the slow path,
+    logged. Yields whether the compact path is on.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        log.warning("trl.trainer.utils._use_triton is gone: the fused LM head scores every position (slower, same loss)")
+        yield False
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield True
+    finally:
+        trl_utils._use_triton = original
+
+
 def _cuda() -> bool:
     import torch
 
@@ -350,8 +385,8 @@ def _rank_result(output_dir: Path, base_spec: str, seed: int, trainer: Any) -> T
 
 def fingerprint(base_spec: str, train_rows: Sequence[dict[str, Any]], val_rows: Sequence[dict[str, Any]] | None,
                 settings: TrainSettings, seed: int) -> str:
-    """What makes two trainings "the same": base model, rows, settings and seed."""
-    payload = json.dumps([base_spec, list(train_rows), val_rows, repr(settings), seed], sort_keys=True)
+    """What makes two trainings "the same": the training code's version, base model, rows, settings and seed."""
+    payload = json.dumps([TRAIN_VERSION, base_spec, list(train_rows), val_rows, repr(settings), seed], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -11,3 +11,4 @@ majority_exact_match  # Gate fields, read from the gate table (gate.py; notebook
 majority_distance  # likewise
 _.on_train_begin  # transformers' TrainerCallback hooks, called by the Trainer (training.py)
 _.on_step_end  # likewise
+_.on_step_begin  # likewise (scripts/bench_train.py)

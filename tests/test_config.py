@@ -47,6 +47,7 @@ def test_the_committed_profiles_keep_their_values():
     assert default.train == config.TrainSettings(epochs=3.0, learning_rate=0.002, max_length=256, validation_fraction=0.2, checkpoints=6)
     assert default.search == SearchSettings(greedy_draws=4, keep_margin=0.1) and default.prelim_grid == {}
     assert default.search.greedy_r == 4 and smoke.search.greedy_r == 2 and SearchSettings(draws=3).greedy_r == 3
+    assert default.generation.step == "fused" and smoke.generation.step == "fused"
     assert default.ablation == config.AblationSettings(n_test=30, n_seeds=2, train_fractions=(0.25, 0.5), search_fraction=0.25)
 
 
@@ -97,6 +98,7 @@ def test_unknown_profile_lists_known_ones():
         ({"model": "  "}, "model: must name a model"),
         ({"ablation": {"n_seeds": 3}}, r"ablation.n_seeds: must be in \[1, 2\]"),
         ({"ablation": {"train_fractions": [0.5, 0]}}, r"ablation.train_fractions\[1\]: must be in \(0, 1\]"),
+        ({"generation": {"step": "warp"}}, r"generation.step: must be one of \['eager', 'fused', 'compiled', 'auto'\], got 'warp'"),
     ],
 )
 def test_bad_values_fail_at_once_naming_the_file_and_field(override, message):

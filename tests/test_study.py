@@ -1,6 +1,7 @@
 """study.start: the profile's task names are resolved and checked at the start of a notebook."""
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,16 @@ def test_start_names_every_task_when_the_profile_lists_none(root):
     assert saved["tasks"] == tasks.names()  # profile.json records the tasks, as before
     picked = study.start("smoke", notebook="nb", tasks=["taboo"])
     assert picked.profile.tasks == ("taboo",) and [t.name for t in picked.tasks()] == ["taboo"]
+
+
+def test_the_engine_runs_the_profiles_step_or_eager_where_fused_cannot(root, monkeypatch, caplog):
+    run = study.start("smoke", notebook="nb", model="tiny-random")
+    logging.getLogger().addHandler(caplog.handler)  # study.start resets the root logger's handlers
+    try:
+        assert run.engine().requested_step == "fused"
+        monkeypatch.setattr(study.decode_step, "unsupported", lambda model: "model type 'qwen2' is not llama")
+        run.drop_engine()
+        assert run.engine().requested_step == "eager"
+    finally:
+        logging.getLogger().removeHandler(caplog.handler)
+    assert "not the profile's 'fused': model type 'qwen2' is not llama" in caplog.text

@@ -186,3 +186,22 @@ def test_the_saved_history_has_no_wall_clock_columns():
                          wall_seconds=9.0, seconds_per_step=4.5, train_loss=0.5, mean_train_loss=0.45, eval_loss=0.4,
                          n_train=4, n_validation=2, n_dropped_too_long=0, log_history=log)
     assert list(result.history().columns) == ["loss", "step", "epoch", "eval_loss", "train_loss", "total_flos"]
+
+
+def test_the_label_only_loss_head_gives_the_same_loss_and_is_undone(trainer):
+    """training.label_positions_only switches TRL's fused LM head to label positions on CPU: same loss, and
+    TRL's own choice comes back afterwards. Fails if TRL renames the private switch (the slow path would
+    then run silently but for a warning)."""
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._use_triton
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    model = trainer.model
+    with torch.no_grad():
+        full = model(**batch, fused_lm_head=True)
+        with training.label_positions_only() as compact:
+            assert compact and trl_utils._use_triton(torch.device("cpu"))
+            label_only = model(**batch, fused_lm_head=True)
+    assert trl_utils._use_triton is original
+    assert torch.allclose(full.loss, label_only.loss, rtol=1e-5, atol=1e-6)
+    assert torch.equal(full.label_mask, label_only.label_mask)
