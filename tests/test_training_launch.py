@@ -34,16 +34,21 @@ def rows(n: int) -> list[dict]:
     ]
 
 
-def test_fingerprint_is_what_train_once_always_stored():
-    """Adapters trained before the entry point existed stay current (same formula as study.train_once had)."""
+def test_the_fingerprint_names_the_training_code_version():
+    """An adapter trained by older training code (round 2: fp32 base weights, SDPA, a loss head over every
+    position) has the old formula's fingerprint, so it is retrained rather than served as current."""
     import hashlib
     import json
 
     p = load_profile("smoke")
     tr, va = rows(2), rows(1)
     old = hashlib.sha256(json.dumps([p.model, tr, va, repr(p.train), p.seed], sort_keys=True).encode()).hexdigest()[:16]
-    assert training.fingerprint(p.model, tr, va, p.train, p.seed) == old
-    assert training.fingerprint(p.model, tr, va, p.train, p.seed + 1) != old
+    now = training.fingerprint(p.model, tr, va, p.train, p.seed)
+    assert now != old
+    assert now == hashlib.sha256(
+        json.dumps([training.TRAIN_VERSION, p.model, tr, va, repr(p.train), p.seed], sort_keys=True).encode()
+    ).hexdigest()[:16]
+    assert training.fingerprint(p.model, tr, va, p.train, p.seed + 1) != now
 
 
 def test_adapter_config_is_written_in_one_order(tmp_path):
