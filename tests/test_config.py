@@ -212,9 +212,39 @@ def test_config_imports_nothing_from_the_task_registry():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-def test_only_default_writes_committed_results():
-    assert load_profile("default").paths.results == config.repo_root() / "results"
-    assert load_profile("smoke").paths.results == config.repo_root() / "artifacts" / "smoke" / "results"
+def test_only_default_writes_committed_results(monkeypatch):
+    monkeypatch.delenv(config.OUTPUT_ENV, raising=False)
+    root = config.repo_root()
+    assert load_profile("default").paths.results == root / "results"
+    assert load_profile("smoke").paths.results == root / "artifacts" / "smoke" / "results"
+    assert not load_profile("default", model="smollm2-135m-instruct").model_override  # the profile's own model
+    other = load_profile("default", model="tiny-random")  # a notebook's model parameter
+    assert other.model_override and other.paths.artifacts == root / "artifacts" / "default@tiny-random"
+    assert other.paths.results == root / "artifacts" / "default@tiny-random" / "results"
+    # `make lab`: tables and figures under the output root, per run; artifacts are still the run's own.
+    monkeypatch.setenv(config.OUTPUT_ENV, "artifacts/lab")
+    assert load_profile("default").paths.results == root / "artifacts" / "lab" / "default"
+    assert load_profile("default").paths.artifacts == root / "artifacts" / "default"
+    assert other.paths.results == root / "artifacts" / "lab" / "default@tiny-random"
+
+
+def test_run_folders_never_share_a_name():
+    assert config.run_folder("default") == "default"
+    assert config.run_folder("default", "tiny-random") == "default@tiny-random"
+    path = config.run_folder("default", "/models/org/name")
+    assert path.startswith("default@models-org-name-") and len(path.rsplit("-", 1)[1]) == 8
+    names = {config.run_folder("default", m) for m in ("org/name", "org-name", "org_name", "/org/name", "a" * 80)}
+    assert len(names) == 5 and all(len(n) <= len("default@") + 60 for n in names)
+
+
+def test_model_override_is_not_a_profile_key(tmp_path, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "x.yaml").write_text("model: tiny-random\nmodel_override: true\n")
+    monkeypatch.setenv(config.ROOT_ENV, str(tmp_path))
+    with pytest.raises(ProfileError, match=r"configs/x.yaml: unknown key\(s\) \['model_override'\]"):
+        load_profile("x")
+    (tmp_path / "configs" / "x.yaml").write_text("model: tiny-random\n")
+    assert not load_profile("x").model_override and load_profile("x").paths.artifacts.name == "x"
 
 
 def test_save_profile_roundtrip(tmp_path: Path):
