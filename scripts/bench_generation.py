@@ -1,18 +1,22 @@
 """Generation benchmark: the engine against transformers' ``model.generate`` on the same requests.
 
-Usage: ``.venv/bin/python scripts/bench_generation.py [--repeats 2] [--prompts 16] [--quick]``
-(``make bench``; ``scripts/gpu_check.py`` runs it on a GPU with ``--prompts 256``, 2,048 requests). Writes results/benchmarks/generation.json; the last printed line is
-``engine_speedup_vs_per_config_generate: X.XX``.
+Usage: ``.venv/bin/python scripts/bench_generation.py [--repeats 2] [--prompts 16] [--no-cb] [--quick]``
+(``make bench``; ``scripts/gpu_check.py`` runs it on a GPU with ``--prompts 256``, 2,048 requests). Writes
+results/benchmarks/generation.json; the last printed line is ``engine_speedup_vs_per_config_generate: X.XX``.
+``--quick --model tiny-random --out PATH`` checks the script end to end in seconds
+(tests/test_bench_generation.py); ``--quick`` alone writes no JSON.
 
 Workload: ``--prompts`` chat prompts from the study's tasks (search split, spread over all six) times
 8 distinct decoding configs (greedy to hot, with and without top-k/top-p/repetition penalty),
-``max_new_tokens`` 64, cache off, one dtype for everything (bf16 by default: the fast path on AMX).
-Three ways to produce the same completions, timed in one process, interleaved per repeat:
+``max_new_tokens`` 64 (``--max-new-tokens``), cache off, one dtype for everything (bf16 by default: the fast path on AMX).
+Four ways to produce the same completions, timed in one process, interleaved per repeat:
 
   (a) ``model.generate`` once per request (batch 1), on a subset of requests (it is slow), whose
       rate stands for all of them;
   (b) ``model.generate`` once per distinct config, all of that config's prompts batched (left padding);
-  (c) ``Engine.generate`` on all requests at once (per-row configs, continuous batching).
+  (c) ``Engine.generate`` on all requests at once (per-row configs, continuous batching);
+  (e) transformers' own continuous batching (``ContinuousBatchingManager``, ``per_request_processors=True``)
+      on all requests at once: see CB_LIMITS for the rows it cannot decode as the engine does.
 
   (c) is timed once per engine decode step (``--steps``, default eager and fused), and (d) times the
       engine on a second, search-shaped workload: items x 8 configs x ``--draws`` seeds, 16-96 tokens.
@@ -20,8 +24,11 @@ Three ways to produce the same completions, timed in one process, interleaved pe
 Under load, ``--threads 1`` can be far faster than two threads (a parallel region waits for a
 descheduled thread); the JSON records threads and the load average per repeat. Bounds printed: matmul
 FLOP/s over 2 x parameters, and copy bandwidth over the weights' bytes (per step, at the engine batch).
-transformers' continuous batching is not timed yet (its per-request kwargs carry temperature/top-k/top-p
-only, with no per-request repetition penalty or seed).
+(e) is timed from the first ``add_request`` to the last result; building its paged cache (``setup_seconds``)
+is recorded but not counted, which favours (e). ``--no-cb`` skips it; a failure of (e) (it is an experimental
+API) is recorded in the JSON and printed, and the other arms still run. It runs on CPU: without flash attention
+transformers keeps sdpa over its paged cache (one varlen batch under a block mask), and its top-k and top-p
+warpers each sort the whole vocabulary per row per step (on tiny-random that sorting is most of its time).
 
 Rates are *useful* tokens per second: generated tokens before the end-of-turn token. Sampled
 texts differ between (a)/(b) and (c) (different random streams), so their token counts differ a
@@ -71,6 +78,15 @@ CONFIGS = [  # 8 distinct configs spanning the search space
 
 PROMPTS_FILE: Path | None = None  # --prompts-file: rendered prompts instead of the tasks' (machines without data/)
 
+# What transformers' continuous batching can and cannot express, printed and written to the JSON.
+CB_LIMITS = (
+    "per-request temperature, top_k and top_p only: no per-request repetition penalty (transformers marks "
+    "RepetitionPenaltyLogitsProcessor unsupported under continuous batching and drops it, so rows with "
+    "repetition_penalty != 1 decode WITHOUT the penalty: not the engine's distribution), no per-request seed (one seed "
+    "per manager), and do_sample is one flag per manager, so greedy and sampled rows cannot share one batch as greedy: "
+    "greedy rows run in the sampled batch as top_k=1 (the argmax: greedy's tokens barring exact ties)"
+)
+
 
 def task_prompts(engine: Engine, n_prompts: int) -> list[str]:
     """``n_prompts`` rendered task prompts, round-robin over the six tasks (search split), or the first
@@ -94,9 +110,9 @@ def task_prompts(engine: Engine, n_prompts: int) -> list[str]:
     return prompts
 
 
-def build_requests(engine: Engine, n_prompts: int) -> list[Request]:
-    """``n_prompts`` task prompts x the 8 configs, seed 0, ``MAX_NEW`` new tokens."""
-    return [Request(p, c.with_(max_new_tokens=MAX_NEW), seed=0) for c in CONFIGS for p in task_prompts(engine, n_prompts)]
+def build_requests(engine: Engine, n_prompts: int, max_new: int = MAX_NEW) -> list[Request]:
+    """``n_prompts`` task prompts x the 8 configs, seed 0, ``max_new`` new tokens."""
+    return [Request(p, c.with_(max_new_tokens=max_new), seed=0) for c in CONFIGS for p in task_prompts(engine, n_prompts)]
 
 
 def search_requests(engine: Engine, n_items: int, draws: int) -> list[Request]:
@@ -188,6 +204,83 @@ def time_engine(engine: Engine, reqs: list[Request]) -> dict[str, Any]:
     }
 
 
+def cb_row_kwargs(cfg: DecodingConfig, vocab: int) -> dict[str, Any]:
+    """Per-request ``temperature``/``top_k``/``top_p`` for transformers' continuous batching (see CB_LIMITS).
+
+    Its top-k warper clamps k to at least 1, so "top_k 0 = off" must be sent as the vocabulary size (0 would
+    be greedy); greedy is top_k 1 at temperature 1. The repetition penalty has no per-request slot.
+    """
+    if cfg.greedy:
+        return {"temperature": 1.0, "top_k": 1, "top_p": 1.0}
+    return {"temperature": float(cfg.temperature), "top_k": int(cfg.top_k) or vocab, "top_p": float(cfg.top_p)}
+
+
+def cb_same_distribution(cfg: DecodingConfig) -> bool:
+    """Whether (e) decodes ``cfg`` as the engine does: only the repetition penalty is lost."""
+    return cfg.repetition_penalty == 1.0
+
+
+def cb_settings(tok: Any, reqs: list[Request], batch: int, page_size: int, max_batch_tokens: int) -> dict[str, int]:
+    """The paged cache's shape for (e): ``batch`` requests per step (the engine's batch), and enough blocks for
+    ``batch`` of the longest request at once. Left to itself, transformers sizes the cache on CPU from 60% of
+    the machine's RAM, which a shared machine cannot give."""
+    longest = max(len(tok(r.prompt, add_special_tokens=False)["input_ids"]) + r.config.max_new_tokens for r in reqs)
+    return {
+        "max_requests_per_batch": batch,
+        "page_size": page_size,
+        "num_blocks": batch * -(-longest // page_size),
+        "max_batch_tokens": max_batch_tokens,
+    }
+
+
+def time_continuous_batching(model: Any, tok: Any, reqs: list[Request], eos: set[int], settings: dict[str, int]) -> dict[str, Any]:
+    """(e): all ``reqs`` through one ``ContinuousBatchingManager`` with per-request processors. Raises on any failure.
+
+    Not under ``torch.inference_mode``: the manager's generation thread runs under ``no_grad`` and must update
+    the cache tensors built here in place, which inference-mode tensors refuse.
+    """
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    vocab = model.config.vocab_size
+    # The base values only make transformers build its three warpers (a value of 1.0/None/0 builds none, and a
+    # request cannot then set it); every request overrides all three.
+    gen = GenerationConfig(do_sample=True, temperature=0.5, top_k=50, top_p=0.9, max_new_tokens=max(r.config.max_new_tokens for r in reqs),
+                           eos_token_id=sorted(eos), pad_token_id=tok.pad_token_id)
+    cb = ContinuousBatchingConfig(per_request_processors=True, seed=0, **settings)
+    ids = [tok(r.prompt, add_special_tokens=False)["input_ids"] for r in reqs]
+    setup = time.perf_counter()
+    with model.continuous_batching_context_manager(generation_config=gen, continuous_batching_config=cb, block=True, timeout=60) as manager:
+        start = time.perf_counter()
+        for i, (r, p) in enumerate(zip(reqs, ids)):
+            manager.add_request(p, request_id=f"r{i}", max_new_tokens=r.config.max_new_tokens, eos_token_id=sorted(eos),
+                                **cb_row_kwargs(r.config, vocab))
+        results: dict[str, Any] = {}
+        while len(results) < len(reqs):
+            out = manager.get_result(timeout=1)
+            if out is None and not manager.is_running():
+                raise RuntimeError(f"the continuous batching loop stopped with {len(results)} of {len(reqs)} requests done")
+            if out is not None and out.is_finished():
+                results[out.request_id] = out
+        seconds = time.perf_counter() - start
+    failed = [o for o in results.values() if o.error is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(reqs)} requests failed; first: {failed[0].error}")
+    useful_tokens = [useful(results[f"r{i}"].generated_tokens, eos) for i in range(len(reqs))]
+    per_config: dict[str, list[int]] = {}
+    for r, n in zip(reqs, useful_tokens):
+        per_config.setdefault(r.config.key(), []).append(n)
+    tokens = sum(useful_tokens)
+    return {
+        "tokens": tokens,
+        "seconds": seconds,
+        "tok_s": tokens / seconds,
+        "requests": len(reqs),
+        "setup_seconds": start - setup,
+        "mean_tokens_per_config": [sum(v) / len(v) for v in per_config.values()],
+    }
+
+
 def memory_bandwidth(n_bytes: int = 256 << 20, reps: int = 3) -> float:
     """Copy bandwidth (bytes read + written per second) of a tensor far larger than the caches."""
     x = torch.ones(n_bytes // 2, dtype=torch.bfloat16)
@@ -212,6 +305,7 @@ def matmul_flops(dtype: torch.dtype, m: int, k: int, n: int, reps: int = 10) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=16, help="distinct prompts (x 8 configs = requests)")
+    ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW, help="new tokens per request of the main workload")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of every arm")
     ap.add_argument("--per-request", type=int, default=8, help="requests timed for (a), one per config")
     ap.add_argument("--steps", default="eager,fused", help="engine decode steps to time, comma-separated (eager, fused, compiled)")
@@ -221,6 +315,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda without embedded weights: random weights, same shape)")
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(models.DTYPES))
     ap.add_argument("--batch-size", type=int, default=None, help="engine rows per batch (default: engine's choice)")
+    ap.add_argument("--no-cb", action="store_true", help="skip (e), transformers' continuous batching")
+    ap.add_argument("--cb-page-size", type=int, default=256, help="(e): tokens per cache page (transformers' default 256)")
+    ap.add_argument("--cb-max-batch-tokens", type=int, default=2048, help="(e): tokens per forward (prefill chunking)")
     ap.add_argument("--out", type=Path, default=None, help=f"result JSON (default: {DEFAULT_OUT.relative_to(ROOT)}, not written with --quick)")
     ap.add_argument("--model", default=models.EMBEDDED, help="model spec (models.load); tiny-random for a seconds-long check")
     ap.add_argument("--tokenizer", default=models.EMBEDDED, help="tokenizer spec or folder for the random-weight fallback")
@@ -243,15 +340,20 @@ def main() -> None:
     engines = {s: Engine(model, tok, cache=None, progress=False, max_batch_size=args.batch_size, step=s) for s in steps}
     first = engines[steps[0]]
     eos = set(first.eos_ids.tolist())
-    reqs = build_requests(first, args.prompts)
+    reqs = build_requests(first, args.prompts, args.max_new_tokens)
     search = search_requests(first, args.search_items, args.draws) if args.search_items else []
+    cb_set = cb_settings(tok, reqs, first.max_batch_size, args.cb_page_size, args.cb_max_batch_tokens)
+    cb: dict[str, Any] = {"limits": CB_LIMITS, "settings": cb_set, "error": None, "failed_at": None, "skipped": bool(args.no_cb),
+                          "rows_not_engine_distribution": sum(not cb_same_distribution(r.config) for r in reqs),
+                          "configs": [{"config": json.loads(c.key()), "request_kwargs": cb_row_kwargs(c, model.config.vocab_size),
+                                       "same_distribution_as_engine": cb_same_distribution(c)} for c in CONFIGS]}
     subset = [reqs[min(len(reqs) - 1, (i * len(reqs)) // args.per_request + (i % args.prompts))] for i in range(args.per_request)]
     print(
         f"model {first.identity}  params {n_params / 1e6:.1f}M  dtype {args.dtype}  device {args.device}  torch threads "
         f"{torch.get_num_threads()}  cpus {os.cpu_count()}  OMP_WAIT_POLICY {os.environ['OMP_WAIT_POLICY']}  load avg {load_start[0]:.2f}"
     )
     print(
-        f"workload: {len(reqs)} requests = {args.prompts} prompts x {len(CONFIGS)} configs, max_new_tokens {MAX_NEW}, "
+        f"workload: {len(reqs)} requests = {args.prompts} prompts x {len(CONFIGS)} configs, max_new_tokens {args.max_new_tokens}, "
         f"engine batch {first.max_batch_size}; (a) times {len(subset)} requests (one per config) and extrapolates by rate; "
         f"search-shaped: {len(search)} requests = {args.search_items} items x {len(CONFIGS)} configs x {args.draws} draws, 16-96 tokens"
     )
@@ -263,10 +365,14 @@ def main() -> None:
         time_engine(e, reqs[: min(8, len(reqs))])
         compile_s[s] = {"first_call_seconds": time.perf_counter() - start, "step": e.step, **{k: e.stats[k] for k in ("compile_seconds", "compile_fallbacks")}}
     run_generate(model, tok, reqs[:2], eos)
+    if not args.no_cb:
+        cb["error"] = cb_attempt(model, tok, reqs[: min(8, len(reqs))], eos, cb_set)
+        cb["failed_at"] = "warm-up" if cb["error"] else None
 
     runs: dict[str, list[dict[str, Any]]] = {"a_generate_per_request": [], "b_generate_per_config": []}
     runs |= {f"c_engine_{s}": [] for s in steps}
     runs |= {f"d_search_engine_{s}": [] for s in steps} if search else {}
+    runs |= {} if args.no_cb or cb["error"] else {"e_transformers_continuous_batching": []}
     loads = []
     for rep in range(args.repeats):
         runs["a_generate_per_request"].append(time_per_request(model, tok, subset, eos))
@@ -275,6 +381,10 @@ def main() -> None:
             runs[f"c_engine_{s}"].append(time_engine(e, reqs))
         for s, e in engines.items() if search else ():
             runs[f"d_search_engine_{s}"].append(time_engine(e, search))
+        if "e_transformers_continuous_batching" in runs:
+            cb["error"] = cb_attempt(model, tok, reqs, eos, cb_set, runs["e_transformers_continuous_batching"])
+            if cb["error"]:  # the repeats it did finish are kept here, out of the medians and ratios
+                cb["failed_at"], cb["runs_before_failure"] = f"repeat {rep + 1}", runs.pop("e_transformers_continuous_batching")
         loads.append(os.getloadavg()[0])
         line = "  ".join(f"{k}: {v[-1]['tok_s']:.1f}" for k, v in runs.items())
         print(f"repeat {rep + 1}/{args.repeats} (load {loads[-1]:.1f})  {line}", flush=True)
@@ -287,6 +397,7 @@ def main() -> None:
     best = f"c_engine_{steps[-1]}"
     speed_b, speed_a = ratio(best, "b_generate_per_config"), ratio(best, "a_generate_per_request")
     step_ratios = {f"{s}_vs_{steps[0]}": ratio(f"c_engine_{s}", f"c_engine_{steps[0]}") for s in steps[1:]}
+    speed_cb = ratio(best, "e_transformers_continuous_batching") if "e_transformers_continuous_batching" in runs else None
     if search:
         step_ratios |= {f"search_{s}_vs_{steps[0]}": ratio(f"d_search_engine_{s}", f"d_search_engine_{steps[0]}") for s in steps[1:]}
 
@@ -315,7 +426,17 @@ def main() -> None:
         print(f"  (c) engine, step {s:9s}     : {med[f'c_engine_{s}']:8.1f}  (one call, batch {first.max_batch_size}; first call {compile_s[s]['first_call_seconds']:.1f} s)")
     for s in steps if search else ():
         print(f"  (d) search-shaped, step {s:9s}: {med[f'd_search_engine_{s}']:8.1f}")
-    print("  transformers continuous batching: not timed by this script yet (see the issue 12 report)")
+    if speed_cb is not None:
+        setup_s = statistics.median(r["setup_seconds"] for r in runs["e_transformers_continuous_batching"])
+        print(
+            f"  (e) transformers continuous batching: {med['e_transformers_continuous_batching']:8.1f}  (one manager, batch "
+            f"{cb_set['max_requests_per_batch']}, page {cb_set['page_size']}, {cb_set['num_blocks']} blocks; cache setup "
+            f"{setup_s:.1f} s not counted; {cb['rows_not_engine_distribution']} of {len(reqs)} rows decoded without their "
+            "repetition penalty)"
+        )
+    else:
+        print(f"  (e) transformers continuous batching: {'skipped (--no-cb)' if args.no_cb else 'FAILED: ' + str(cb['error'])}")
+    print(f"      (e) limits: {CB_LIMITS}")
     for name, b in bounds.items():
         if name == "memory":
             print(f"  memory bound: copy {b['copy_gb_s']:.1f} GB/s, weights {b['weight_bytes'] / 1e6:.0f} MB per step -> {b['token_bound_at_engine_batch']:.0f} tok/s at batch {first.max_batch_size}")
@@ -334,6 +455,7 @@ def main() -> None:
     for k, v in step_ratios.items():
         print(f"  step ratio {k}: {v:.2f}")
     print(f"engine_speedup_vs_per_request_generate: {speed_a:.2f}")
+    print(f"engine_speedup_vs_continuous_batching: {'n/a' if speed_cb is None else f'{speed_cb:.2f}'}")
 
     result = {
         "model": first.identity,
@@ -343,8 +465,8 @@ def main() -> None:
         "requests": len(reqs),
         "search_requests": len(search),
         "prompts": args.prompts,
-        "configs": [json.loads(c.key()) | {"max_new_tokens": MAX_NEW} for c in CONFIGS],
-        "max_new_tokens": MAX_NEW,
+        "configs": [json.loads(c.key()) | {"max_new_tokens": args.max_new_tokens} for c in CONFIGS],
+        "max_new_tokens": args.max_new_tokens,
         "engine_batch_size": first.max_batch_size,
         "steps": steps,
         "first_call": compile_s,
@@ -354,6 +476,8 @@ def main() -> None:
         "runs": runs,
         "speedup_vs_per_config_generate": speed_b,
         "speedup_vs_per_request_generate": speed_a,
+        "engine_speedup_vs_continuous_batching": speed_cb,
+        "transformers_continuous_batching": cb,
         "step_ratios": step_ratios,
         "compute_bound": bounds,
         "machine": {
@@ -373,6 +497,20 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {out}")
     print(f"engine_speedup_vs_per_config_generate: {speed_b:.2f}")
+
+
+def cb_attempt(model: Any, tok: Any, reqs: list[Request], eos: set[int], settings: dict[str, int],
+               into: list[dict[str, Any]] | None = None) -> str | None:
+    """Run (e) once, appending its timing to ``into``; on failure, the reason (printed) instead of a crash."""
+    try:
+        timing = time_continuous_batching(model, tok, reqs, eos, settings)
+    except Exception as err:  # an experimental API: any failure is recorded, the other arms go on
+        reason = f"{type(err).__name__}: {err}"
+        print(f"(e) transformers continuous batching failed: {reason}", flush=True)
+        return reason
+    if into is not None:
+        into.append(timing)
+    return None
 
 
 def load_model(device: str, dtype: str, spec: str = models.EMBEDDED, tokenizer: str = models.EMBEDDED) -> tuple[Any, Any]:
