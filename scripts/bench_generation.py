@@ -147,7 +147,7 @@ def gen_kwargs(cfg: DecodingConfig, pad_id: int) -> dict[str, Any]:
 def run_generate(model: Any, tok: Any, reqs: list[Request], eos: set[int]) -> tuple[int, float]:
     """One ``model.generate`` call for ``reqs`` (all with the same config), left-padded. -> (useful tokens, seconds)."""
     cfg = reqs[0].config
-    enc = tok([r.prompt for r in reqs], add_special_tokens=False, padding=True, return_tensors="pt")
+    enc = tok([r.prompt for r in reqs], add_special_tokens=False, padding=True, return_tensors="pt").to(model.device)
     torch.manual_seed(reqs[0].seed)
     start = time.perf_counter()
     out = model.generate(**enc, **gen_kwargs(cfg, tok.pad_token_id))
@@ -247,7 +247,7 @@ def time_continuous_batching(model: Any, tok: Any, reqs: list[Request], eos: set
     # request cannot then set it); every request overrides all three.
     gen = GenerationConfig(do_sample=True, temperature=0.5, top_k=50, top_p=0.9, max_new_tokens=max(r.config.max_new_tokens for r in reqs),
                            eos_token_id=sorted(eos), pad_token_id=tok.pad_token_id)
-    cb = ContinuousBatchingConfig(per_request_processors=True, seed=0, **settings)
+    cb = ContinuousBatchingConfig(per_request_processors=True, seed=0, **cb_accepted(ContinuousBatchingConfig, settings))
     ids = [tok(r.prompt, add_special_tokens=False)["input_ids"] for r in reqs]
     setup = time.perf_counter()
     with model.continuous_batching_context_manager(generation_config=gen, continuous_batching_config=cb, block=True, timeout=60) as manager:
@@ -364,6 +364,7 @@ def main() -> None:
         start = time.perf_counter()
         time_engine(e, reqs[: min(8, len(reqs))])
         compile_s[s] = {"first_call_seconds": time.perf_counter() - start, "step": e.step, **{k: e.stats[k] for k in ("compile_seconds", "compile_fallbacks")}}
+        print(f"warm-up, step {s}: {compile_s[s]['first_call_seconds']:.1f} s", flush=True)
     run_generate(model, tok, reqs[:2], eos)
     if not args.no_cb:
         cb["error"] = cb_attempt(model, tok, reqs[: min(8, len(reqs))], eos, cb_set)
@@ -374,13 +375,17 @@ def main() -> None:
     runs |= {f"d_search_engine_{s}": [] for s in steps} if search else {}
     runs |= {} if args.no_cb or cb["error"] else {"e_transformers_continuous_batching": []}
     loads = []
+    def arm(name: str, timing: dict[str, Any]) -> None:  # printed as it ends: a run cut short still shows its arms
+        runs[name].append(timing)
+        print(f"  {name}: {timing['tok_s']:.1f} tok/s in {timing['seconds']:.1f} s", flush=True)
+
     for rep in range(args.repeats):
-        runs["a_generate_per_request"].append(time_per_request(model, tok, subset, eos))
-        runs["b_generate_per_config"].append(time_per_config(model, tok, reqs, eos))
+        arm("a_generate_per_request", time_per_request(model, tok, subset, eos))
+        arm("b_generate_per_config", time_per_config(model, tok, reqs, eos))
         for s, e in engines.items():
-            runs[f"c_engine_{s}"].append(time_engine(e, reqs))
+            arm(f"c_engine_{s}", time_engine(e, reqs))
         for s, e in engines.items() if search else ():
-            runs[f"d_search_engine_{s}"].append(time_engine(e, search))
+            arm(f"d_search_engine_{s}", time_engine(e, search))
         if "e_transformers_continuous_batching" in runs:
             cb["error"] = cb_attempt(model, tok, reqs, eos, cb_set, runs["e_transformers_continuous_batching"])
             if cb["error"]:  # the repeats it did finish are kept here, out of the medians and ratios
@@ -497,6 +502,23 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {out}")
     print(f"engine_speedup_vs_per_config_generate: {speed_b:.2f}")
+
+
+def cb_accepted(config_cls: Any, settings: dict[str, int]) -> dict[str, int]:
+    """``settings`` under the names this transformers' ``ContinuousBatchingConfig`` takes (releases before
+    5.23 call a cache page a block); a setting it has no name for is left to its default, printed."""
+    import inspect
+
+    accepted = set(inspect.signature(config_cls).parameters)
+    aliases = {"page_size": "block_size"}
+    kept = {}
+    for key, value in settings.items():
+        name = key if key in accepted else aliases.get(key)
+        if name in accepted:
+            kept[name] = value
+        else:
+            print(f"(e) this transformers' ContinuousBatchingConfig has no {key!r}: left at its default", flush=True)
+    return kept
 
 
 def cb_attempt(model: Any, tok: Any, reqs: list[Request], eos: set[int], settings: dict[str, int],
