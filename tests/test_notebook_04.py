@@ -54,7 +54,7 @@ def synthetic_item_oracle(scores: pd.DataFrame, n_items: int = 30) -> pd.DataFra
 
 def test_the_item_oracle_cell_runs_each_task_on_the_profiles_prefix(tmp_path: Path) -> None:
     """The generation cell's wiring, with item_oracle stubbed: oracle_items items, search.draws draws, the
-    task's candidates; its rows are saved and kept out of ``scores``."""
+    task's candidates, ties to the task oracle; its rows are saved and kept out of ``scores``."""
     source = next(c for c in code_cells().values() if "oracles.item_oracle(" in c)
     calls = []
 
@@ -68,11 +68,11 @@ def test_the_item_oracle_cell_runs_each_task_on_the_profiles_prefix(tmp_path: Pa
     run = SimpleNamespace(table=lambda name: tmp_path / name, artifact=lambda *parts: tmp_path / parts[-1])
     p = SimpleNamespace(oracle_items=3, seeds=(0, 1), search=SimpleNamespace(draws=2))
     ns = {"oracles": stub, "tasks": [tasks.get("coinflip"), tasks.get("arithmetic")], "base": "engine",
-          "oracle": {"coinflip": decoding.GREEDY, "arithmetic": decoding.GREEDY}, "p": p, "run": run, "pd": pd,
-          "evaluation": evaluation, "search": SimpleNamespace(engine_default=lambda engine: "default-config")}  # fmt: skip
+          "oracle": {"coinflip": decoding.GREEDY, "arithmetic": oracles.CANDIDATES[5]}, "p": p, "run": run, "pd": pd,
+          "evaluation": evaluation}  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(source, "04_inference[item oracle]", "exec"), ns)
-    assert calls == [(name, 3, (0, 1), len(oracles.CANDIDATES), 2, "default-config") for name in ("coinflip", "arithmetic")]
+    assert calls == [("coinflip", 3, (0, 1), 12, 2, decoding.GREEDY), ("arithmetic", 3, (0, 1), 12, 2, oracles.CANDIDATES[5])]
     assert len(pd.read_csv(tmp_path / "item_oracle_scores.csv")) == 6
     assert (tmp_path / "item_oracle_choices.csv").is_file() and "scores" not in ns
 
