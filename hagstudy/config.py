@@ -129,6 +129,9 @@ class Profile:
     n_search: int = 40  # per task: items searched and used for training
     n_validation: int = 20
     n_test: int = 100
+    # 04_inference: the item oracle (the per-query ceiling, oracles.item_oracle) runs on the first
+    # oracle_items test items per task only: it scores every candidate config on every item.
+    oracle_items: int = 30
     seeds: tuple[int, ...] = (0, 1, 2)  # evaluation seeds, per item
     prelim_items: int = 10  # 00_preliminary: items per task
     prelim_samples: int = 4  # 00_preliminary: samples per item for Self-BLEU
@@ -425,6 +428,8 @@ def _problems(p: Profile) -> typing.Iterator[tuple[str, str]]:
         yield "tasks", f"must be distinct, got {list(p.tasks)}"
     for key in ("n_search", "n_validation", "n_test", "prelim_items", "prelim_samples"):
         yield from integer(key, getattr(p, key), 1)
+    if isinstance(p.n_test, int) and not isinstance(p.n_test, bool) and p.n_test >= 1:
+        yield from integer("oracle_items", p.oracle_items, 1, p.n_test)  # a prefix of the test items
     if not p.seeds:
         yield "seeds", "must list at least one seed"
     for i, seed in enumerate(p.seeds):

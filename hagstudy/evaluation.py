@@ -61,6 +61,10 @@ RELATIVE_COLUMNS: tuple[str, ...] = (
     "task", "baseline", "target_mean", "base_mean", "rel_improvement", "diff", "diff_ci_low", "diff_ci_high",
     "p_value", "p_holm", "margin", "p_tost", "p_tost_holm", "equivalence", "verdict", "note",
 )  # fmt: skip
+HEADROOM_COLUMNS: tuple[str, ...] = (
+    "task", "n_items", "n_seeds", "item_oracle_mean", "task_oracle_mean", "headroom", "headroom_ci_low",
+    "headroom_ci_high", "headroom_shown",
+)  # fmt: skip
 AT_CHANCE_COLUMNS: tuple[str, ...] = (
     "task", "chance_mean", "best_method", "best_mean", "best_ci_low", "best_above_chance", "n_above_chance",
     "at_chance",
@@ -121,6 +125,7 @@ def main_table(
     rng_seed: int = 0,
     task_order: Sequence[str] | None = None,
     pooled: Mapping[str, Sequence[str]] | None = None,
+    subset: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per (task, method): mean with hierarchical-bootstrap CI, number of items and seeds.
 
@@ -128,7 +133,19 @@ def main_table(
     tasks are added to the table. Rows are in task order (``task_order_of``), then method order.
     ``pooled`` maps a method trained several times (e.g. "hag") to its member methods (one per
     adapter): its CI comes from :func:`stats.pooled_ci`, which resamples adapters, then items.
+    ``subset`` holds methods scored on only some of the test items (the item oracle, on a prefix):
+    they cannot enter ``scores``, whose methods must share every (item, seed) pair, so they are
+    tabled on their own and their rows added; their ``n_items`` shows the smaller sample, and their
+    mean is not comparable with the other rows' (it is over other items).
     """
+    if subset is not None and len(subset):
+        clash = sorted(set(map(str, subset["method"])) & set(map(str, scores["method"])))
+        if clash:
+            raise ValueError(f"main_table: method(s) {clash} are in both scores and subset; keep each in one")
+        own = main_table(scores, n_boot, alpha, rng_seed, task_order, pooled)
+        extra = main_table(subset, n_boot, alpha, rng_seed)
+        order = task_order_of(scores, task_order)
+        return sort_canonical(pd.concat([own, extra], ignore_index=True), task_order_of(extra, order))
     frame = validate_scores(scores)
     pooled = dict(pooled or {})
     rows = []
@@ -323,7 +340,9 @@ def at_chance(main: pd.DataFrame, chance: str = "chance") -> pd.DataFrame:
     mean among the other methods), best_ci_low, best_above_chance (its CI lower bound exceeds
     chance_mean), n_above_chance (methods whose CI lower bound exceeds chance_mean) and at_chance
     (no method does: on this task, for this model, no method is shown to beat a constant answer,
-    so a "win" there may only have found a constant answer). Both are scored on the same test items.
+    so a "win" there may only have found a constant answer). Only methods scored on as many items as
+    chance are compared (with an ``n_items`` column): a subset's row, such as the item oracle's, is
+    over other items than chance's and is left out.
     """
     missing = [c for c in ("task", "method", "mean", "ci_low") if c not in main.columns]
     if missing:
@@ -333,6 +352,8 @@ def at_chance(main: pd.DataFrame, chance: str = "chance") -> pd.DataFrame:
         sub = main.loc[main["task"] == task]
         ref = sub.loc[sub["method"] == chance]
         others = sub.loc[sub["method"] != chance]
+        if "n_items" in sub.columns and not ref.empty:
+            others = others.loc[others["n_items"] == ref["n_items"].iloc[0]]
         if ref.empty or others.empty:
             continue
         level = float(ref["mean"].iloc[0])
@@ -351,6 +372,67 @@ def at_chance(main: pd.DataFrame, chance: str = "chance") -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=list(AT_CHANCE_COLUMNS))
+
+
+def headroom_table(
+    scores: pd.DataFrame,
+    oracle_scores: pd.DataFrame,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    rng_seed: int = 0,
+    task_order: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Per task, the headroom of per-query choice: ``item_oracle - task_oracle`` on the item oracle's items.
+
+    ``oracle_scores`` holds the item oracle's rows (``oracles.item_oracle``, usually on a prefix of the
+    test items); ``scores`` the main score table, whose ``task_oracle`` rows are cut down to the same
+    (item_id, seed) pairs, so the two are paired per item and seed. The difference, its (1 - alpha)
+    CI and its p come from :func:`stats.paired_bootstrap` (items resampled).
+
+    Columns (:data:`HEADROOM_COLUMNS`): task, n_items, n_seeds, item_oracle_mean, task_oracle_mean,
+    headroom (their difference), headroom_ci_low, headroom_ci_high, and headroom_shown: the CI's lower
+    bound is above 0. The CI is per task and not corrected across tasks. A headroom that is not shown
+    means that, on these items, even choosing the best candidate per query on separate draws does not
+    beat the one per-task config: no per-query method among those candidates has room to beat it.
+    The headroom can be negative: the item oracle chooses on a few noisy draws and is scored on others.
+    """
+    _check_boot_args(n_boot, alpha)
+    target, base = "item_oracle", "task_oracle"
+    oracle = validate_scores(oracle_scores)
+    others = sorted(set(map(str, oracle["method"])) - {target})
+    if others:
+        raise ValueError(f"headroom_table: oracle_scores must hold only {target!r} rows, got also {others}")
+    frame = validate_scores(scores)
+    rows = []
+    for task, mine in oracle.groupby("task", sort=True):
+        ref = frame.loc[(frame["task"] == task) & (frame["method"] == base)]
+        if ref.empty:
+            raise ValueError(f"headroom_table: task {task!r} has item oracle rows but no {base!r} scores")
+        keys = pd.MultiIndex.from_frame(mine[["item_id", "seed"]])
+        have = pd.MultiIndex.from_frame(ref[["item_id", "seed"]])
+        lacking = keys.difference(have)
+        if len(lacking):
+            raise ValueError(
+                f"headroom_table: task {task!r}: {base!r} lacks {len(lacking)} of the item oracle's (item_id, seed) "
+                f"pairs, e.g. {list(lacking[:3])}; score both on the same test items and seeds"
+            )
+        paired = pd.concat([mine, ref.loc[have.isin(keys)]], ignore_index=True)
+        res = paired_bootstrap(paired, target, base, str(task), n_boot, alpha, rng_seed, validated=True)
+        rows.append(
+            {
+                "task": task,
+                "n_items": int(mine["item_id"].nunique()),
+                "n_seeds": int(mine["seed"].nunique()),
+                "item_oracle_mean": float(_item_means(mine).mean()),
+                "task_oracle_mean": float(_item_means(paired.loc[paired["method"] == base]).mean()),
+                "headroom": res.diff_mean,
+                "headroom_ci_low": res.ci_low,
+                "headroom_ci_high": res.ci_high,
+                "headroom_shown": bool(res.ci_low > 0.0),
+            }
+        )
+    out = pd.DataFrame(rows, columns=list(HEADROOM_COLUMNS))
+    return sort_canonical(out, task_order_of(frame, task_order))
 
 
 def difficulty_correlation(frame: pd.DataFrame) -> tuple[float, float]:

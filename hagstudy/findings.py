@@ -114,3 +114,34 @@ def lines(
         "(Holm-corrected too); 'not significant' is a failure to find a difference, not evidence of a tie."
     )
     return out
+
+
+def headroom_lines(headroom: pd.DataFrame) -> list[str]:
+    """One sentence per task of ``evaluation.headroom_table``: how much choosing a config per query could gain.
+
+    A gain is claimed only where the headroom's 95% CI lies above 0 (``headroom_shown``); otherwise
+    the sentence says that no headroom is shown, whatever the sign of the point estimate.
+    """
+    missing = [c for c in ("task", "n_items", "item_oracle_mean", "task_oracle_mean", "headroom", "headroom_ci_low",
+                           "headroom_ci_high", "headroom_shown") if c not in headroom.columns]  # fmt: skip
+    if missing:
+        raise ValueError(f"findings: headroom table lacks column(s) {missing}")
+    out = []
+    for _, row in headroom.iterrows():
+        numbers = (
+            f"item oracle {row['item_oracle_mean']:.3f} vs task oracle {row['task_oracle_mean']:.3f}, difference "
+            f"{row['headroom']:+.3f}, 95% CI [{row['headroom_ci_low']:+.3f}, {row['headroom_ci_high']:+.3f}], "
+            f"on the first {int(row['n_items'])} test items"
+        )
+        if bool(row["headroom_shown"]):
+            out.append(
+                f"{row['task']}: per-query choice could gain up to {row['headroom']:+.3f} "
+                f"(CI {row['headroom_ci_low']:+.3f}..{row['headroom_ci_high']:+.3f}) over the best per-task config "
+                f"({numbers})."
+            )
+        else:
+            out.append(
+                f"{row['task']}: no headroom shown: no per-query method can beat a per-task config here, since even "
+                f"the best candidate per query, chosen on separate draws, does not ({numbers})."
+            )
+    return out

@@ -167,6 +167,10 @@ def write_readme(profile: str = "default") -> Path:
             df = pd.read_csv(tables / name)
             lines += [f"## {heading} (Holm per table; TOST at ±0.02)", "",
                       to_markdown(df[[c for c in compared if c in df.columns]], decimals=3)]
+    if (tables / "headroom.csv").is_file():
+        df = pd.read_csv(tables / "headroom.csv")
+        lines += [f"## Headroom: item oracle - task oracle on the first {p.oracle_items} test items per task "
+                  "(95 % paired CI; shown when above 0)", "", to_markdown(df, decimals=3)]
     if (tables / "ablation_gate.csv").is_file():
         df = pd.read_csv(tables / "ablation_gate.csv")
         lines += ["## Ablation arms: did each adapter learn its labels? (notebook 05)", "",

@@ -260,3 +260,21 @@ def test_grid_overrides_are_validated():
         load_profile("smoke", search={"grid": {"temp": [0.5]}})
     with pytest.raises(ProfileError, match=r"prelim_grid.top_p\[0\]: expected float"):
         load_profile("smoke", prelim_grid={"top_p": ["high"]})
+
+
+def test_oracle_items_is_a_prefix_of_the_test_items():
+    assert (load_profile("default").oracle_items, load_profile("smoke").oracle_items) == (30, 2)
+    assert load_profile("smoke", oracle_items=4).oracle_items == 4
+    for bad, shown in ((0, "0"), (5, "5"), (True, "True"), ("2", "'2'")):
+        with pytest.raises(ProfileError) as err:
+            load_profile("smoke", oracle_items=bad)
+        assert err.value.field == "oracle_items" and str(err.value).startswith("configs/smoke.yaml: oracle_items: ")
+        assert shown in str(err.value)
+    with pytest.raises(ProfileError, match=r"oracle_items: must be in \[1, 4\], got 5"):
+        load_profile("smoke", oracle_items=5)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_committed_profile_loads(name):
+    p = load_profile(name)
+    assert 1 <= p.oracle_items <= p.n_test

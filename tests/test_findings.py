@@ -125,3 +125,17 @@ def _scores_for_findings() -> pd.DataFrame:
     from test_evaluation import make_scores
 
     return make_scores({"default": 0.0, "hag": 0.2}, n_items=60)
+
+
+def test_headroom_lines_claim_a_gain_only_when_the_ci_is_above_zero() -> None:
+    table = pd.DataFrame(
+        [("coinflip", 30, 3, 0.62, 0.50, 0.12, 0.05, 0.19, True), ("taboo", 30, 3, 0.40, 0.39, 0.01, -0.02, 0.04, False)],
+        columns=list(ev.HEADROOM_COLUMNS),
+    )
+    gain, none = findings.headroom_lines(table)
+    assert gain.startswith("coinflip: per-query choice could gain up to +0.120 (CI +0.050..+0.190)")
+    assert "over the best per-task config" in gain and "first 30 test items" in gain
+    assert none.startswith("taboo: no headroom shown: no per-query method can beat a per-task config here")
+    assert "[-0.020, +0.040]" in none
+    with pytest.raises(ValueError, match="headroom_shown"):
+        findings.headroom_lines(table.drop(columns=["headroom_shown"]))

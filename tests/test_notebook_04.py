@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pandas as pd
 from test_evaluation import make_scores
 
-from hagstudy import evaluation, findings, methods, plots, tasks
+from hagstudy import decoding, evaluation, findings, methods, oracles, plots, tasks
 from hagstudy.config import repo_root
 
 NOTEBOOK = repo_root() / "notebooks" / "04_inference.ipynb"
@@ -44,14 +44,48 @@ def synthetic_scores() -> pd.DataFrame:
     return pd.concat([coin_chance, coin, arith_chance, arith], ignore_index=True)
 
 
+def synthetic_item_oracle(scores: pd.DataFrame, n_items: int = 30) -> pd.DataFrame:
+    """The item oracle on each task's first 30 items: task_oracle's scores on coinflip (no headroom), every
+    generation right on arithmetic (headroom)."""
+    rows = scores.loc[scores["method"] == "task_oracle"].assign(method="item_oracle")
+    rows = rows.loc[rows.groupby("task")["item_id"].rank(method="dense") <= n_items]
+    return rows.assign(score=rows["score"].where(rows["task"] == "coinflip", 1.0)).reset_index(drop=True)
+
+
+def test_the_item_oracle_cell_runs_each_task_on_the_profiles_prefix(tmp_path: Path) -> None:
+    """The generation cell's wiring, with item_oracle stubbed: oracle_items items, search.draws draws, the
+    task's candidates, ties to the task oracle; its rows are saved and kept out of ``scores``."""
+    source = next(c for c in code_cells().values() if "oracles.item_oracle(" in c)
+    calls = []
+
+    def item_oracle(engine, task, items, seeds, candidates, selection_draws, default):
+        calls.append((task.name, len(items), tuple(seeds), len(candidates), selection_draws, default))
+        rows = pd.DataFrame({"task": task.name, "method": "item_oracle", "item_id": [it.id for it in items],
+                             "seed": 0, "score": 1.0})  # fmt: skip
+        return rows, pd.DataFrame({"task": [task.name], "item_id": [items[0].id], "config": ["{}"]})
+
+    stub = SimpleNamespace(item_oracle=item_oracle, candidates_for=oracles.candidates_for)
+    run = SimpleNamespace(table=lambda name: tmp_path / name, artifact=lambda *parts: tmp_path / parts[-1])
+    p = SimpleNamespace(oracle_items=3, seeds=(0, 1), search=SimpleNamespace(draws=2))
+    ns = {"oracles": stub, "tasks": [tasks.get("coinflip"), tasks.get("arithmetic")], "base": "engine",
+          "oracle": {"coinflip": decoding.GREEDY, "arithmetic": oracles.CANDIDATES[5]}, "p": p, "run": run, "pd": pd,
+          "evaluation": evaluation}  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(source, "04_inference[item oracle]", "exec"), ns)
+    assert calls == [("coinflip", 3, (0, 1), 12, 2, decoding.GREEDY), ("arithmetic", 3, (0, 1), 12, 2, oracles.CANDIDATES[5])]
+    assert len(pd.read_csv(tmp_path / "item_oracle_scores.csv")) == 6
+    assert (tmp_path / "item_oracle_choices.csv").is_file() and "scores" not in ns
+
+
 def test_statistics_cells_run_on_synthetic_scores(tmp_path: Path) -> None:
     cells = code_cells()
     ids = list(cells)
-    after_scores = ids[ids.index("04-03") + 1 :]
+    after_scores = [i for i in ids[ids.index("04-03") + 1 :] if "oracles.item_oracle(" not in cells[i]]
     scores = synthetic_scores()
+    item_scores = synthetic_item_oracle(scores)
     proposals = scores.loc[scores["method"].isin(["hag", "zero_shot"]) & (scores["seed"] == 0), ["task", "method", "item_id"]]
     ns = {"evaluation": evaluation, "findings": findings, "plots": plots, "pd": pd, "run": FakeRun(tmp_path),
-          "scores": scores, "proposals": proposals.assign(status="ok"), "learned": ["hag"], "gates": {}}  # fmt: skip
+          "scores": scores, "item_scores": item_scores, "proposals": proposals.assign(status="ok"), "learned": ["hag"], "gates": {}}  # fmt: skip
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         for cell_id in after_scores:
@@ -67,7 +101,14 @@ def test_statistics_cells_run_on_synthetic_scores(tmp_path: Path) -> None:
         assert list(rel.columns) == list(evaluation.RELATIVE_COLUMNS)
         assert set(rel["verdict"]) <= set(evaluation.VERDICTS)
     assert "p_holm" in pd.read_csv(tmp_path / "difficulty.csv").columns
+    io_rows = main.loc[main["method"] == "item_oracle"]
+    assert list(io_rows["n_items"]) == [30, 30] and set(main.loc[main["method"] == "hag", "n_items"]) == {100}
+    assert "item_oracle" not in set(chance["best_method"])
+    headroom = pd.read_csv(tmp_path / "headroom.csv").set_index("task")
+    assert list(headroom.columns) == list(evaluation.HEADROOM_COLUMNS[1:])
+    assert headroom["headroom_shown"].to_dict() == {"coinflip": False, "arithmetic": True}
     text = out.getvalue()
+    assert "arithmetic: per-query choice could gain up to" in text and "coinflip: no headroom shown" in text
     assert "coinflip is at chance for this model" in text and "Holm-corrected" in text
 
 

@@ -52,3 +52,21 @@ def test_update_html_writes_only_missing_or_stale_copies(tmp_path):
     later = (tmp_path / "01_b.html").stat().st_mtime + 5
     os.utime(tmp_path / "01_b.ipynb", (later, later))  # the notebook was re-rendered after its copy
     assert render.update_html(tmp_path) == [tmp_path / "01_b.html"]
+
+
+def test_the_results_readme_shows_the_headroom_table(tmp_path, monkeypatch):
+    import shutil
+
+    from hagstudy import config
+
+    shutil.copytree(repo_root() / "configs", tmp_path / "configs")
+    monkeypatch.setenv(config.ROOT_ENV, str(tmp_path))
+    tables = tmp_path / "artifacts" / "smoke" / "results" / "tables"
+    tables.mkdir(parents=True)
+    (tables / "headroom.csv").write_text(
+        "task,n_items,n_seeds,item_oracle_mean,task_oracle_mean,headroom,headroom_ci_low,headroom_ci_high,headroom_shown\n"
+        "coinflip,2,2,0.75,0.5,0.25,0.1,0.4,True\n"
+    )
+    text = render.write_readme("smoke").read_text()
+    assert "## Headroom: item oracle - task oracle on the first 2 test items per task" in text
+    assert "| coinflip | 2 | 2 | 0.750 | 0.500 | 0.250 | 0.100 | 0.400 | True |" in text
