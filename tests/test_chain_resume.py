@@ -125,14 +125,26 @@ def _decoded(root: Path) -> dict[str, int]:
     return {name: int(meta["decoded"][name]) for name in CHAIN}
 
 
-def _cpu_model() -> str:
+# The CPU features that decide how bf16 matmuls round (which kernels oneDNN picks).
+_BF16_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def _cpu() -> dict[str, object]:
+    """The CPU the golden tables were made on: model name, bf16-relevant flags, torch's kernel level."""
+    import torch
+
+    model, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return {"model": model, "flags": [f for f in _BF16_FLAGS if f in flags],
+            "torch_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def _write_golden(root: Path) -> None:
@@ -144,12 +156,7 @@ def _write_golden(root: Path) -> None:
         (folder / name).write_bytes(data)
     import torch
 
-    counts = {
-        "decoded": _decoded(root),
-        "completions": _cached(root),
-        "cpu": _cpu_model(),
-        "torch": torch.__version__,
-    }
+    counts = {"decoded": _decoded(root), "completions": _cached(root), "cpu": _cpu(), "torch": torch.__version__}
     (GOLDEN / "generations.json").write_text(json.dumps(counts, indent=2, sort_keys=True) + "\n")
 
 
