@@ -188,7 +188,6 @@ def _table_mismatch(actual_dir: Path, golden: dict[str, bytes], actual: dict[str
     return "\n".join(lines)
 
 
-@pytest.mark.slow
 def _golden() -> tuple[dict[str, int], dict[str, bytes]]:
     counts_file = GOLDEN / "generations.json"
     if not counts_file.is_file():
@@ -203,6 +202,7 @@ def _needs_model_and_data() -> None:
         pytest.fail("needs the model cache and the data: run `make model data` (make test does)")
 
 
+@pytest.mark.slow
 def test_the_cold_smoke_chain_gives_the_golden_tables(tmp_path):
     """A cold, uninterrupted chain decodes the golden counts and writes the golden tables byte for byte."""
     _needs_model_and_data()
@@ -220,6 +220,7 @@ def test_the_cold_smoke_chain_gives_the_golden_tables(tmp_path):
     assert actual == golden, _table_mismatch(_tables_dir(clean), golden, actual)
 
 
+@pytest.mark.slow
 def test_a_chain_killed_during_the_search_loses_no_work_and_decodes_nothing_twice(tmp_path):
     """Killed during the search and rerun, the chain decodes exactly what the kill lost.
 
