@@ -33,7 +33,8 @@ from hagstudy.files import atomic_open
 log = logging.getLogger(__name__)
 
 FILE_NAME = "generations.jsonl.gz"
-FIELDS = ("key", "text", "n_tokens", "finished", "meta", "digest")
+ROW_FIELDS = ("text", "n_tokens", "finished", "meta")  # a cache row's fields (CompletionCache.get_many)
+FIELDS = ("key", *ROW_FIELDS, "digest")  # a shipped line's fields
 COMPRESS_LEVEL = 9  # part of the bytes: a different level is a different file for the same rows
 _CHUNK = 2000  # keys per cache read during export
 _LOGGED = 10  # refused rows logged one by one; the rest are counted in the summary line
@@ -85,7 +86,7 @@ def export(cache_path: Path | str, out_path: Path | str) -> int:
 
 def _line(key: str, row: dict[str, Any]) -> bytes:
     """One row as canonical JSON: sorted keys, ASCII escapes (the bytes do not depend on an encoder), no spaces."""
-    record = {**{f: row[f] for f in ("text", "n_tokens", "finished", "meta")}, "key": key}
+    record = {**{f: row[f] for f in ROW_FIELDS}, "key": key}
     record["digest"] = text_digest(key, record["text"])
     return (json.dumps(record, sort_keys=True, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
@@ -111,7 +112,7 @@ def import_into(shipped_path: Path | str, cache_path: Path | str) -> ImportCount
                 log.warning("%s:%d: key %s: text does not match its digest; refused, not stored",
                             shipped_path, lineno, record["key"])
             continue
-        rows[record["key"]] = {f: record[f] for f in ("text", "n_tokens", "finished", "meta")}
+        rows[record["key"]] = {f: record[f] for f in ROW_FIELDS}
     if refused:
         log.warning("%s: %d row(s) refused (text does not match digest), at line(s) %s%s", shipped_path, len(refused),
                     ", ".join(map(str, refused[:_LOGGED])), " ..." if len(refused) > _LOGGED else "")
