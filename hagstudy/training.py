@@ -105,7 +105,8 @@ def sft_config(
 
     On the AMX CPU, ``bf16`` also loads the base weights in bf16 and ``train`` adds two more CPU levers
     (a loss head over label tokens only, eager attention); ``scripts/bench_train.py`` times each against
-    round 2's fp32-weights-plus-autocast step in one run. The LoRA weights and the optimizer stay fp32. TRL's defaults that would hurt here are overridden: activation (gradient)
+    round 2's fp32-weights-plus-autocast step in one run. The LoRA weights and the optimizer stay fp32.
+    TRL's defaults that would hurt here are overridden: activation (gradient)
     checkpointing (on by default; only slows a 135M model down), ``logging_steps`` (10; we log every
     step, runs are short) and reporting (off: no wandb/trackio).
     """
