@@ -9,13 +9,14 @@ maximum over noisy candidates and is optimistic; a fresh draw is not.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from hagstudy import dataset, evaluation, gate, label_check, methods, search, study
+from hagstudy.config import TrainSettings
 from hagstudy.decoding import HYPERPARAMETERS, DecodingConfig
 from hagstudy.label_check import heldout_means
 from hagstudy.scoring import Engine, Task
@@ -240,12 +241,25 @@ def train_arm(run: study.Run, name: str, labels: pd.DataFrame) -> tuple[Engine, 
     """An adapter trained on ``labels`` (reused when its inputs are unchanged), as a stage-1 engine, and its gate.
 
     The arm's own labels are split as the main chain's are, and the gate judges the adapter on its
-    own validation rows: did it learn *its* labels?
+    own validation rows: did it learn *its* labels? Its snapshot is chosen by the main chain's rule
+    (``train.select``), and with ``ablation.equal_steps`` it trains for as many steps as the reference
+    HAG adapter.
     """
     p = run.profile
     rows_train, rows_val = dataset.build(labels, p.train.validation_fraction, p.seed)
-    _, verdict, _ = gate.train_and_judge(run, name, p.seed, rows_train, rows_val, curve=False)
-    return run.engine(adapter=run.artifact("adapters", name)), verdict
+    _, verdict, _ = gate.train_and_judge(run, name, p.seed, rows_train, rows_val, settings=arm_settings(run))
+    return run.engine(adapter=gate.adapter_path(run.artifact("adapters", name), verdict)), verdict
+
+
+def arm_settings(run: study.Run) -> TrainSettings:
+    """The training settings of an ablation arm: the profile's, capped at the reference adapter's step count
+    when ``ablation.equal_steps`` (so a smaller training set means more epochs, not less training)."""
+    p = run.profile
+    reference = reference_adapter(run)
+    if not p.ablation.equal_steps or reference is None:
+        return p.train
+    steps = gate.read(run.artifact("adapters", gate.FILE))[reference].steps
+    return replace(p.train, max_steps=int(steps))
 
 
 def hag_arm(

@@ -87,6 +87,9 @@ class TrainSettings:
     bf16: bool = True  # bf16 base weights + autocast (AMX on CPU; LoRA weights and optimizer stay fp32)
     adapters: int = 3  # HAG adapters trained with different seeds (seed, seed + 1, ...)
     checkpoints: int = 4  # evenly spaced adapter snapshots scored for the stage-1 learning curve
+    # Which snapshot is the adapter: "best_validation" (early stopping, declared before training: the snapshot
+    # with the best validation exact match, then the lower config distance, then the later step) or "final".
+    select: str = "best_validation"
     # The gate an adapter must pass before its configs are used: parse rate on the validation rows
     # (and not worse than the per-task majority label on exact match and config distance).
     gate_parse_rate: float = 0.99
@@ -98,6 +101,9 @@ class AblationSettings:
     n_seeds: int = 2  # the first n of the profile's seeds
     train_fractions: tuple[float, ...] = (0.25, 0.5)  # training-set sizes besides 100 %
     search_fraction: float = 0.5  # search items for the search-strategy arms (same items as the 50 % arm)
+    # Arms that train an adapter take as many optimizer steps as the reference HAG adapter (more epochs on
+    # fewer rows), so a smaller arm is not also a shorter-trained one; false: the same epochs.
+    equal_steps: bool = True
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,7 @@ class GenerationSettings:
 
 BACKENDS = ("engine", "vllm")
 ENGINE_STEPS = ("eager", "fused", "compiled", "auto")  # hagstudy.generation.Engine(step=...)
+SELECTIONS = ("best_validation", "final")  # train.select
 
 
 @dataclass(frozen=True)
@@ -479,6 +486,8 @@ def _problems(p: Profile) -> typing.Iterator[tuple[str, str]]:
     yield from integer("train.adapters", t.adapters, 1)
     yield from integer("train.checkpoints", t.checkpoints, 1)
     yield from fraction("train.gate_parse_rate", t.gate_parse_rate, closed_top=True)
+    if t.select not in SELECTIONS:
+        yield "train.select", f"must be one of {list(SELECTIONS)}, got {t.select!r}"
 
     a = p.ablation
     yield from integer("ablation.n_test", a.n_test, 1)
@@ -486,6 +495,8 @@ def _problems(p: Profile) -> typing.Iterator[tuple[str, str]]:
     for i, f in enumerate(a.train_fractions):
         yield from fraction(f"ablation.train_fractions[{i}]", f, closed_top=True)
     yield from fraction("ablation.search_fraction", a.search_fraction, closed_top=True)
+    if not isinstance(a.equal_steps, bool):
+        yield "ablation.equal_steps", f"must be true or false, got {a.equal_steps!r}"
 
 
 def _grid_problems(where: str, grid: dict[str, tuple[float, ...]]) -> typing.Iterator[tuple[str, str]]:

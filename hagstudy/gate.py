@@ -13,6 +13,11 @@ one config per task, the per-task majority is the best any query-to-config map c
 whose labels carry no item-level signal, so "not worse" means "learned what the labels teach", and
 ``beats_majority`` says whether the adapter learned anything per query beyond that lookup table.
 An adapter that fails is reported as "did not learn", never scored as HAG.
+
+Which snapshot is "the adapter" is a rule declared before training (``train.select``):
+``best_validation`` is early stopping on the validation rows (``select_step``), ``final`` the last step.
+Choosing and judging on the same rows makes the verdict optimistic; the test split, on which HAG is
+scored, plays no part in either.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ class Gate:
     adapter: str
     seed: int
     steps: int
+    selected_step: int  # the snapshot judged and used (``steps``: the final adapter)
     n_validation: int
     parse_rate: float
     exact_match: float
@@ -96,8 +102,11 @@ class Gate:
 
 
 def judge(adapter: str, seed: int, steps: int, q: Mapping[str, Any], maj: Mapping[str, Any],
-          min_parse_rate: float) -> Gate:
-    """The gate's verdict from an adapter's and the majority's ``config_quality`` on the same rows."""
+          min_parse_rate: float, selected_step: int | None = None) -> Gate:
+    """The gate's verdict from an adapter's and the majority's ``config_quality`` on the same rows.
+
+    ``selected_step``: the snapshot ``q`` was measured on (default: the final one, ``steps``).
+    """
     exact, dist = float(q["exact_all"]), float(q["mean_distance"])
     m_exact, m_dist = float(maj["exact_all"]), float(maj["mean_distance"])
     problems = []
@@ -109,7 +118,8 @@ def judge(adapter: str, seed: int, steps: int, q: Mapping[str, Any], maj: Mappin
         problems.append(f"config distance {dist:.3f} > majority's {m_dist:.3f}")
     passed = not problems
     return Gate(
-        adapter=adapter, seed=int(seed), steps=int(steps), n_validation=int(q["n"]), parse_rate=float(q["parse_rate"]),
+        adapter=adapter, seed=int(seed), steps=int(steps),
+        selected_step=int(steps if selected_step is None else selected_step), n_validation=int(q["n"]), parse_rate=float(q["parse_rate"]),
         exact_match=exact, distance=dist, majority_exact_match=m_exact, majority_distance=m_dist,
         min_parse_rate=float(min_parse_rate), passed=passed,
         beats_majority=passed and exact > m_exact + 1e-12 and dist < m_dist - 1e-12,
@@ -132,19 +142,66 @@ def learning_curve(
     return pd.DataFrame(rows)
 
 
+def select_step(curve: pd.DataFrame, rule: str, min_parse_rate: float) -> int:
+    """The snapshot step ``rule`` picks from a learning curve (``learning_curve``'s columns).
+
+    ``final``: the last step. ``best_validation``: among snapshots (step 0, the untuned model, excluded)
+    the one that parses on at least ``min_parse_rate`` of the rows, then the highest exact match, then the
+    lowest config distance, then the later step; when none parses often enough, the last step.
+    """
+    steps = curve[curve["step"] > 0]
+    if steps.empty:
+        raise ValueError("select_step: the learning curve has no snapshot after step 0")
+    last = int(steps["step"].max())
+    if rule == "final":
+        return last
+    if rule != "best_validation":
+        raise ValueError(f"train.select must be 'best_validation' or 'final', got {rule!r}")
+    ok = steps[steps["parse_rate"] >= min_parse_rate - 1e-12]
+    if ok.empty:
+        return last
+    ranked = ok.assign(_d=ok["distance"].fillna(float("inf"))).sort_values(
+        ["exact_match", "_d", "step"], ascending=[False, True, False], kind="mergesort")
+    return int(ranked["step"].iloc[0])
+
+
+def adapter_path(folder: Path | str, verdict: Gate) -> Path:
+    """The folder of the snapshot ``verdict`` judged: the adapter itself, or one of its checkpoints."""
+    from hagstudy import training
+
+    folder = Path(folder)
+    if verdict.selected_step == verdict.steps:
+        return folder
+    snapshots = training.checkpoint_dirs(folder)
+    if verdict.selected_step not in snapshots:
+        raise FileNotFoundError(f"{folder}: no snapshot of step {verdict.selected_step} (the gate chose it): "
+                                "run notebook 03 again")
+    return snapshots[verdict.selected_step]
+
+
+def used_path(run: Any, name: str) -> Path:
+    """The folder of adapter ``name`` as notebook 03/05 judged it (``adapter_path`` via the gate file)."""
+    folder = run.artifact("adapters", name)
+    gates = read(run.artifact("adapters", FILE))
+    if name not in gates:
+        raise KeyError(f"{run.artifact('adapters', FILE)} has no gate for adapter {name!r}: run notebook 03")
+    return adapter_path(folder, gates[name])
+
+
 def train_and_judge(
     run: Any, name: str, seed: int, train_rows: Sequence[Mapping[str, Any]], val_rows: Sequence[Mapping[str, Any]],
-    *, curve: bool = True,
+    *, curve: bool = True, settings: Any = None,
 ) -> tuple[Any, Gate, pd.DataFrame]:
-    """Train (or reuse) adapter ``name`` with ``seed``, score its snapshots, and judge the final one.
+    """Train (or reuse) adapter ``name`` with ``seed``, score its snapshots, and judge the one ``train.select`` picks.
 
     Returns the ``TrainResult``, the ``Gate`` and the learning curve (``learning_curve`` plus the
-    adapter's name; empty without ``curve``). ``run`` is a ``study.Run``; the majority baseline uses
-    ``train_rows`` only.
+    adapter's name; empty without ``curve``, and then the final adapter is judged). ``run`` is a
+    ``study.Run``; the majority baseline uses ``train_rows`` only. ``adapter_path`` gives the folder to use.
     """
     from hagstudy import study, training
 
-    result = study.train_once(run, name, list(train_rows), list(val_rows), seed=seed)
+    settings = settings or run.profile.train
+    result = study.train_once(run, name, list(train_rows), list(val_rows), settings, seed=seed)
     folder = run.artifact("adapters", name)
 
     def engine_for(path: Path | None) -> Engine:
@@ -152,12 +209,15 @@ def train_and_judge(
 
     snapshots = training.checkpoint_dirs(folder) if curve else {}
     frame = learning_curve(engine_for, snapshots, val_rows) if curve else pd.DataFrame()
+    step = select_step(frame, settings.select, settings.gate_parse_rate) if curve else result.steps
+    chosen = folder if step == result.steps else snapshots[step]
     for path in snapshots.values():
-        run.drop_engine(path)
-    final = quality(run.engine(adapter=folder), val_rows)
-    verdict = judge(name, seed, result.steps, final, majority_quality(train_rows, val_rows),
-                    run.profile.train.gate_parse_rate)
-    return result, verdict, frame.assign(adapter=name)
+        if path != chosen:
+            run.drop_engine(path)
+    q = quality(run.engine(adapter=chosen), val_rows)
+    verdict = judge(name, seed, result.steps, q, majority_quality(train_rows, val_rows), settings.gate_parse_rate,
+                    selected_step=step)
+    return result, verdict, frame.assign(adapter=name, selected=frame["step"] == step if curve else False)
 
 
 def write(gates: Sequence[Gate], path: Path | str) -> Path:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -387,8 +388,19 @@ def _rank_result(output_dir: Path, base_spec: str, seed: int, trainer: Any) -> T
 def fingerprint(base_spec: str, train_rows: Sequence[dict[str, Any]], val_rows: Sequence[dict[str, Any]] | None,
                 settings: TrainSettings, seed: int) -> str:
     """What makes two trainings "the same": the training code's version, base model, rows, settings and seed."""
-    payload = json.dumps([TRAIN_VERSION, base_spec, list(train_rows), val_rows, repr(settings), seed], sort_keys=True)
+    payload = json.dumps([TRAIN_VERSION, base_spec, list(train_rows), val_rows, settings_text(settings), seed], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# Settings that choose among finished snapshots and do not change what training computes: left out of the
+# fingerprint, so changing them reuses the trained adapter.
+NOT_TRAINING: tuple[str, ...] = ("select",)
+
+
+def settings_text(settings: TrainSettings) -> str:
+    """``repr(settings)`` without the ``NOT_TRAINING`` fields (the text earlier fingerprints hashed)."""
+    shown = ", ".join(f"{f.name}={getattr(settings, f.name)!r}" for f in dataclasses.fields(settings) if f.name not in NOT_TRAINING)
+    return f"{type(settings).__qualname__}({shown})"
 
 
 def train_if_changed(

@@ -94,6 +94,8 @@ def test_unknown_profile_lists_known_ones():
         ({"train": {"lora_alpha": -1}}, "train.lora_alpha: must be a finite number > 0, got -1"),
         ({"train": {"lora_dropout": 1.5}}, r"train.lora_dropout: must be in \[0, 1\), got 1.5"),
         ({"train": {"max_steps": 0}}, "train.max_steps: must be -1"),
+        ({"train": {"select": "best"}}, r"train.select: must be one of \['best_validation', 'final'\], got 'best'"),
+        ({"ablation": {"equal_steps": "yes"}}, "ablation.equal_steps: must be true or false"),
         ({"model": ""}, "model: must name a model"),
         ({"model": "  "}, "model: must name a model"),
         ({"ablation": {"n_seeds": 3}}, r"ablation.n_seeds: must be in \[1, 2\]"),

@@ -70,3 +70,39 @@ def test_per_task_quality_splits_the_validation_rows_by_task():
     assert list(frame["task"]) == ["t1", "t2"] and list(frame["exact_match"]) == [0.5, 1.0]
     with pytest.raises(ValueError, match="proposals for"):
         gate.per_task({"m": []}, VAL)
+
+
+def curve_of(*points: tuple[int, float, float, float]) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame([{"step": s, "parse_rate": p, "exact_match": e, "distance": d} for s, p, e, d in points])
+
+
+def test_best_validation_picks_the_best_exact_match_then_distance_then_the_later_step():
+    # The committed run's hag_seed2 curve: the final step (0.708) is below the majority, step 48 (0.75) above.
+    curve = curve_of((0, 0.0, 0.0, float("nan")), (12, 1.0, 0.42, 0.60), (36, 1.0, 0.60, 0.46), (48, 1.0, 0.75, 0.17),
+                     (60, 1.0, 0.67, 0.22), (72, 1.0, 0.71, 0.23))
+    assert gate.select_step(curve, "best_validation", 0.99) == 48
+    assert gate.select_step(curve, "final", 0.99) == 72
+    tied = curve_of((12, 1.0, 0.73, 0.21), (36, 1.0, 0.73, 0.16), (48, 1.0, 0.73, 0.16), (72, 1.0, 0.73, 0.21))
+    assert gate.select_step(tied, "best_validation", 0.99) == 48  # same exact and distance: the later step
+    # A snapshot that does not parse often enough is never chosen, however exact its parsed rows are.
+    unparsed = curve_of((12, 0.5, 0.9, 0.05), (24, 1.0, 0.6, 0.3))
+    assert gate.select_step(unparsed, "best_validation", 0.99) == 24
+    assert gate.select_step(curve_of((12, 0.5, 0.9, 0.05), (24, 0.4, 0.6, 0.3)), "best_validation", 0.99) == 24
+    with pytest.raises(ValueError, match="no snapshot"):
+        gate.select_step(curve_of((0, 0.0, 0.0, float("nan"))), "best_validation", 0.99)
+    with pytest.raises(ValueError, match="train.select"):
+        gate.select_step(curve, "best", 0.99)
+
+
+def test_adapter_path_is_the_folder_for_the_final_step_and_a_checkpoint_otherwise(tmp_path):
+    folder = tmp_path / "hag_seed0"
+    (folder / "checkpoints" / "step-0036").mkdir(parents=True)
+    q = quality(1.0, 0.8, 0.1)
+    final = gate.judge("hag_seed0", 0, 72, q, q, 0.99)
+    assert final.selected_step == 72 and gate.adapter_path(folder, final) == folder
+    early = gate.judge("hag_seed0", 0, 72, q, q, 0.99, selected_step=36)
+    assert gate.adapter_path(folder, early) == folder / "checkpoints" / "step-0036"
+    with pytest.raises(FileNotFoundError, match="step 48"):
+        gate.adapter_path(folder, gate.judge("hag_seed0", 0, 72, q, q, 0.99, selected_step=48))

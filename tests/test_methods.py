@@ -209,3 +209,21 @@ def test_arms_that_did_not_learn_are_listed_without_a_score():
     assert pd.isna(out.iloc[1]["mean"]) and out.iloc[1]["note"].startswith("did not learn: parse rate 0.000")
     frame = ablations.gate_table(gates)
     assert list(frame["status"]) == ["did not learn", "learned"] and list(frame["method"]) == list(gates)
+
+
+def test_ablation_arms_train_as_many_steps_as_the_reference_adapter(tmp_path):
+    from types import SimpleNamespace
+
+    from hagstudy import gate
+    from hagstudy.config import load_profile
+
+    profile = load_profile("smoke")
+    q = {"n": 4, "parse_rate": 1.0, "exact_all": 0.8, "mean_distance": 0.1}
+    gate.write([gate.judge("hag_seed0", 0, 11, {**q, "parse_rate": 0.5}, q, 0.99),
+                gate.judge("hag_seed1", 1, 7, q, q, 0.99)], tmp_path / gate.FILE)
+    run = SimpleNamespace(profile=profile, artifact=lambda *parts: tmp_path.joinpath(*parts[1:]),
+                          hag_adapters=lambda: [("hag_seed0", 0), ("hag_seed1", 1)])
+    assert ablations.reference_adapter(run) == "hag_seed1"  # the first that passed
+    assert ablations.arm_settings(run).max_steps == 7
+    same_epochs = SimpleNamespace(**{**vars(run), "profile": load_profile("smoke", ablation={"equal_steps": False})})
+    assert ablations.arm_settings(same_epochs) == profile.train

@@ -205,3 +205,17 @@ def test_the_label_only_loss_head_gives_the_same_loss_and_is_undone(trainer):
     assert trl_utils._use_triton is original
     assert torch.allclose(full.loss, label_only.loss, rtol=1e-5, atol=1e-6)
     assert torch.equal(full.label_mask, label_only.label_mask)
+
+
+def test_the_snapshot_rule_is_not_part_of_the_training_fingerprint():
+    """``train.select`` picks among finished snapshots: changing it must reuse the adapter, while a setting
+    that changes training must not. The text equals the repr earlier fingerprints hashed."""
+    from dataclasses import replace
+
+    from hagstudy.config import TrainSettings
+
+    s = TrainSettings()
+    assert training.settings_text(s) == repr(s).replace(", select='best_validation'", "")
+    fp = training.fingerprint("m", [{"a": 1}], None, s, 0)
+    assert training.fingerprint("m", [{"a": 1}], None, replace(s, select="final"), 0) == fp
+    assert training.fingerprint("m", [{"a": 1}], None, replace(s, max_steps=5), 0) != fp
