@@ -44,17 +44,6 @@ def _style() -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _seeded_global_rng(seed: int = 0) -> Iterator[None]:
-    """Seaborn's strip jitter draws from numpy's global RNG: seed it for this block, then restore."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
-
-
 def _figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
@@ -489,19 +478,20 @@ def loss_curve(log_history: Sequence[Mapping[str, Any]] | pd.DataFrame) -> Figur
     series = [c for c in ("loss", "eval_loss") if c in history.columns and history[c].notna().any()]
     if not series:
         raise ValueError(f"loss_curve: no 'loss' or 'eval_loss' in log history; keys: {list(history.columns)}")
-    colors = sns.color_palette("colorblind")
     runs = list(history.groupby("adapter", sort=True)) if "adapter" in history.columns else [("", history)]
+    colors = method_colors([str(run) for run, _ in runs])  # an adapter is a method: its colour everywhere
     with _style():
         fig = _figure(5.0, 3.2)
         ax = fig.add_subplot()
-        for j, (run, frame) in enumerate(runs):
+        for run, frame in runs:
             for k, name in enumerate(series):
                 pts = frame.loc[frame[name].notna(), ["step", name]].sort_values("step")
                 if pts.empty:
                     continue
                 label = ("train" if name == "loss" else "eval") + (f" {run}" if run else "")
-                ax.plot(pts["step"], pts[name], marker="o" if len(pts) < 30 else None, ms=3,
-                        color=colors[(j * len(series) + k) % len(colors)], label=label)
+                color = colors[str(run)] if run else sns.color_palette("colorblind")[k]
+                ax.plot(pts["step"], pts[name], marker="o" if len(pts) < 30 else None, ms=3, color=color,
+                        ls="-" if name == "loss" else "--", label=label)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         ax.legend(frameon=False)
@@ -555,8 +545,10 @@ def stage1_curve(curve: pd.DataFrame, gates: pd.DataFrame | None = None) -> Figu
         fig = _figure(10, 3.2)
         axes = fig.subplots(1, 3)
         for ax, (col, label) in zip(axes, metrics):
-            for name, group in curve.groupby("adapter", sort=True):
-                ax.plot(group["step"], group[col], marker="o", ms=3, label=str(name))
+            groups = list(curve.groupby("adapter", sort=True))
+            colors = method_colors([str(name) for name, _ in groups])
+            for name, group in groups:
+                ax.plot(group["step"], group[col], marker="o", ms=3, color=colors[str(name)], label=str(name))
             if gates is not None and len(gates):
                 ref = {"exact_match": "majority_exact_match", "distance": "majority_distance",
                        "parse_rate": "min_parse_rate"}[col]
