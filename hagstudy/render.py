@@ -225,7 +225,8 @@ def write_readme(profile: str = "default") -> Path:
     """results/README.md: findings, tables, captioned figures and the run metadata, all read from files."""
     import pandas as pd
 
-    from hagstudy.evaluation import to_markdown
+    from hagstudy.evaluation import sort_canonical, to_markdown
+    from hagstudy.tasks import selected
 
     p = load_profile(profile)
     paths = p.paths
@@ -281,7 +282,8 @@ def write_readme(profile: str = "default") -> Path:
         lines += ["## Stage 1: did the generated configs parse? (notebook 04, test queries)", "",
                   "*ok*: parsed and in range; *clamped*: parsed, a value moved into its range; *failed*: no config "
                   "parsed, so the default config was used (a fallback, counted here, not a choice).", "",
-                  to_markdown(parse_rate_table(pd.read_csv(tables / "parse_rates.csv")), decimals=3)]
+                  to_markdown(sort_canonical(parse_rate_table(pd.read_csv(tables / "parse_rates.csv")),
+                                             task_order=list(selected(p))), decimals=3)]
     if (tables / "hag_configs.csv").is_file():
         lines += ["## Configs HAG wrote per task (the three most frequent per adapter)", "",
                   "*distinct*: how many different configs the adapter wrote for the task's *n* test queries; "
