@@ -10,8 +10,8 @@ the inline backend is active (``%matplotlib inline`` or importing ``matplotlib.p
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -19,8 +19,11 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from hagstudy.evaluation import method_key
 from hagstudy.files import atomic_open
@@ -39,17 +42,6 @@ def _style() -> Iterator[None]:
     """Seaborn look for the figures made inside, without changing global rcParams."""
     with matplotlib.rc_context(_RC), sns.axes_style("whitegrid"), sns.plotting_context("paper"):
         yield
-
-
-@contextlib.contextmanager
-def _seeded_global_rng(seed: int = 0) -> Iterator[None]:
-    """Seaborn's strip jitter draws from numpy's global RNG: seed it for this block, then restore."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -77,83 +69,254 @@ def _methods(values: pd.Series) -> list[str]:
     return sorted(pd.unique(values), key=method_key)
 
 
+# One colour per method in every figure: a fixed map for the methods the study runs, so "hag" is the
+# same blue in main.png as in any ablation figure; HAG and its seeds are shades of one hue.
+METHOD_COLORS: dict[str, str] = {
+    "chance": "#8c8c8c",
+    "default": "#ca9161",
+    "greedy": "#de8f05",
+    "random": "#ece133",
+    "best_single_config": "#029e73",
+    "task_oracle": "#cc78bc",
+    "item_oracle": "#fbafe4",
+    "zero_shot": "#d55e00",
+    "zero_shot_json": "#7f3c8d",
+    "min_p": "#e7298a",
+    "edt": "#66a61e",
+    "hag": "#08519c",
+    "hag_seed0": "#9ecae1",
+    "hag_seed1": "#6baed6",
+    "hag_seed2": "#3182bd",
+    # ablation arms (notebook 05)
+    "hag_train25": "#17becf",
+    "hag_train50": "#0e7c86",
+    "hag_random_labels": "#bcbd22",
+    "hag_tpe_labels": "#8c6d31",
+    "hag_per_task_labels": "#393b79",
+    "hag_temperature_only": "#ad494a",
+    "hag_adapter_stage2": "#000000",
+}
+_MIN_DISTANCE = 0.12  # RGB distance under which two colours read as the same in a legend
+
+
+def _rgb(color: Any) -> np.ndarray:
+    return np.asarray(mcolors.to_rgb(color))
+
+
+def _fallback_colors() -> list[str]:
+    """Spare colours for names outside METHOD_COLORS, none close to a fixed one (tab20, tab20b, tab20c)."""
+    fixed = [_rgb(c) for c in METHOD_COLORS.values()]
+    spare: list[str] = []
+    for cmap in ("tab20", "tab20b", "tab20c"):
+        for rgb in matplotlib.colormaps[cmap].colors:
+            c = np.asarray(rgb[:3])
+            if all(np.linalg.norm(c - f) >= _MIN_DISTANCE for f in fixed) and all(
+                np.linalg.norm(c - _rgb(s)) >= _MIN_DISTANCE for s in spare
+            ):
+                spare.append(mcolors.to_hex(c))
+    return spare
+
+
+_FALLBACK: list[str] = _fallback_colors()
+
+
+def method_colors(names: Sequence[str]) -> dict[str, str]:
+    """Colour per name: METHOD_COLORS where fixed, else a spare colour picked by a stable hash of the name.
+
+    A spare is never one of the fixed colours, and two unknown names in one figure never share one
+    (the later probes on); with more unknown names than spares, an error says so.
+    """
+    out = {n: METHOD_COLORS[n] for n in names if n in METHOD_COLORS}
+    used = set(out.values())
+    for name in sorted({n for n in names if n not in METHOD_COLORS}, key=str):
+        start = int(hashlib.sha256(str(name).encode()).hexdigest(), 16) % len(_FALLBACK)
+        for k in range(len(_FALLBACK)):
+            color = _FALLBACK[(start + k) % len(_FALLBACK)]
+            if color not in used:
+                break
+        else:
+            raise ValueError(f"method_colors: more than {len(_FALLBACK)} methods without a fixed colour: add to METHOD_COLORS")
+        out[name] = color
+        used.add(color)
+    return out
+
+
 def _palette(names: Sequence[str]) -> dict[str, Any]:
+    """Colours for things that are not methods (tasks, search strategies, sources): distinct, by position."""
     return dict(zip(names, sns.color_palette("colorblind", n_colors=max(len(names), 1))))
 
 
-def main_bars(main_table: pd.DataFrame, ylabel: str = "score") -> Figure:
-    """Grouped bars: one group per task, one bar per method, error bars from ci_low / ci_high."""
+def _metric_of(main_table: pd.DataFrame, task: str, metrics: Mapping[str, str] | None) -> str:
+    """The task's metric name: the table's ``metric`` column, else ``metrics``, else the task registry."""
+    if "metric" in main_table.columns:
+        values = main_table.loc[main_table["task"] == task, "metric"].dropna().unique()
+        if len(values):
+            return str(values[0])
+    if metrics is not None and task in metrics:
+        return str(metrics[task])
+    from hagstudy import tasks as registry
+
+    try:
+        return registry.get(str(task)).metric
+    except KeyError:  # a task outside the registry (a synthetic table): a neutral label
+        return "score"
+
+
+def main_bars(main_table: pd.DataFrame, metrics: Mapping[str, str] | None = None, ncols: int = 3) -> Figure:
+    """One facet per task (its own y axis, labelled with its metric), one bar per method, error bars = the CIs.
+
+    Tasks score on different scales (BLEU/100 near 0.05, yes/no accuracy near 0.5), so a shared axis
+    flattens the small ones. Colours come from :func:`method_colors`; one legend serves every facet.
+    """
     _require(main_table, ["task", "method", "mean", "ci_low", "ci_high"], "main_bars")
     tasks, methods = _tasks(main_table["task"]), _methods(main_table["method"])
-    colors = _palette(methods)
-    width = 0.8 / len(methods)
+    colors = method_colors(methods)
+    ncols = max(1, min(ncols, len(tasks)))
+    nrows = -(-len(tasks) // ncols)
+    by_key = main_table.set_index(["task", "method"])
     with _style():
-        fig = _figure(max(5.0, 1.1 * len(tasks) * max(1.0, len(methods) / 4) + 2.0), 3.6)
-        ax = fig.add_subplot()
-        by_key = main_table.set_index(["task", "method"])
-        for j, method in enumerate(methods):
-            xs, ys, lo, hi = [], [], [], []
-            for i, task in enumerate(tasks):
+        fig = _figure(3.0 * ncols + 2.2, 2.6 * nrows + 0.4)
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, task in zip(axes, tasks):
+            for j, method in enumerate(methods):
                 if (task, method) not in by_key.index:
-                    continue  # a method not run on this task: leave the slot empty
+                    continue  # a method not run on this task: leave its slot empty
                 row = by_key.loc[(task, method)]
-                xs.append(i - 0.4 + width * (j + 0.5))
-                ys.append(float(row["mean"]))
-                lo.append(float(row["mean"] - row["ci_low"]))
-                hi.append(float(row["ci_high"] - row["mean"]))
-            ax.bar(xs, ys, width=width * 0.95, color=colors[method], label=method)
-            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="none", ecolor="0.2", elinewidth=0.8, capsize=2)
-        ax.set_xticks(range(len(tasks)), tasks, rotation=20, ha="right")
-        ax.set_ylabel(ylabel)
-        ax.set_ylim(0, max(1.0, float(main_table["ci_high"].max()) * 1.05))
-        ax.legend(title="method", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-        ax.set_title("Score per task and method (95% CI)")
+                mean = float(row["mean"])
+                ax.bar([j], [mean], width=0.8, color=colors[method], label=method)
+                ax.errorbar([j], [mean], yerr=[[mean - float(row["ci_low"])], [float(row["ci_high"]) - mean]],
+                            fmt="none", ecolor="0.2", elinewidth=0.8, capsize=2)
+            ax.set_xticks([])
+            ax.set_xlim(-0.7, len(methods) - 0.3)
+            ax.set_ylim(0, float(main_table.loc[main_table["task"] == task, "ci_high"].max()) * 1.08 or 1.0)
+            ax.set_title(str(task))
+            ax.set_ylabel(_metric_of(main_table, task, metrics))
+        for ax in axes[len(tasks):]:
+            ax.set_visible(False)
+        handles, labels = _legend_entries(axes[: len(tasks)])
+        rank = {m: i for i, m in enumerate(methods)}
+        handles, labels = zip(*sorted(zip(handles, labels), key=lambda hl: rank[hl[1]]))
+        fig.legend(handles, labels, title="method", loc="outside right upper", frameon=False)
+        fig.suptitle("Score per task and method (bars: mean; whiskers: 95% CI); each task on its own scale")
     return fig
+
+
+def _legend_entries(axes: Sequence[Any]) -> tuple[list[Any], list[str]]:
+    """Legend handles and labels over several panels, each label once, in first-seen order."""
+    handles: list[Any] = []
+    labels: list[str] = []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    return handles, labels
+
+
+# Values that switch a hyperparameter off rather than set it: drawn apart, after a gap, labelled "off".
+OFF_VALUES: dict[str, float] = {"top_k": 0.0}
+
+
+_MAX_VALUE_COLUMNS = 10  # past this many distinct values a panel keeps the most common and lumps the rest
+
+
+def _value_columns(values: pd.Series) -> list[float]:
+    """The distinct values a panel gets a column for: all, or the most common ones when there are many."""
+    counts = values.astype(float).value_counts()
+    if len(counts) > _MAX_VALUE_COLUMNS:
+        counts = counts.sort_index().sort_values(ascending=False, kind="mergesort").iloc[: _MAX_VALUE_COLUMNS - 1]
+    return sorted(counts.index)
 
 
 def config_distributions(
     configs_frame: pd.DataFrame, hyperparameters: Sequence[str] = HYPERPARAMETERS
 ) -> Figure:
-    """Per task, distributions of decoding hyperparameters, one panel per hyperparameter.
+    """Counts of each hyperparameter value per (task, source): a heatmap panel per hyperparameter.
 
-    Boxes summarise each (task, source), e.g. search labels vs HAG's generated configs; points show
-    every config (with a fixed jitter, so the figure is reproducible).
+    The configs take a handful of discrete values, so counts say more than boxes. A row is one task
+    and source (e.g. the checked labels, a HAG seed, the untuned model); a cell is how many of that
+    row's configs chose the value (colour: share of the row). With a ``status`` column, parse failures
+    ("failed": the default config was used) are not choices: they are counted apart in a "fallback"
+    column after a gap, and clamped values are counted where they were clamped to. With more than
+    ten distinct values, the nine most common get columns and the rest are counted under "other".
     """
     _require(configs_frame, ["task", *hyperparameters], "config_distributions")
     frame = configs_frame.copy()
     if "source" not in frame.columns:
         frame["source"] = "config"
-    tasks = _tasks(frame["task"])
-    sources = sorted(pd.unique(frame["source"]), key=str)
-    palette = _palette(sources)
-    n = len(hyperparameters)
-    with _style(), _seeded_global_rng(0):
-        fig = _figure(max(6.0, 0.9 * len(tasks) * 2 + 1.5), 2.4 * n)
-        axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
-        for ax, name in zip(axes, hyperparameters):
-            common = dict(
-                data=frame, x="task", y=name, hue="source", order=tasks, hue_order=sources,
-                palette=palette, ax=ax,
-            )  # fmt: skip
-            with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib 3.11's deprecated `vert`
-                warnings.filterwarnings("ignore", message=".*vert: bool was deprecated", category=DeprecationWarning)
-                sns.boxplot(**common, showfliers=False, fill=False, legend=False)
-            sns.stripplot(**common, dodge=len(sources) > 1, size=2.5, alpha=0.5, jitter=0.2, legend=ax is axes[0])
-            ax.set_ylabel(name)
-            ax.set_xlabel("")
-        if axes[0].get_legend() is not None:
-            sns.move_legend(axes[0], "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, title="source")
-        axes[-1].tick_params(axis="x", labelrotation=20)
-        fig.suptitle("Decoding hyperparameters per task")
+    failed = frame["status"].astype(str).eq("failed") if "status" in frame.columns else pd.Series(False, frame.index)
+    rows = list(frame.groupby(["task", "source"], sort=False).groups)
+    order = {t: i for i, t in enumerate(_tasks(frame["task"]))}
+    rows.sort(key=lambda k: (order[k[0]], str(k[1])))
+    has_fallback = bool(failed.any())
+    cmap = matplotlib.colormaps["Blues"]
+    panels = []
+    for name in hyperparameters:
+        columns = _value_columns(frame.loc[~failed, name]) if (~failed).any() else []
+        other = bool((~frame.loc[~failed, name].astype(float).isin(columns)).any())
+        panels.append((name, columns, other))
+    widths = [len(c) + int(o) + (1.5 if has_fallback else 0) for _, c, o in panels]
+    with _style():
+        fig = _figure(0.42 * sum(widths) + 2.8, 0.24 * len(rows) + 1.4)
+        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False, width_ratios=[max(w, 1) for w in widths])[0]
+        for ax, (name, columns, other), width in zip(axes, panels, widths):
+            labels = ["off" if v == OFF_VALUES.get(name) else f"{v:g}" for v in columns] + (["other"] if other else [])
+            xs = list(range(len(labels)))
+            if has_fallback:
+                xs.append(len(labels) + 0.5)
+                labels.append("fallback")
+            for r, (task, source) in enumerate(rows):
+                sel = (frame["task"] == task) & (frame["source"] == source)
+                chosen = frame.loc[sel & ~failed, name].astype(float)
+                counts = [int((chosen == v).sum()) for v in columns]
+                if other:
+                    counts.append(int((~chosen.isin(columns)).sum()))
+                if has_fallback:
+                    counts.append(int((sel & failed).sum()))
+                total = max(int(sel.sum()), 1)
+                for x, n, lab in zip(xs, counts, labels):
+                    share = n / total
+                    face = "0.55" if lab == "fallback" and n else cmap(0.08 + 0.92 * share) if n else "white"
+                    ax.add_patch(Rectangle((x - 0.5, r - 0.5), 1, 1, facecolor=face,
+                                                              edgecolor="white", lw=0.5))
+                    if n:
+                        ax.text(x, r, str(n), ha="center", va="center", fontsize=5,
+                                color="white" if share > 0.55 else "black")
+            ax.set_xlim(-0.5, max(xs, default=0) + 0.5)
+            ax.set_ylim(len(rows) - 0.5, -0.5)
+            ax.set_xticks(xs, labels, rotation=90, fontsize=6)
+            ax.set_title(name, fontsize=8)
+            ax.grid(False)
+            for r in range(1, len(rows)):  # a rule between tasks
+                if rows[r][0] != rows[r - 1][0]:
+                    ax.axhline(r - 0.5, color="0.3", lw=0.8)
+        axes[0].set_yticks(range(len(rows)), [f"{t} · {s}" for t, s in rows], fontsize=6)
+        fig.suptitle("Decoding hyperparameters per task and source: number of configs per value"
+                     + (" (fallback: parse failed, default used)" if has_fallback else ""), fontsize=9)
     return fig
 
 
+def _positions(hp: str, values: Sequence[float]) -> tuple[dict[float, float], list[float], list[str]]:
+    """Evenly spaced x positions per distinct value, an "off" value last after a gap; ticks and labels."""
+    distinct = sorted(set(float(v) for v in values))
+    off = OFF_VALUES.get(hp)
+    on = [v for v in distinct if v != off]
+    pos = {v: float(i) for i, v in enumerate(on)}
+    labels = [f"{v:g}" for v in on]
+    if off is not None and off in distinct:
+        pos[off] = len(on) + 0.5
+        labels.append("off")
+    return pos, [pos[v] for v in on] + ([pos[off]] if off in pos else []), labels
+
+
 def sensitivity_curves(sens_frame: pd.DataFrame, defaults: Mapping[str, float] | None = None) -> Figure:
-    """Score (and self-BLEU if present) vs each hyperparameter moved alone from the default.
+    """Score vs each hyperparameter moved alone from the default: a panel per (task, hyperparameter).
 
     Columns: task, hyperparameter, value, score_mean, score_ci_low, score_ci_high, optionally
-    self_bleu. One column of panels per hyperparameter, one line per task with its CI band;
-    ``defaults`` (hyperparameter -> default value) adds a dotted vertical line at the default.
+    is_default and self_bleu. One row per task (its own y axis, one CI band per panel, so bands never
+    overlap), one column per hyperparameter; values sit evenly spaced, and an "off" value (top_k=0)
+    sits apart at the right. The default is the ringed point (``is_default``, else ``defaults``:
+    hyperparameter -> value). With self_bleu, a last row shows it for every task.
     """
     _require(
         sens_frame,
@@ -164,38 +327,58 @@ def sensitivity_curves(sens_frame: pd.DataFrame, defaults: Mapping[str, float] |
     hparams = known + sorted(set(sens_frame["hyperparameter"]) - set(known), key=str)
     tasks = _tasks(sens_frame["task"])
     colors = _palette(tasks)
-    rows = ["score_mean"] + (["self_bleu"] if "self_bleu" in sens_frame.columns else [])
+    bleu = "self_bleu" in sens_frame.columns and sens_frame["self_bleu"].notna().any()
+    nrows = len(tasks) + (1 if bleu else 0)
     with _style():
-        fig = _figure(2.8 * len(hparams) + 1.6, 2.5 * len(rows))
-        axes = fig.subplots(len(rows), len(hparams), squeeze=False, sharey="row")
+        fig = _figure(2.5 * len(hparams) + 1.8, 1.55 * nrows + 0.6)
+        axes = fig.subplots(nrows, len(hparams), squeeze=False, sharey="row")
         for c, hp in enumerate(hparams):
             sub = sens_frame.loc[sens_frame["hyperparameter"] == hp]
-            for task in tasks:
-                line = sub.loc[sub["task"] == task].sort_values("value")
-                if line.empty:
-                    continue
-                x = line["value"].to_numpy(dtype=float)
-                ax = axes[0, c]
-                ax.plot(x, line["score_mean"], marker="o", ms=3, color=colors[task], label=task)
-                ax.fill_between(x, line["score_ci_low"], line["score_ci_high"], color=colors[task], alpha=0.15)
-                if len(rows) > 1 and line["self_bleu"].notna().any():
-                    axes[1, c].plot(x, line["self_bleu"], marker="o", ms=3, color=colors[task], label=task)
-            if defaults is not None and hp in defaults:
-                for ax in axes[:, c]:
-                    ax.axvline(float(defaults[hp]), color="0.4", lw=0.8, ls=":")
+            pos, ticks, labels = _positions(hp, sub["value"].to_numpy(dtype=float))
+            off = OFF_VALUES.get(hp)
+            for r, task in enumerate(tasks):
+                line = sub.loc[sub["task"] == task].assign(_x=lambda d: d["value"].astype(float).map(pos))
+                line = line.sort_values("_x")
+                ax = axes[r, c]
+                on = line.loc[line["value"].astype(float) != off] if off is not None else line
+                for part, style in ((on, "-"), (line.loc[~line.index.isin(on.index)], "none")):
+                    if part.empty:
+                        continue
+                    ax.plot(part["_x"], part["score_mean"], marker="o", ms=3, ls=style, color=colors[task],
+                            label=task if style == "-" else None)
+                    ax.fill_between(part["_x"], part["score_ci_low"], part["score_ci_high"], color=colors[task],
+                                    alpha=0.2, lw=0)
+                    if style == "none":  # a lone point: its CI as a whisker, a band has no width
+                        ax.errorbar(part["_x"], part["score_mean"],
+                                    yerr=[part["score_mean"] - part["score_ci_low"],
+                                          part["score_ci_high"] - part["score_mean"]],
+                                    fmt="none", ecolor=colors[task], elinewidth=0.8, capsize=2)
+                if "is_default" in line.columns:
+                    dflt = line.loc[line["is_default"].astype(str).str.lower() == "true"]
+                elif defaults is not None and hp in defaults:
+                    dflt = line.loc[np.isclose(line["value"].astype(float), float(defaults[hp]))]
+                else:
+                    dflt = line.iloc[0:0]
+                ax.plot(dflt["_x"], dflt["score_mean"], ls="none", marker="o", ms=8, mfc="none", mec="black",
+                        mew=1.0, label="default config")
+                if bleu:
+                    axes[-1, c].plot(on["_x"], on["self_bleu"], marker="o", ms=3, color=colors[task], label=task)
+                    rest = line.loc[~line.index.isin(on.index)]
+                    axes[-1, c].plot(rest["_x"], rest["self_bleu"], ls="none", marker="o", ms=3, color=colors[task])
+                if c == 0:
+                    ax.set_ylabel(f"{task}\nscore", fontsize=7)
+            for ax in axes[:, c]:
+                ax.set_xticks(ticks, labels if ax is axes[-1, c] else [""] * len(ticks))
+                if off is not None and off in pos:
+                    ax.axvline(pos[off] - 0.75, color="0.5", lw=0.8, ls=":")
             axes[0, c].set_title(hp)
             axes[-1, c].set_xlabel(hp)
-        axes[0, 0].set_ylabel("score")
-        if len(rows) > 1:
-            axes[1, 0].set_ylabel("self-BLEU (lower = more diverse)")
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        for c in range(1, len(hparams)):  # tasks missing from the first panel
-            for h, lab in zip(*axes[0, c].get_legend_handles_labels()):
-                if lab not in labels:
-                    handles.append(h)
-                    labels.append(lab)
-        fig.legend(handles, labels, title="task", loc="outside right upper", frameon=False)
-        fig.suptitle("Sensitivity to one hyperparameter at a time (others at default)")
+        if bleu:
+            axes[-1, 0].set_ylabel("self-BLEU\n(lower = more diverse)", fontsize=7)
+        handles, labels = _legend_entries(list(axes.ravel()))
+        last = sorted(range(len(labels)), key=lambda i: labels[i] == "default config")  # the ring after the tasks
+        fig.legend([handles[i] for i in last], [labels[i] for i in last], loc="outside right upper", frameon=False)
+        fig.suptitle("Sensitivity to one hyperparameter at a time (others at default; bands: 95% CI)")
     return fig
 
 
@@ -242,9 +425,14 @@ def cost_vs_quality(
     strategies = sorted(pd.unique(frame[hue]), key=str)
     colors = _palette(strategies)
     has_ci = f"{y}_ci_low" in frame.columns and f"{y}_ci_high" in frame.columns
+    ncols = min(3, len(tasks))
+    nrows = -(-len(tasks) // ncols)
+    integer = bool(np.allclose(frame[x].to_numpy(dtype=float), np.round(frame[x].to_numpy(dtype=float))))
     with _style():
-        fig = _figure(3.2 * len(tasks) + 1.8, 3.2)
-        axes = fig.subplots(1, len(tasks), squeeze=False, sharey=True)[0]
+        fig = _figure(2.9 * ncols + 1.6, 2.4 * nrows + 0.5)
+        axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
+        for ax in axes[len(tasks):]:
+            ax.set_visible(False)
         for ax, task in zip(axes, tasks):
             sub = frame if task is None else frame.loc[frame["task"] == task]
             for s in strategies:
@@ -252,7 +440,9 @@ def cost_vs_quality(
                 if pts.empty:
                     continue
                 xs, ys = pts[x].to_numpy(dtype=float), pts[y].to_numpy(dtype=float)
-                ax.plot(xs, ys, marker="o", ms=4, color=colors[s], label=str(s))
+                k = strategies.index(s)  # open markers of falling size: points at one spot stay visible, nested
+                ax.plot(xs, ys, marker="osD^v"[k % 5], ms=max(9 - 2 * k, 3), mfc="none", mew=1.2, color=colors[s],
+                        label=str(s))
                 if has_ci:
                     yerr = [ys - pts[f"{y}_ci_low"].to_numpy(float), pts[f"{y}_ci_high"].to_numpy(float) - ys]
                     ax.errorbar(xs, ys, yerr=yerr, fmt="none", ecolor=colors[s], elinewidth=0.8, capsize=2)
@@ -260,16 +450,18 @@ def cost_vs_quality(
             positive = positive[positive > 0]
             if positive.size and positive.max() / positive.min() > 20:
                 ax.set_xscale("log")
+            else:
+                if integer:  # counts: no fractional ticks
+                    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
+                lo, hi = float(sub[x].min()), float(sub[x].max())
+                pad = max(0.15 * (hi - lo), 0.05 * max(abs(hi), 1.0), 1.0 if integer else 0.0)
+                ax.set_xlim(lo - pad, hi + pad)  # a panel whose points share one cost is not a sliver
             ax.set_xlabel(f"search cost ({x})")
             if task is not None:
                 ax.set_title(str(task))
-        axes[0].set_ylabel(f"label {y}")
-        handles, labels = [], []
-        for ax in axes:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles.append(h)
-                    labels.append(lab)
+        for ax in axes[::ncols]:
+            ax.set_ylabel(f"label {y}")
+        handles, labels = _legend_entries(axes[: len(tasks)])
         fig.legend(handles, labels, title=hue, loc="outside right upper", frameon=False)
         fig.suptitle("Search cost vs label quality")
     return fig
@@ -286,19 +478,20 @@ def loss_curve(log_history: Sequence[Mapping[str, Any]] | pd.DataFrame) -> Figur
     series = [c for c in ("loss", "eval_loss") if c in history.columns and history[c].notna().any()]
     if not series:
         raise ValueError(f"loss_curve: no 'loss' or 'eval_loss' in log history; keys: {list(history.columns)}")
-    colors = sns.color_palette("colorblind")
     runs = list(history.groupby("adapter", sort=True)) if "adapter" in history.columns else [("", history)]
+    colors = method_colors([str(run) for run, _ in runs])  # an adapter is a method: its colour everywhere
     with _style():
         fig = _figure(5.0, 3.2)
         ax = fig.add_subplot()
-        for j, (run, frame) in enumerate(runs):
+        for run, frame in runs:
             for k, name in enumerate(series):
                 pts = frame.loc[frame[name].notna(), ["step", name]].sort_values("step")
                 if pts.empty:
                     continue
                 label = ("train" if name == "loss" else "eval") + (f" {run}" if run else "")
-                ax.plot(pts["step"], pts[name], marker="o" if len(pts) < 30 else None, ms=3,
-                        color=colors[(j * len(series) + k) % len(colors)], label=label)
+                color = colors[str(run)] if run else sns.color_palette("colorblind")[k]
+                ax.plot(pts["step"], pts[name], marker="o" if len(pts) < 30 else None, ms=3, color=color,
+                        ls="-" if name == "loss" else "--", label=label)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         ax.legend(frameon=False)
@@ -352,8 +545,10 @@ def stage1_curve(curve: pd.DataFrame, gates: pd.DataFrame | None = None) -> Figu
         fig = _figure(10, 3.2)
         axes = fig.subplots(1, 3)
         for ax, (col, label) in zip(axes, metrics):
-            for name, group in curve.groupby("adapter", sort=True):
-                ax.plot(group["step"], group[col], marker="o", ms=3, label=str(name))
+            groups = list(curve.groupby("adapter", sort=True))
+            colors = method_colors([str(name) for name, _ in groups])
+            for name, group in groups:
+                ax.plot(group["step"], group[col], marker="o", ms=3, color=colors[str(name)], label=str(name))
             if gates is not None and len(gates):
                 ref = {"exact_match": "majority_exact_match", "distance": "majority_distance",
                        "parse_rate": "min_parse_rate"}[col]

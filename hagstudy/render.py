@@ -19,10 +19,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hagstudy.config import Paths, load_profile, repo_root
 from hagstudy.files import atomic_write
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # nbformat validates with jsonschema, which imports rfc3987_syntax when installed (JupyterLab pulls it
 # in) to check "iri" formats; that import compiles a grammar, ~2 s per render process here. The
@@ -124,11 +127,106 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def write_readme(profile: str = "default") -> Path:
-    """results/README.md: the main table, the figures and the run metadata, all read from files."""
+# A caption per figure stem (notebook 06's names); a figure without one says so in the README.
+FIGURE_CAPTIONS: dict[str, str] = {
+    "main": "Mean score per method, one panel per task on its own y axis (labelled with the task's metric); "
+            "whiskers are the 95 % bootstrap CIs of the main table. Each method has the same colour in every figure; "
+            "`hag` is the pooled adapters, `hag_seed*` the single adapters (lighter shades of the same blue).",
+    "config_distributions": "How many configs chose each hyperparameter value, per task and source (checked labels "
+                            "from notebook 01, HAG's adapters, the untuned model). Colour: share of the row. "
+                            "*fallback*: the config did not parse and the default was used, so it is not a choice; "
+                            "*other*: values outside the most common nine.",
+    "sensitivity": "Score (rows per task, 95 % CI bands) and self-BLEU (last row, lower = more diverse) when one "
+                   "hyperparameter moves from the default while the others stay at it. The ringed point is the "
+                   "default config; top_k *off* (top_k = 0, no top-k filter) is drawn apart on the right.",
+    "improvement_vs_difficulty": "RQ4: HAG's improvement over the default config (95 % CI) against the default "
+                                 "config's score (higher = easier task), one point per task.",
+    "search_cost_vs_quality": "Search strategies of notebook 05: generations spent per item (x) against the held-out "
+                              "score of the labels they chose (y), a panel per task; points at one spot are nested "
+                              "markers. The numbers are in the search table above.",
+    "search_vs_fresh": "Per task, the labels' mean score on the draws they were selected on (x) against fresh draws "
+                       "(y), before (o) and after (square) the held-out check; points under the diagonal are "
+                       "labels that looked better than they are.",
+    "loss_curve": "SFT training loss (and evaluation loss where logged) against steps, one line per adapter.",
+    "stage1_curve": "Stage-1 quality on the validation rows against training steps: parse rate, exact match of the "
+                    "whole config and config distance, one line per adapter; dashed: the gate's parse rate and the "
+                    "per-task majority label's exact match and distance.",
+}
+
+
+def parse_rate_table(parse_rates: pd.DataFrame) -> pd.DataFrame:
+    """Stage-1 outcome counts per task and method with shares: ok, clamped into range, failed (default used)."""
+
+    missing = [c for c in ("task", "method", "ok", "clamped", "failed") if c not in parse_rates.columns]
+    if missing:
+        raise ValueError(f"parse_rates.csv: missing column(s) {missing}; got {list(parse_rates.columns)}")
+    out = parse_rates[["task", "method", "ok", "clamped", "failed"]].copy()
+    out["n"] = out[["ok", "clamped", "failed"]].sum(axis=1)
+    n = out["n"].where(out["n"] > 0)
+    out["parsed_share"] = (out["ok"] + out["clamped"]) / n
+    out["fallback_share"] = out["failed"] / n
+    return out[["task", "method", "n", "ok", "clamped", "failed", "parsed_share", "fallback_share"]]
+
+
+def config_counts(hag_configs: pd.DataFrame, top: int = 3, prefix: str = "hag") -> pd.DataFrame:
+    """The configs HAG wrote per task and adapter: the ``top`` most frequent, with counts and shares.
+
+    Rows of methods not starting with ``prefix`` (the zero-shot baselines) are left out; their parse
+    outcomes are in :func:`parse_rate_table`. ``distinct`` counts every different config the adapter wrote.
+    """
+    import pandas as pd  # noqa: F811
+
+    from hagstudy.plots import HYPERPARAMETERS
+
+    missing = [c for c in ("task", "method", *HYPERPARAMETERS) if c not in hag_configs.columns]
+    if missing:
+        raise ValueError(f"hag_configs.csv: missing column(s) {missing}; got {list(hag_configs.columns)}")
+    frame = hag_configs.loc[hag_configs["method"].astype(str).str.startswith(prefix)].copy()
+    frame["config"] = [
+        f"T={t:g} p={p:g} k={int(k)} rp={r:g}"
+        for t, p, k, r in frame[list(HYPERPARAMETERS)].itertuples(index=False, name=None)
+    ]
+    rows = []
+    for (task, method), group in frame.groupby(["task", "method"], sort=False):
+        counts = group["config"].value_counts()
+        counts = counts.sort_index().sort_values(ascending=False, kind="mergesort")  # ties: alphabetical
+        for config, n in counts.iloc[:top].items():
+            rows.append((task, method, config, int(n), n / len(group), len(counts), len(group)))
+    return pd.DataFrame(rows, columns=["task", "method", "config", "count", "share", "distinct", "n"])
+
+
+def _findings_lines(tables: Path, target: str = "HAG") -> list[str]:
+    """The findings sentences from relative*.csv, at_chance.csv, train_gate.csv and headroom.csv."""
+    from types import SimpleNamespace
+
     import pandas as pd
 
-    from hagstudy.evaluation import to_markdown
+    from hagstudy import findings
+
+    def read(name: str) -> pd.DataFrame | None:
+        return pd.read_csv(tables / name) if (tables / name).is_file() else None
+
+    relative, strong, at_chance, gates, headroom = (
+        read(n) for n in ("relative.csv", "relative_strong.csv", "at_chance.csv", "train_gate.csv", "headroom.csv")
+    )
+    out: list[str] = []
+    if relative is not None:
+        gate_map = None
+        if gates is not None and {"adapter", "passed", "reason"} <= set(gates.columns):
+            gate_map = {str(r.adapter): SimpleNamespace(adapter=r.adapter, passed=str(r.passed).lower() == "true",
+                                                        reason=r.reason) for r in gates.itertuples()}
+        out += findings.lines(relative, strong, target=target, at_chance=at_chance, gates=gate_map)
+    if headroom is not None:
+        out += findings.headroom_lines(headroom)
+    return out
+
+
+def write_readme(profile: str = "default") -> Path:
+    """results/README.md: findings, tables, captioned figures and the run metadata, all read from files."""
+    import pandas as pd
+
+    from hagstudy.evaluation import sort_canonical, to_markdown
+    from hagstudy.tasks import selected
 
     p = load_profile(profile)
     paths = p.paths
@@ -145,6 +243,10 @@ def write_readme(profile: str = "default") -> Path:
         "",
     ]
     tables = paths.results / "tables"
+    found = _findings_lines(tables)
+    if found:
+        lines += ["## Findings", "", "Generated from the tables below (`hagstudy.findings`); losses first.", ""]
+        lines += [f"- {line}" for line in found] + [""]
     sections = [  # (file, heading, columns or None for all): what a reader needs first comes first
         ("train_gate.csv", "Did HAG's stage 1 learn its labels? (notebook 03's gate, validation rows)",
          ["adapter", "seed", "steps", "parse_rate", "exact_match", "majority_exact_match", "distance",
@@ -176,9 +278,28 @@ def write_readme(profile: str = "default") -> Path:
         lines += ["## Ablation arms: did each adapter learn its labels? (notebook 05)", "",
                   to_markdown(df[["method", "status", "parse_rate", "exact_match", "majority_exact_match", "distance",
                                   "majority_distance"]], decimals=3)]
+    if (tables / "parse_rates.csv").is_file():
+        lines += ["## Stage 1: did the generated configs parse? (notebook 04, test queries)", "",
+                  "*ok*: parsed and in range; *clamped*: parsed, a value moved into its range; *failed*: no config "
+                  "parsed, so the default config was used (a fallback, counted here, not a choice).", "",
+                  to_markdown(sort_canonical(parse_rate_table(pd.read_csv(tables / "parse_rates.csv")),
+                                             task_order=list(selected(p))), decimals=3)]
+    if (tables / "hag_configs.csv").is_file():
+        lines += ["## Configs HAG wrote per task (the three most frequent per adapter)", "",
+                  "*distinct*: how many different configs the adapter wrote for the task's *n* test queries; "
+                  "T = temperature, p = top_p, k = top_k (0 = off), rp = repetition_penalty.", "",
+                  to_markdown(config_counts(pd.read_csv(tables / "hag_configs.csv")), decimals=3)]
+    if (tables / "ablation_search.csv").is_file():
+        lines += ["## Search strategies: cost and label quality (notebook 05)", "",
+                  to_markdown(pd.read_csv(tables / "ablation_search.csv"), decimals=3)]
     figures = sorted((paths.results / "figures").glob("*.png")) if (paths.results / "figures").is_dir() else []
+    known = list(FIGURE_CAPTIONS)  # the main figure first, then in the captions' order, unknown ones last
+    figures.sort(key=lambda f: (known.index(f.stem) if f.stem in known else len(known), f.stem))
     if figures:
-        lines += ["## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]
+        lines += ["## Figures", ""]
+        for f in figures:
+            caption = FIGURE_CAPTIONS.get(f.stem, "(no caption: add one to `hagstudy.render.FIGURE_CAPTIONS`)")
+            lines += [f"![{f.stem}](figures/{f.name})", "", f"*Figure `{f.stem}`.* {caption}", ""]
     if meta.get("wall_s"):
         wall, decoded = meta["wall_s"], meta.get("decoded", {})
         lines += [

@@ -123,8 +123,120 @@ def test_global_rng_untouched() -> None:
 
 def test_main_bars_keep_the_tables_task_order() -> None:
     fig = plots.main_bars(main_frame())
-    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
-    assert labels == TASKS  # evaluation's tables come in the study's task order; plots keep it
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == TASKS  # evaluation's tables come in the study's task order; plots keep it
+
+
+def test_main_bars_facet_per_task_with_its_metric_and_own_scale() -> None:
+    frame = main_frame()
+    frame.loc[frame["task"] == "coinflip", ["mean", "ci_low", "ci_high"]] /= 10  # a task on a much smaller scale
+    fig = plots.main_bars(frame, metrics={"taboo": "compliance x relevance"})
+    axes = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert axes["taboo"].get_ylabel() == "compliance x relevance"
+    assert axes["coinflip"].get_ylabel() == "accuracy"  # from the task registry
+    assert axes["coinflip"].get_ylim()[1] < 0.1 < axes["taboo"].get_ylim()[1]
+    with_column = plots.main_bars(frame.assign(metric="BLEU"))
+    assert {ax.get_ylabel() for ax in with_column.axes if ax.get_visible()} == {"BLEU"}
+    # error bars are the table's CIs: the whisker of taboo/hag spans ci_low..ci_high
+    row = frame.loc[(frame["task"] == "taboo") & (frame["method"] == "hag")].iloc[0]
+    spans = [seg[:, 1] for coll in axes["taboo"].collections for seg in coll.get_segments()]
+    assert any(np.allclose(sorted(s), [row["ci_low"], row["ci_high"]]) for s in spans)
+
+
+def _legend_colors(fig: Figure) -> dict[str, tuple]:
+    """Label -> RGB of every legend entry of a figure (figure legends and axes legends)."""
+    from matplotlib.colors import to_rgb
+
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    out: dict[str, tuple] = {}
+    for legend in legends:
+        for handle, text in zip(legend.legend_handles, legend.get_texts()):
+            if hasattr(handle, "get_facecolor") and not hasattr(handle, "get_markerfacecolor"):
+                color = handle.get_facecolor()
+            else:
+                color = handle.get_color()
+            out[text.get_text()] = tuple(round(c, 4) for c in to_rgb(color))
+    return out
+
+
+ALL_METHODS = [
+    "chance", "default", "greedy", "random", "zero_shot", "zero_shot_json", "task_oracle", "best_single_config",
+    "item_oracle", "hag", "hag_seed0", "hag_seed1", "hag_seed2", "min_p", "edt", "hag_train25", "hag_train50",
+    "hag_random_labels", "hag_tpe_labels", "hag_per_task_labels", "hag_temperature_only", "hag_adapter_stage2",
+    "some_new_arm", "another_arm",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_no_two_legend_entries_share_a_colour(name) -> None:
+    colors = _legend_colors(BUILDERS[name]())
+    seen: dict[tuple, str] = {}
+    for label, rgb in colors.items():
+        assert rgb not in seen, f"{name}: {label!r} and {seen[rgb]!r} share colour {rgb}"
+        seen[rgb] = label
+
+
+def test_every_method_keeps_one_colour_across_figures() -> None:
+    one = main_frame()
+    rows = [(t, m, 0.4, 0.3, 0.5, 20, 3) for t in TASKS for m in ALL_METHODS]
+    everything = pd.DataFrame(rows, columns=one.columns)
+    a, b = _legend_colors(plots.main_bars(one)), _legend_colors(plots.main_bars(everything))
+    assert set(b) == set(ALL_METHODS) and len(set(b.values())) == len(ALL_METHODS)
+    for method in a:  # the same method, a different set of methods beside it: the same colour
+        assert a[method] == b[method], method
+    assert a["default"] != b["hag_seed1"] and b["chance"] != b["hag_seed0"]  # the two clashes of the old palette
+
+
+def test_method_colours_fixed_and_fallbacks_never_collide() -> None:
+    fixed = plots.METHOD_COLORS
+    assert {"chance", "default", "zero_shot_json", "task_oracle", "hag", "hag_seed2", "min_p", "edt"} <= set(fixed)
+    assert len(set(fixed.values())) == len(fixed)
+    unknown = [f"arm_{i}" for i in range(20)]
+    colors = plots.method_colors(["hag", *unknown])
+    assert colors["hag"] == fixed["hag"]
+    assert not set(colors[u] for u in unknown) & set(fixed.values())
+    assert len(set(colors.values())) == len(colors)
+    assert plots.method_colors(["arm_3"]) == plots.method_colors(["arm_3"])  # deterministic
+    with pytest.raises(ValueError, match="METHOD_COLORS"):
+        plots.method_colors([f"x{i}" for i in range(len(plots._FALLBACK) + 1)])
+
+
+def test_sensitivity_puts_off_apart_and_rings_the_default() -> None:
+    frame = sens_frame().assign(is_default=lambda d: (d["hyperparameter"] == "top_k") & (d["value"] == 50))
+    fig = plots.sensitivity_curves(frame)
+    top_k_col = [ax for ax in fig.axes if ax.get_title() == "top_k"][0]
+    bottom = [ax for ax in fig.axes if ax.get_xlabel() == "top_k"][0]
+    labels = [t.get_text() for t in bottom.get_xticklabels()]
+    assert labels == ["10", "50", "off"]  # 0 is not drawn next to small values: it is "off", last, after a gap
+    ticks = list(bottom.get_xticks())
+    assert ticks[2] - ticks[1] > ticks[1] - ticks[0]
+    rings = [ln for ln in top_k_col.get_lines() if ln.get_label() == "default config"]
+    assert rings and list(rings[0].get_xdata()) == [ticks[1]]
+    assert len(fig.axes) == (2 + 1) * 2  # a row per task plus self-BLEU, a column per hyperparameter
+
+
+def test_config_distributions_counts_and_keeps_fallbacks_apart() -> None:
+    frame = configs_frame().assign(status="ok")
+    frame.loc[:4, "status"] = "failed"
+    fig = plots.config_distributions(frame)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[-1] == "fallback" and "other" in labels  # many distinct values: the rest lumped as "other"
+    texts = [int(t.get_text()) for t in ax.texts]
+    assert sum(texts) == len(frame)  # every config counted once, in a value column or as a fallback
+    fallback_x = ax.get_xticks()[-1]
+    assert sum(int(t.get_text()) for t in ax.texts if t.get_position()[0] == fallback_x) == 5
+
+
+def test_cost_vs_quality_has_integer_ticks_on_counts() -> None:
+    frame = pd.DataFrame({"task": ["a", "a", "b"], "strategy": ["grid", "tpe", "grid"], "generations": [36, 37, 40],
+                          "quality": [0.2, 0.3, 0.4]})
+    fig = plots.cost_vs_quality(frame)
+    for ax in fig.axes:
+        if ax.get_visible():
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    assert fig.get_size_inches()[0] < 12
 
 
 def test_bad_inputs() -> None:

@@ -32,6 +32,7 @@ def generator_config(seed: int, size: int) -> dict[str, Any]:
 class Arithmetic(Task):
     name = "arithmetic"
     capability = "mathematics"
+    metric = "exact match"
     max_new_tokens = 32  # "Answer: 163" is short, but the model often writes "98 + 65 = 163" or a lead-in first
     seed = 17
     system = (

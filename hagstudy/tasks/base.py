@@ -32,6 +32,7 @@ class Task:
 
     name: str = ""
     capability: str = ""
+    metric: str = "score"  # what ``score`` measures, for axis labels (figures, README)
     max_new_tokens: int = 64
     system: str = ""  # the system prompt: role and the explicit answer format
     split_sizes: dict[str, int] = {"search": 100, "validation": 100, "test": 500}

@@ -35,6 +35,7 @@ def make_question(rng: random.Random) -> tuple[str, str, list[bool]]:
 class CoinFlip(YesNoTask):
     name = "coinflip"
     capability = "symbolic reasoning"
+    metric = "accuracy"
     seed = 7
 
     def _build(self) -> list[Item]:

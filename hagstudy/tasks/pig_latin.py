@@ -48,6 +48,7 @@ def load_pairs() -> list[dict[str, object]]:
 class PigLatin(Task):
     name = "pig_latin"
     capability = "translation"
+    metric = "sentence BLEU / 100"
     max_new_tokens = 48  # references are <= 28 tokens (18 on average)
     seed = 13
     split_sizes = {"search": 100, "validation": 100, "test": 500}

@@ -53,6 +53,7 @@ def partition() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 class StrategyQA(YesNoTask):
     name = "strategyqa"
     capability = "commonsense reasoning"
+    metric = "accuracy"
 
     def _build(self) -> list[Item]:
         mine, _ = partition()

@@ -92,6 +92,7 @@ def load_entries() -> list[dict[str, object]]:
 class Taboo(Task):
     name = "taboo"
     capability = "creativity (word game)"
+    metric = "compliance x relevance"
     max_new_tokens = 32
     split_sizes = {"search": 40, "validation": 20, "test": 39}
     seed = 11

@@ -33,6 +33,7 @@ def compliant(text: str) -> bool:
 class YesNoBlackWhite(Task):
     name = "yes_no_black_white"
     capability = "creativity (constrained answering)"
+    metric = "compliance x relevance"
     max_new_tokens = 48
     system = (
         "You are playing a word game. Answer the question in one or two short sentences, but never use "
