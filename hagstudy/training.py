@@ -36,6 +36,7 @@ from typing import Any, Iterator, Sequence
 
 from hagstudy import models
 from hagstudy.config import TrainSettings
+from hagstudy.files import shown
 
 log = logging.getLogger(__name__)
 
@@ -406,7 +407,7 @@ def train_if_changed(
     stamp = output_dir / FINGERPRINT
     current = fingerprint(base_spec, train_rows, val_rows, settings, seed)
     if stamp.is_file() and stamp.read_text().strip() == current:
-        log.info("adapter %s is current (fingerprint %s): not retraining", output_dir, current)
+        log.info("adapter %s is current (fingerprint %s): not retraining", shown(output_dir), current)
         return read_result(output_dir)
     result = train(base_spec, train_rows, val_rows, settings, output_dir, seed, progress=progress)
     if _world()[1]:
