@@ -147,9 +147,11 @@ def setup(log_path: Path, level: int = logging.INFO) -> RunLog:
 
 def _through_root(library: str) -> None:
     """Drop a library's own stderr handler so its records reach the root logger's handlers (ours)."""
-    if library == "transformers" and "transformers" in sys.modules:
-        from transformers.utils import logging as tlog
-
+    if library == "transformers":
+        try:
+            from transformers.utils import logging as tlog
+        except ImportError:
+            return
         tlog.disable_default_handler()  # configures its root logger first, so it will not re-add one
         tlog.enable_propagation()
     logger = logging.getLogger(library)
