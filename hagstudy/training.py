@@ -337,8 +337,8 @@ def train(
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
     log.info(
-        "trained %s: %d steps in %.1f s (%.2f s/step), loss %s, eval %s",
-        base_spec, result.steps, result.wall_seconds, result.seconds_per_step, result.train_loss, result.eval_loss,
+        "trained %s on %s: %d steps in %.1f s (%.2f s/step), loss %s, eval %s",
+        shown(output_dir), base_spec, result.steps, result.wall_seconds, result.seconds_per_step, result.train_loss, result.eval_loss,
     )
     return result
 
