@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from hagstudy.files import shown
+
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -155,7 +157,7 @@ def _add_digests(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-    log.info("%s: migrated a cache written before text digests: %d row(s) given a digest, all kept", path, n)
+    log.info("%s: migrated a cache written before text digests: %d row(s) given a digest, all kept", shown(path), n)
 
 
 def _columns(conn: sqlite3.Connection) -> set[str]:
@@ -194,7 +196,7 @@ class CompletionCache:
             self.n_mismatched += len(bad)
             log.warning(
                 "%s: %d cached row(s) whose text does not match its digest treated as misses (decoded again "
-                "and replaced), e.g. key %s", self.path, len(bad), bad[0],
+                "and replaced), e.g. key %s", shown(self.path), len(bad), bad[0],
             )
         return found
 

@@ -43,3 +43,20 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     with atomic_open(path, "w" if isinstance(data, str) else "wb") as fh:
         fh.write(data)
     return Path(path)
+
+
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as a message shows it: relative to the study's root when inside it, else as given.
+
+    Rendered notebooks and logs travel (committed, shared, diffed): an absolute path names one
+    machine's checkout and changes with it, a root-relative one reads the same everywhere.
+    """
+    from hagstudy.config import repo_root  # config imports this module
+
+    p = Path(path)
+    if not p.is_absolute():
+        return str(p)
+    try:
+        return str(p.resolve().relative_to(repo_root()))
+    except ValueError:
+        return str(p)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from hagstudy.config import Paths
+from hagstudy.files import shown
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def ensure_cached(spec: str = EMBEDDED) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = gguf_path()
-    log.info("dequantizing %s (once; cached in %s)", src.name, target)
+    log.info("dequantizing %s (once; cached in %s)", src.name, shown(target))
     tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
     # A GGUF-loaded model refuses save_pretrained while its quantizer is attached; its weights are

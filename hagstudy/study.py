@@ -2,7 +2,9 @@
 
 Every notebook starts with ``run = study.start(profile, notebook="01_search", model=model)``: the
 profile is validated (a bad value fails here, naming the field), written next to the notebook's
-outputs, seeds are set, and engines are built on demand with the shared completion cache.
+outputs, seeds are set, the run's log is set up (``runlog``: log lines and warnings as stdout text,
+the full log in ``artifacts/<profile>/<notebook>/run.log``), and engines are built on demand with the
+shared completion cache.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from hagstudy import decode_step, models
+from hagstudy import decode_step, models, runlog
 from hagstudy.config import Paths, Profile, TrainSettings, load_profile, save_profile
 from hagstudy.decoding import SearchSpace
+from hagstudy.files import shown
 
 if TYPE_CHECKING:
     from hagstudy.cache import CompletionCache
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from hagstudy.training import TrainResult
 
 log = logging.getLogger(__name__)
+LOG_FILE = "run.log"  # artifacts/<profile>/<notebook>/run.log: the run's full log (runlog.setup)
 
 
 @dataclass
@@ -36,6 +40,7 @@ class Run:
     notebook: str
     _engines: dict[str, Engine] = field(default_factory=dict, repr=False)
     _vllm_workers: dict[str, Any] = field(default_factory=dict, repr=False)
+    log: runlog.RunLog | None = field(default=None, repr=False)  # set by ``start``: the log file, warnings shown
 
     @property
     def paths(self) -> Paths:
@@ -130,9 +135,6 @@ def start(profile: str | None = None, notebook: str = "notebook", **overrides: A
     ``model=""`` keeps the profile's model.
     """
     overrides = {k: v for k, v in overrides.items() if v not in ("", None)}
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("httpx", "transformers", "datasets", "sentence_transformers", "optuna"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     _quiet_progress_bars()
     p = load_profile(profile or None, **overrides)
     from hagstudy import tasks
@@ -145,21 +147,23 @@ def start(profile: str | None = None, notebook: str = "notebook", **overrides: A
 
     embed.use_cache(p.paths.cache / "embeddings.sqlite")
     run = Run(profile=p, notebook=notebook)
+    run.log = runlog.setup(run.artifact(notebook, LOG_FILE))
+    for noisy in ("httpx", "transformers", "datasets", "sentence_transformers", "optuna"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     save_profile(p, run.artifact(notebook, "profile.json"))
-    log.info("profile %s, model %s (%s); outputs in %s", p.name, p.model, p.dtype, p.paths.results)
+    log.info("profile %s, model %s (%s); outputs in %s; full log in %s", p.name, p.model, p.dtype,
+             shown(p.paths.results), shown(run.log.path))
     return run
 
 
 def _quiet_progress_bars() -> None:
     """Rendered notebooks keep results, not hundreds of progress-bar frames."""
-    import warnings
-
     import datasets
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
-    warnings.filterwarnings("ignore", message="IProgress not found")
+    runlog.quiet_harmless_warnings()
 
 
 def seed_everything(seed: int) -> None:

@@ -37,6 +37,7 @@ from typing import Any, Iterator, Sequence
 
 from hagstudy import models
 from hagstudy.config import TrainSettings
+from hagstudy.files import shown
 
 log = logging.getLogger(__name__)
 
@@ -337,8 +338,8 @@ def train(
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
     log.info(
-        "trained %s: %d steps in %.1f s (%.2f s/step), loss %s, eval %s",
-        base_spec, result.steps, result.wall_seconds, result.seconds_per_step, result.train_loss, result.eval_loss,
+        "trained %s on %s: %d steps in %.1f s (%.2f s/step), loss %s, eval %s",
+        shown(output_dir), base_spec, result.steps, result.wall_seconds, result.seconds_per_step, result.train_loss, result.eval_loss,
     )
     return result
 
@@ -418,7 +419,7 @@ def train_if_changed(
     stamp = output_dir / FINGERPRINT
     current = fingerprint(base_spec, train_rows, val_rows, settings, seed)
     if stamp.is_file() and stamp.read_text().strip() == current:
-        log.info("adapter %s is current (fingerprint %s): not retraining", output_dir, current)
+        log.info("adapter %s is current (fingerprint %s): not retraining", shown(output_dir), current)
         return read_result(output_dir)
     result = train(base_spec, train_rows, val_rows, settings, output_dir, seed, progress=progress)
     if _world()[1]:
