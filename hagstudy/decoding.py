@@ -3,6 +3,12 @@
 One ``DecodingConfig`` is what HAG's stage 1 writes and stage 2 obeys. Its canonical JSON (fixed key
 order, rounded values) is shared by the search labels, the training targets and the cache keys, so
 that the same config is always the same string.
+
+Two training-free adaptive baselines ride on the same config, off by default and never searched by
+stage 1: ``min_p`` (Nguyen et al. 2024; transformers' ``MinPLogitsWarper``) and ``edt_theta`` (EDT,
+Zhang et al. 2024: per-step temperature ``T = temperature * EDT_N ** (edt_theta / H)``, H the entropy
+of the step's distribution). They enter the JSON text and the cache key only when non-zero, so every
+config without them keeps its text and key byte for byte.
 """
 
 from __future__ import annotations
@@ -21,6 +27,11 @@ RANGES: dict[str, tuple[float, float]] = {
     "repetition_penalty": (1.0, 2.0),
 }
 DECIMALS = 2
+# Not searched by stage 1 (not in HYPERPARAMETERS): each is 0 = off, and in the JSON text only when on.
+ADAPTIVE: tuple[str, ...] = ("min_p", "edt_theta")
+ADAPTIVE_RANGES: dict[str, tuple[float, float]] = {"min_p": (0.0, 1.0), "edt_theta": (0.0, 10.0)}  # min_p: [0, 1)
+EDT_N = 0.8  # EDT's base N (Zhang et al. 2024, "EDT: ... entropy-based dynamic temperature sampling")
+EDT_MIN_TEMPERATURE = 0.05  # floor on EDT's per-step temperature (H -> 0 sends it to 0)
 
 
 class ConfigError(ValueError):
@@ -36,9 +47,12 @@ class DecodingConfig:
     # The token budget: not a searched hyperparameter and not in the JSON text. scoring.score attaches
     # the task's budget to each request (the one place), and HAG's stage 1 its own.
     max_new_tokens: int = 64
+    # Adaptive baselines (0 = off): after max_new_tokens, so positional construction keeps its meaning.
+    min_p: float = 0.0  # keep tokens with probability >= min_p * the top probability (after top-k/top-p)
+    edt_theta: float = 0.0  # EDT: per-step temperature T = temperature * EDT_N ** (edt_theta / entropy)
 
     def __post_init__(self) -> None:
-        for name in ("temperature", "top_p", "repetition_penalty"):
+        for name in ("temperature", "top_p", "repetition_penalty", *ADAPTIVE):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"{name} must be a finite number, got {value!r}")
@@ -64,6 +78,12 @@ class DecodingConfig:
             raise ConfigError(f"repetition_penalty must be in [{lo}, {hi}], got {self.repetition_penalty}")
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        lo, hi = ADAPTIVE_RANGES["min_p"]
+        if not lo <= self.min_p < hi:
+            raise ConfigError(f"min_p must be in [{lo}, {hi}) (0 = off), got {self.min_p}")
+        lo, hi = ADAPTIVE_RANGES["edt_theta"]
+        if not lo <= self.edt_theta <= hi:
+            raise ConfigError(f"edt_theta must be in [{lo}, {hi}] (0 = off), got {self.edt_theta}")
 
     @property
     def greedy(self) -> bool:
@@ -73,25 +93,33 @@ class DecodingConfig:
         """The four searched values, in canonical order."""
         return {name: getattr(self, name) for name in HYPERPARAMETERS}
 
+    def adaptive(self) -> dict[str, float]:
+        """The adaptive baselines that are on (non-zero), in canonical order; empty for every searched config."""
+        return {name: getattr(self, name) for name in ADAPTIVE if getattr(self, name) != 0.0}
+
     def to_json(self) -> str:
-        """Canonical text: fixed key order, rounded values, no spaces. The training target."""
-        return json.dumps(self.hyperparameters(), separators=(", ", ": "))
+        """Canonical text: fixed key order, rounded values, no spaces. The training target.
+
+        ``min_p``/``edt_theta`` follow the four hyperparameters only when non-zero (existing texts unchanged)."""
+        return json.dumps({**self.hyperparameters(), **self.adaptive()}, separators=(", ", ": "))
 
     @classmethod
     def from_json(cls, text: str, max_new_tokens: int = 64) -> "DecodingConfig":
-        """The inverse of ``to_json`` (strict: the four keys only; the token budget is not in the text)."""
+        """The inverse of ``to_json`` (strict: the four keys, plus min_p/edt_theta if present; the token
+        budget is not in the text)."""
         return cls(**json.loads(text), max_new_tokens=max_new_tokens)
 
     def effective(self) -> "DecodingConfig":
-        """The config that decodes identically: greedy ignores top_p and top_k. Used for cache keys."""
+        """The config that decodes identically: greedy ignores top_p, top_k, min_p and edt_theta. Used for cache keys."""
         if self.greedy:
-            return replace(self, top_p=1.0, top_k=0)
+            return replace(self, top_p=1.0, top_k=0, min_p=0.0, edt_theta=0.0)
         return self
 
     def key(self) -> str:
-        """A stable string for hashing: effective hyperparameters plus the token budget."""
+        """A stable string for hashing: effective hyperparameters plus the token budget (plus the adaptive
+        baselines when on: a config without them keeps its key byte for byte)."""
         eff = self.effective()
-        return json.dumps({**eff.hyperparameters(), "max_new_tokens": eff.max_new_tokens}, sort_keys=True)
+        return json.dumps({**eff.hyperparameters(), **eff.adaptive(), "max_new_tokens": eff.max_new_tokens}, sort_keys=True)
 
     def with_(self, **changes: Any) -> "DecodingConfig":
         return replace(self, **changes)

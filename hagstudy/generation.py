@@ -8,6 +8,14 @@ than one ``model.generate`` per config:
   value per row, applied in transformers' order (penalty, temperature, top_k, top_p) with the same
   arithmetic as its processors (``filter_logits``; tests/test_generation.py checks them row by row).
   Greedy rows (temperature 0) share the batch with sampled rows.
+* **Adaptive baselines, per row.** ``min_p`` (transformers' ``MinPLogitsWarper``, after top-p as in
+  its warper order) raises a row's keep threshold to the least probable token it keeps, so the
+  candidate path and the draw need nothing new. ``edt_theta`` (EDT) replaces a row's temperature
+  by ``T0 * EDT_N ** (theta / H)`` per step, H the entropy of its penalised logits at temperature 1
+  (floored at ``EDT_MIN_TEMPERATURE``). Both are skipped when no row in the batch uses them, so rows
+  without them run exactly the arithmetic they ran before (same texts, same keys: a config carries
+  ``min_p``/``edt_theta`` in its key only when they are on, so their texts are cached under new keys
+  and ENGINE_VERSION stays 2).
 * **Per-row randomness.** A row's draw at step t is inverse-CDF sampling over its own filtered
   distribution (in vocabulary order) with a uniform taken from a Philox stream seeded by
   (seed, sha256(prompt)). No generator is shared between rows, so a row's text depends only on
@@ -54,7 +62,7 @@ import torch
 
 from hagstudy import decode_step, models
 from hagstudy.config import ENGINE_STEPS
-from hagstudy.decoding import DecodingConfig
+from hagstudy.decoding import EDT_MIN_TEMPERATURE, EDT_N, DecodingConfig
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +138,15 @@ def uniforms(seed: int, prompt: str, n: int) -> np.ndarray:
 
 @dataclass
 class RowParams:
-    """One tensor per hyperparameter, one value per row (greedy rows carry temperature 1)."""
+    """One tensor per hyperparameter, one value per row (greedy rows carry temperature 1, min_p and edt 0)."""
 
     temperature: torch.Tensor  # float32 [B]
     greedy: torch.Tensor  # bool [B]
     top_k: torch.Tensor  # int64 [B], 0 = off
     top_p: torch.Tensor  # float64 [B], 1 = off
     penalty: torch.Tensor  # float32 [B]
+    min_p: torch.Tensor  # float32 [B], 0 = off
+    edt_theta: torch.Tensor  # float64 [B], 0 = off
 
     @classmethod
     def from_configs(cls, configs: Sequence[DecodingConfig], device: torch.device | str = "cpu") -> RowParams:
@@ -146,29 +156,59 @@ class RowParams:
             top_k=torch.tensor([c.top_k for c in configs], dtype=torch.int64, device=device),
             top_p=torch.tensor([c.top_p for c in configs], dtype=torch.float64, device=device),
             penalty=torch.tensor([c.repetition_penalty for c in configs], dtype=torch.float32, device=device),
+            min_p=torch.tensor([0.0 if c.greedy else c.min_p for c in configs], dtype=torch.float32, device=device),
+            edt_theta=torch.tensor([0.0 if c.greedy else c.edt_theta for c in configs], dtype=torch.float64, device=device),
         )
 
     def select(self, idx: torch.Tensor) -> RowParams:
         return RowParams(*(getattr(self, f)[idx] for f in _PARAM_FIELDS))
 
 
-_PARAM_FIELDS = ("temperature", "greedy", "top_k", "top_p", "penalty")
+_PARAM_FIELDS = ("temperature", "greedy", "top_k", "top_p", "penalty", "min_p", "edt_theta")
 
 
-def scaled_scores(logits: torch.Tensor, seen: torch.Tensor | None, params: RowParams) -> torch.Tensor:
+def scaled_scores(
+    logits: torch.Tensor, seen: torch.Tensor | None, params: RowParams, temperature: torch.Tensor | None = None
+) -> torch.Tensor:
     """float32 logits, repetition-penalised, divided by temperature: transformers' first two processors.
 
     Two passes over the vocabulary (cast, in-place division; a mixed-dtype division is ~3x slower on
     CPU); the penalty then rewrites only the seen entries, with transformers' arithmetic:
-    (float(logit) * p or / p) / T.
+    (float(logit) * p or / p) / T. ``temperature``: per-row T replacing ``params.temperature`` (EDT rows).
     """
-    temp = params.temperature[:, None]
+    temp = (params.temperature if temperature is None else temperature)[:, None]
     x = _divide(logits.to(torch.float32, copy=True), temp, inplace=True)
     if seen is not None:
         raw = logits.gather(1, seen).to(torch.float32)
         p = params.penalty[:, None]
         x.scatter_(1, seen, _divide(torch.where(raw < 0, raw * p, _divide(raw, p)), temp))
     return x
+
+
+def edt_temperature(logits: torch.Tensor, seen: torch.Tensor | None, params: RowParams) -> torch.Tensor:
+    """Each row's temperature this step: ``params.temperature``, and for EDT rows (edt_theta > 0)
+    T = T0 * EDT_N ** (theta / H), floored at ``EDT_MIN_TEMPERATURE``.
+
+    H is the entropy (nats) of the softmax of the row's repetition-penalised logits at temperature 1,
+    in float64 (then T is rounded to float32, like every temperature here); H = 0 gives T = 0, hence the
+    floor. Only EDT rows are touched, so other rows keep their temperature bit for bit.
+    """
+    temp = params.temperature
+    rows = (params.edt_theta > 0).nonzero().squeeze(1)
+    if not len(rows):
+        return temp
+    x = logits[rows].to(torch.float32)
+    if seen is not None:
+        s = seen[rows]
+        raw = x.gather(1, s)
+        p = params.penalty[rows, None]
+        x.scatter_(1, s, torch.where(raw < 0, raw * p, _divide(raw, p)))
+    h = torch.special.entr(torch.softmax(x.to(torch.float64), dim=-1)).sum(-1)
+    t0 = params.temperature[rows].to(torch.float64)
+    t = (t0 * EDT_N ** (params.edt_theta[rows] / h)).clamp(min=EDT_MIN_TEMPERATURE)
+    temp = temp.clone()
+    temp[rows] = t.to(torch.float32)
+    return temp
 
 
 def _divide(x: torch.Tensor, d: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -229,6 +269,35 @@ def warp(scores: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> Warp
     # (through m); it does not matter: both paths make the same sequential sum (see ``sample_rows``).
     fits = (m_row > 0) & (vals[:, -1] < thr)
     return Warp(thr, vals, idx, fits)
+
+
+def min_p_warp(scores: torch.Tensor, w: Warp, min_p: torch.Tensor) -> Warp:
+    """Min-p after top-k/top-p, per row (transformers' ``MinPLogitsWarper``): remove tokens whose
+    probability is below ``min_p`` times the row's top probability; rows with min_p 0 are untouched.
+
+    The probabilities are transformers' own arithmetic: a float32 softmax over the top-k/top-p survivors,
+    compared with float32(min_p) * top. Softmax is monotone in the score, so the kept set is every
+    survivor with score >= the least kept score ``cut``: the row's threshold becomes max(thr, cut). A
+    higher threshold keeps a subset, so the rest of the path stays valid: ``vals``/``idx`` are still the
+    row's own top candidates, and a row ``fits`` when its last candidate is below the new threshold
+    (every token outside the candidates scores <= that one), which ``sample_rows`` and ``_greedy`` rely on.
+    """
+    rows = (min_p > 0).nonzero().squeeze(1)
+    if not len(rows):
+        return w
+    x = scores[rows]
+    thr = w.thr[rows]
+    if bool(torch.isfinite(thr).any()):
+        x = x.masked_fill(x < thr[:, None], float("-inf"))
+    probs = torch.softmax(x, dim=-1)
+    keep = probs >= min_p[rows, None] * probs.amax(-1, keepdim=True)
+    cut = x.masked_fill(~keep, float("inf")).amin(-1)
+    new_thr = w.thr.clone()
+    new_thr[rows] = torch.maximum(thr, cut)
+    fits = w.fits.clone()
+    if w.vals is not None:
+        fits[rows] = w.vals[rows, -1] < new_thr[rows]
+    return Warp(new_thr, w.vals, w.idx, fits)
 
 
 def topk(x: torch.Tensor, m: int, block: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -300,10 +369,14 @@ def filter_logits(logits: torch.Tensor, seen: torch.Tensor, params: RowParams) -
     """The processed logits each row samples from (-inf = removed), as transformers' processors give them.
 
     Greedy rows get the repetition penalty only (transformers applies no warper without sampling);
-    their argmax is the greedy token. ``Engine`` runs the same functions inline.
+    their argmax is the greedy token. Min-p follows top-p and EDT sets the temperature (``min_p_warp``,
+    ``edt_temperature``). ``Engine`` runs the same functions inline.
     """
-    x = scaled_scores(logits, seen, params)
+    temp = edt_temperature(logits, seen, params) if bool((params.edt_theta > 0).any()) else None
+    x = scaled_scores(logits, seen, params, temp)
     w = warp(x, torch.where(params.greedy, 0, params.top_k), torch.where(params.greedy, 1.0, params.top_p))
+    if bool((params.min_p > 0).any()):
+        w = min_p_warp(x, w, params.min_p)
     return x.masked_fill(x < w.thr[:, None], float("-inf"))
 
 
@@ -520,6 +593,8 @@ class _Batch:
         p = self.params
         self.flags = {
             "penalty": bool((p.penalty != 1.0).any()),
+            "min_p": bool((p.min_p > 0).any()),
+            "edt": bool((p.edt_theta > 0).any()),
             "any_greedy": bool(p.greedy.any()),
             "all_greedy": bool(p.greedy.all()),
         }
@@ -1058,18 +1133,23 @@ class Engine:
         batch.last = tokens
 
     def _next_tokens(self, logits: torch.Tensor, batch: _Batch) -> torch.Tensor:
-        """Penalty, temperature, top-k/top-p and a per-row draw (greedy rows: argmax); ``filter_logits`` inline.
+        """Penalty, temperature (EDT rows: their own), top-k/top-p, min-p and a per-row draw (greedy rows:
+        argmax); ``filter_logits`` inline.
 
         Every row goes through the same vectorized passes; greedy rows ride along as top-k 1 (cheap)
         and take the argmax of their penalised logits, transformers' greedy rule (first of ties).
+        EDT and min-p run only when a row of the batch uses them (``flags``).
         """
         p, flags = batch.params, batch.flags
-        x = scaled_scores(logits, batch.seen if flags["penalty"] else None, p)
+        seen = batch.seen if flags["penalty"] else None
+        x = scaled_scores(logits, seen, p, edt_temperature(logits, seen, p) if flags["edt"] else None)
         step = batch.n_gen.clamp(max=batch.horizon - 1)
         u = batch.u.gather(1, step[:, None]).squeeze(1)
         top_k = torch.where(p.greedy, 1, p.top_k)
         top_p = torch.where(p.greedy, 1.0, p.top_p)
         w = warp(x, top_k, top_p)
+        if flags["min_p"]:
+            w = min_p_warp(x, w, p.min_p)
         tokens = sample_rows(x, w, u)
         if flags["any_greedy"]:
             g = p.greedy.nonzero().squeeze(1)

@@ -25,6 +25,9 @@ What a run promises.
   cached under a key marked ``unseeded`` that keeps the draw number: the study's R draws stay R
   distinct texts, reruns read them back, but a fresh cache draws new ones, and no unseeded text is
   ever stored under, or served for, a seeded key. Greedy requests need no seed and are keyed normally.
+* Adaptive baselines: ``min_p`` goes to ``SamplingParams.min_p`` (vLLM applies it in its own sampler,
+  whose order relative to top-k/top-p is vLLM's, not transformers'); EDT (``edt_theta``) has no vLLM
+  counterpart, so a request using it is refused with an error naming the field (use the engine).
 """
 
 from __future__ import annotations
@@ -285,10 +288,13 @@ class VLLMBackend:
             "stop_token_ids": self.eos_ids,
             "skip_special_tokens": True,
         }
+        _refuse_edt(request)
         if cfg.greedy:
             params["temperature"] = 0.0
         else:
             params.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k if cfg.top_k > 0 else -1)
+            if cfg.min_p > 0:
+                params["min_p"] = cfg.min_p
             if self.seeded:
                 params["seed"] = int(request.seed)
         return params
@@ -299,6 +305,7 @@ class VLLMBackend:
         for r in requests:
             if not r.prompt:
                 raise ValueError("empty prompt: render the chat messages with render() first")
+            _refuse_edt(r)
         sampled = sum(1 for r in requests if not r.config.greedy)
         if sampled and not self.seeded and not self.allow_unseeded:
             raise UnseededError(
@@ -369,3 +376,12 @@ class VLLMBackend:
                 },
             }
         return rows
+
+
+def _refuse_edt(request: Request) -> None:
+    """EDT has no vLLM sampling parameter: refuse it rather than decode it as plain temperature sampling."""
+    if request.config.effective().edt_theta > 0:
+        raise ValueError(
+            f"edt_theta={request.config.edt_theta}: the vLLM backend cannot decode EDT (vLLM's SamplingParams has "
+            "no entropy-based temperature); use the engine backend for EDT configs"
+        )

@@ -146,3 +146,44 @@ def test_parser_survives_pathological_json():
     assert parse_config('{"a": ' + "[" * 100_000 + "}").status == "failed"  # RecursionError inside json
     assert parse_config('{"top_k": ' + "7" * 5000 + "}").config.top_k == 1000  # over int-parsing's digit limit
     assert parse_config(None).status == "failed"  # type: ignore[arg-type]
+
+
+# -- the adaptive baselines (min_p, EDT): off by default, in the text and key only when on ---------
+
+
+@pytest.mark.parametrize(
+    "field, value", [("min_p", -0.1), ("min_p", 1.0), ("min_p", float("nan")), ("edt_theta", -0.5), ("edt_theta", 10.5),
+                     ("edt_theta", True)],
+)
+def test_adaptive_out_of_range_names_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        DecodingConfig(**{field: value})
+
+
+def test_existing_texts_and_keys_are_unchanged_by_the_adaptive_fields():
+    """Pinned strings (and a cache key, computed before min_p/edt_theta existed): every stored text and
+    cached completion of a config without them stays valid."""
+    from hagstudy.generation import Request, request_key
+
+    cfg = DecodingConfig(0.7, 0.9, 40, 1.1, 32)
+    assert cfg.to_json() == '{"temperature": 0.7, "top_p": 0.9, "top_k": 40, "repetition_penalty": 1.1}'
+    assert cfg.key() == '{"max_new_tokens": 32, "repetition_penalty": 1.1, "temperature": 0.7, "top_k": 40, "top_p": 0.9}'
+    assert request_key("tiny", Request("p", cfg, seed=3)) == "160dde8901ba1b54418b18ef6d5bc24238acd4f60b9608d03f2fe59c15b80943"
+    assert cfg.with_(min_p=0.0, edt_theta=0.0) == cfg and cfg.adaptive() == {}
+
+
+def test_adaptive_fields_enter_text_and_key_only_when_on_and_round_trip():
+    base = DecodingConfig(1.0, 1.0, 0, 1.0)
+    mp, edt, both = base.with_(min_p=0.1), base.with_(edt_theta=1.5), base.with_(min_p=0.05, edt_theta=0.5)
+    assert mp.to_json() == '{"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0, "min_p": 0.1}'
+    assert both.to_json().endswith('"min_p": 0.05, "edt_theta": 0.5}')
+    assert len({base.key(), mp.key(), edt.key(), both.key()}) == 4
+    for cfg in (mp, edt, both):
+        assert DecodingConfig.from_json(cfg.to_json()) == cfg
+    assert mp.distance(base) == 0.0  # distance is over the four searched hyperparameters only
+
+
+def test_greedy_drops_the_adaptive_fields():
+    g = GREEDY.with_(min_p=0.2, edt_theta=2.0)
+    assert g.effective() == GREEDY and g.key() == GREEDY.key()
+    assert DecodingConfig(temperature=0.5, min_p=0.2).effective().min_p == 0.2

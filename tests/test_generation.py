@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 from transformers import (
     LogitsProcessorList,
+    MinPLogitsWarper,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
@@ -15,6 +17,7 @@ from transformers import (
 )
 
 from hagstudy import generation
+from hagstudy.decoding import EDT_MIN_TEMPERATURE, EDT_N
 from hagstudy.decoding import DecodingConfig as C
 from hagstudy.generation import (
     Engine,
@@ -22,6 +25,7 @@ from hagstudy.generation import (
     RowParams,
     Warp,
     filter_logits,
+    min_p_warp,
     sample_rows,
     uniforms,
     warp,
@@ -43,19 +47,40 @@ CONFIGS = [
 ]
 
 
-def transformers_processors(cfg: C) -> LogitsProcessorList:
-    """What ``model.generate`` builds for this config (same conditions, same order)."""
+def transformers_processors(cfg: C, temperature: float | None = None) -> LogitsProcessorList:
+    """What ``model.generate`` builds for this config (same conditions, same order: min-p after top-p).
+
+    ``temperature``: this step's temperature in place of the config's (an EDT row's, from ``edt_reference``)."""
     procs = LogitsProcessorList()
     if cfg.repetition_penalty != 1.0:
         procs.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty))
     if not cfg.greedy:
-        if cfg.temperature != 1.0:
-            procs.append(TemperatureLogitsWarper(cfg.temperature))
+        t = cfg.temperature if temperature is None else temperature
+        if t != 1.0:
+            procs.append(TemperatureLogitsWarper(t))
         if cfg.top_k != 0:
             procs.append(TopKLogitsWarper(cfg.top_k))
         if cfg.top_p < 1.0:
             procs.append(TopPLogitsWarper(cfg.top_p))
+        if cfg.min_p > 0:
+            procs.append(MinPLogitsWarper(cfg.min_p))
     return procs
+
+
+def edt_reference(cfg: C, logits_row: torch.Tensor, seen_row: torch.Tensor) -> float:
+    """EDT's temperature for one row, written plainly: entropy (nats, numpy float64) of the penalised
+    logits at T=1, then T0 * N ** (theta / H), floored, rounded to float32 as the engine's temperatures."""
+    x = logits_row[None].clone()
+    if cfg.repetition_penalty != 1.0:
+        x = RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty)(seen_row[None], x)
+    z = x[0].numpy().astype(np.float64)
+    prob = np.exp(z - z.max())
+    prob /= prob.sum()
+    nz = prob[prob > 0]
+    h = float(-(nz * np.log(nz)).sum())
+    t0 = float(np.float32(cfg.temperature))
+    t = t0 * EDT_N ** (cfg.edt_theta / h) if h > 0 else 0.0
+    return float(np.float32(max(t, EDT_MIN_TEMPERATURE)))
 
 
 def synthetic(rows: int, vocab: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,3 +289,138 @@ def test_a_prompt_is_prefilled_once_per_call_across_refills(tiny):
     assert engine.stats["prefill_tokens"] == len(tok(p, add_special_tokens=False)["input_ids"])
     assert [o.text for o in outs] == [o.text for o in Engine(model, tok, progress=False).generate(reqs)]
     assert not engine._prompts  # states are dropped after the call (the model may change in between)
+
+
+# -- the adaptive baselines: min-p (transformers' MinPLogitsWarper) and EDT, per row ------------------
+
+ADAPTIVE = [
+    C(1.0, 1.0, 0, 1.0, min_p=0.5),  # min-p alone (a flat row): the vocabulary path
+    C(0.7, 1.0, 0, 1.2, min_p=0.05),
+    C(1.5, 0.9, 0, 1.0, min_p=0.2),  # after top-p
+    C(1.0, 1.0, 40, 1.1, min_p=0.02),  # after top-k
+    C(1.2, 0.95, 20, 1.0, min_p=0.3),
+    C(1.0, 1.0, 0, 1.0),  # rows without them share the batch
+    C(0.0, 1.0, 0, 1.3, min_p=0.5),  # greedy ignores min-p
+    C(0.8, 0.9, 10, 1.0),
+]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_min_p_rows_equal_transformers_processors_row_by_row(seed):
+    logits, seen = synthetic(len(ADAPTIVE), 1000, seed)
+    ours = filter_logits(logits, seen, RowParams.from_configs(ADAPTIVE))
+    plain = filter_logits(logits, seen, RowParams.from_configs([c.with_(min_p=0.0) for c in ADAPTIVE]))
+    removed = 0
+    for r, cfg in enumerate(ADAPTIVE):
+        theirs = transformers_processors(cfg)(seen[r : r + 1], logits[r : r + 1].clone())[0]
+        assert torch.equal(ours[r], theirs), f"row {r} {cfg}: {int((ours[r] != theirs).sum())} entries differ"
+        if cfg.min_p > 0 and not cfg.greedy:
+            removed += int(torch.isfinite(ours[r]).sum()) < int(torch.isfinite(plain[r]).sum())
+        else:
+            assert torch.equal(ours[r], plain[r])
+    assert removed >= 3  # min-p removed tokens in most of its rows (the test is not vacuous)
+
+
+def test_min_p_matches_with_the_full_vocabulary():
+    cfgs = [C(1.5, 1.0, 0, 1.0, min_p=0.01), C(1.0, 0.99, 0, 1.2, min_p=0.001), C(0.0, 1.0, 0, 1.1)]
+    logits, seen = synthetic(len(cfgs), 49152, 7)
+    ours = filter_logits(logits * 0.5, seen, RowParams.from_configs(cfgs))
+    for r, cfg in enumerate(cfgs):
+        theirs = transformers_processors(cfg)(seen[r : r + 1], 0.5 * logits[r : r + 1])[0]
+        assert torch.equal(ours[r], theirs)
+
+
+EDT = [
+    C(1.0, 1.0, 0, 1.0, edt_theta=1.0),
+    C(0.7, 1.0, 0, 1.3, edt_theta=0.5),
+    C(1.5, 0.9, 20, 1.0, edt_theta=3.0),
+    C(1.0, 0.95, 0, 1.1, min_p=0.1, edt_theta=2.0),  # EDT then min-p
+    C(0.9, 1.0, 0, 1.0),  # no EDT: its own temperature
+    C(0.0, 1.0, 0, 1.0, edt_theta=5.0),  # greedy ignores EDT
+    C(1.2, 1.0, 0, 1.0, edt_theta=10.0),  # the last row is one-hot: H = 0, T at the floor
+]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_edt_rows_equal_a_per_row_reference(seed):
+    logits, seen = synthetic(len(EDT), 1000, seed)
+    logits[-1] = -1e4
+    logits[-1, 5] = 1e4  # softmax is exactly one-hot in float64: H = 0
+    ours = filter_logits(logits, seen, RowParams.from_configs(EDT))
+    temps = []
+    for r, cfg in enumerate(EDT):
+        t = edt_reference(cfg, logits[r], seen[r]) if cfg.edt_theta > 0 and not cfg.greedy else None
+        temps.append(t)
+        theirs = transformers_processors(cfg, t)(seen[r : r + 1], logits[r : r + 1].clone())[0]
+        assert torch.equal(ours[r], theirs), f"row {r} {cfg}: {int((ours[r] != theirs).sum())} entries differ"
+    assert temps[-1] == pytest.approx(EDT_MIN_TEMPERATURE)
+    assert all(t < c.temperature for t, c in zip(temps[:4], EDT))  # N < 1: EDT cools every row
+    assert len({round(t / c.temperature, 6) for t, c in zip(temps[:4], EDT)}) == 4  # by its own entropy
+
+
+def test_min_p_keeps_the_candidate_path_valid():
+    """A min-p threshold only shrinks the kept set: rows still fit their candidates and both paths agree."""
+    logits, seen = synthetic(6, 3000, 11)
+    params = RowParams.from_configs([C(0.9, 1.0, 20, 1.0, min_p=0.2)] * 3 + [C(0.9, 1.0, 0, 1.0, min_p=0.2)] * 3)
+    x = logits / params.temperature[:, None]
+    w = warp(x, params.top_k, params.top_p)
+    assert bool(w.fits[:3].all()) and not bool(w.fits[3:].any())
+    w = min_p_warp(x, w, params.min_p)
+    assert bool(w.fits.all())  # min-p-only rows now fit the candidates extracted for the others
+    before = warp(x, params.top_k, params.top_p).thr
+    assert bool((w.thr >= before).all()) and bool((w.thr[3:] > before[3:]).all())
+    for u0 in torch.linspace(0.0, 0.999, 25).tolist():
+        u = torch.full((6,), u0, dtype=torch.float64)
+        fast = sample_rows(x, w, u)
+        slow = sample_rows(x, Warp(w.thr, w.vals, w.idx, torch.zeros_like(w.fits)), u)
+        assert torch.equal(fast, slow)
+        assert bool((x.gather(1, fast[:, None]).squeeze(1) >= w.thr).all())
+
+
+def test_adaptive_rows_do_not_depend_on_batch_composition(tiny):
+    """Min-p and EDT rows decoded alone equal them in mixed batches (refills, compaction, other orders);
+    rows without them are unchanged by sharing a batch with them."""
+    model, tok = tiny
+    together = Engine(model, tok, progress=False, max_batch_size=5)
+    # The tiny model's logits are flat (entropy ~10.8 nats, spread ~1.6): strong settings, so the baselines bite.
+    cfgs = [C(1.0, 1.0, 0, 1.0, min_p=0.5), C(1.3, 0.9, 20, 1.1, edt_theta=10.0), C(0.8, 1.0, 0, 1.0, min_p=0.3, edt_theta=5.0),
+            C(1.0, 0.9, 0, 1.0), C(0.0, 1.0, 0, 1.2)]
+    budgets = [6, 11, 3, 8, 5]
+    reqs = [Request(p, c.with_(max_new_tokens=budgets[(i + j) % 5]), seed=s)
+            for i, p in enumerate(prompts(together)) for j, c in enumerate(cfgs) for s in (0, 1)]
+    batched = together.generate(reqs)
+    shuffled = list(range(len(reqs)))
+    random.Random(1).shuffle(shuffled)
+    reordered = Engine(model, tok, progress=False, max_batch_size=16).generate([reqs[i] for i in shuffled])
+    for pos, i in enumerate(shuffled):
+        assert reordered[pos] == batched[i]
+    alone = Engine(model, tok, progress=False, max_batch_size=1)
+    for k in range(0, len(reqs), 3):
+        assert alone.generate([reqs[k]])[0] == batched[k]
+    plain = [i for i, r in enumerate(reqs) if not r.config.adaptive()]
+    without = Engine(model, tok, progress=False, max_batch_size=5).generate([reqs[i] for i in plain])
+    assert without == [batched[i] for i in plain]
+    # The baselines change texts: a min-p/EDT request is not its plain config's.
+    changed = [batched[i].text != alone.generate([Request(r.prompt, r.config.with_(min_p=0.0, edt_theta=0.0), r.seed)])[0].text
+               for i, r in enumerate(reqs) if r.config.adaptive()]
+    assert sum(changed) >= len(changed) // 2
+
+
+def test_engine_first_tokens_follow_filter_logits_for_adaptive_rows(tiny):
+    """The engine's inline path (``_next_tokens``) draws what ``filter_logits`` plus the row's uniform give."""
+    model, tok = tiny
+    engine = Engine(model, tok, progress=False, max_batch_size=4)
+    cfgs = [C(1.0, 1.0, 0, 1.0, 1, min_p=0.5), C(1.3, 0.9, 20, 1.1, 1, edt_theta=10.0),
+            C(0.8, 1.0, 0, 1.2, 1, min_p=0.3, edt_theta=5.0), C(1.0, 0.9, 0, 1.0, 1)]
+    p = prompts(engine)[1]
+    reqs = [Request(p, c, seed=s) for c in cfgs for s in range(3)]
+    outs = engine.generate(reqs)
+    ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[:, -1].float()
+    for r, out in zip(reqs, outs):
+        filtered = filter_logits(logits, ids, RowParams.from_configs([r.config]))
+        keep_all = Warp(torch.full((1,), float("-inf")), None, None, torch.zeros(1, dtype=torch.bool))
+        u = torch.tensor(uniforms(r.seed, r.prompt, 1), dtype=torch.float64)
+        token = int(sample_rows(filtered, keep_all, u)[0])
+        assert out.text == tok.decode([token], skip_special_tokens=True), r.config

@@ -155,6 +155,22 @@ def test_sampling_params(fake):
     p = on_gpu.sampling_params(s)
     assert (p["temperature"], p["top_p"], p["top_k"], p["seed"]) == (1.0, 0.9, -1, 7)
     assert "seed" not in on_cpu.sampling_params(s)
+    assert "min_p" not in p  # off: the keywords of every existing config are unchanged
+    (m,) = requests(on_gpu, SAMPLED.with_(min_p=0.1))[:1]
+    assert on_gpu.sampling_params(m)["min_p"] == 0.1
+    (gm,) = requests(on_gpu, GREEDY.with_(min_p=0.1))[:1]
+    assert "min_p" not in on_gpu.sampling_params(gm)
+
+
+def test_edt_is_refused_naming_the_field(fake):
+    backend = fake(seeds=True)
+    edt = requests(backend, SAMPLED.with_(edt_theta=1.0))
+    with pytest.raises(ValueError, match="edt_theta"):
+        backend.generate(edt)
+    with pytest.raises(ValueError, match="edt_theta"):
+        backend.sampling_params(edt[0])
+    assert not backend.worker.sent and not backend.worker.loaded  # refused before vLLM is even loaded
+    assert len(backend.generate(requests(backend, GREEDY.with_(edt_theta=1.0)))) == 3  # greedy ignores EDT
 
 
 def test_missing_vllm_says_how_to_get_it(monkeypatch, tmp_path):
