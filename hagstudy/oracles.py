@@ -4,6 +4,8 @@
   tuning one config per task would deploy).
 * ``best_single_config``: one config for every task, chosen on the search split under the same
   budget rule (the strongest "no adaptation at all" baseline).
+* ``min_p`` and ``edt``: training-free adaptive decoding (min-p sampling; entropy-dependent temperature),
+  their settings tuned per task on the search split with the task oracle's final budget (``tune_adaptive``).
 * ``item_oracle``: for each test item, the best of a fixed candidate set chosen on one set of draws
   of that very item and scored on a disjoint set (``seeds.OFFSET_ORACLE`` for selection, the
   evaluation seeds for scoring). It is the ceiling of any per-query choice among those candidates;
@@ -48,6 +50,18 @@ CANDIDATES: tuple[DecodingConfig, ...] = (
 )
 
 
+# Training-free adaptive decoding, as it is used: plain sampling (no top-k/top-p, no penalty) plus the method's
+# own control. Five settings each, as many as the task oracle re-scores (``task_oracle``'s ``top``), on the same
+# search items and draws; ties go to the earlier (milder) setting. min-p: Nguyen et al. 2024 recommend 0.05-0.1
+# at T = 1. EDT: T = T0 * N^(theta / H) with N = decoding.EDT_N (Zhang et al. 2024).
+_PLAIN = DecodingConfig(temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0)
+ADAPTIVE: dict[str, tuple[DecodingConfig, ...]] = {
+    "min_p": tuple(_PLAIN.with_(min_p=v) for v in (0.02, 0.05, 0.1, 0.2, 0.3)),
+    "edt": tuple(_PLAIN.with_(temperature=t0, edt_theta=theta) for t0, theta in
+                 ((1.0, 0.5), (1.0, 1.0), (1.0, 2.0), (0.7, 1.0), (1.5, 1.0))),
+}
+
+
 def _mean_item_means(evals: Sequence, config: DecodingConfig) -> float:
     return float(np.mean([ev.mean for ev in evals if ev.config == config]))
 
@@ -86,6 +100,43 @@ def best_single_config(
         per_task.append([_mean_item_means(evals, c) for c in candidates])
     options = [(c, float(np.mean([means[i] for means in per_task]))) for i, c in enumerate(candidates)]
     return options[pick_best(options, searched[0][2].default)][0]
+
+
+def tune_adaptive(
+    engine: Engine, task: Task, items: Sequence[Item], draws: int, methods: Mapping[str, Sequence[DecodingConfig]] | None = None
+) -> tuple[dict[str, DecodingConfig], pd.DataFrame]:
+    """Each adaptive method's best setting for ``task`` on the search ``items`` (the search's ``draws``).
+
+    Returns method -> chosen config, and one row per (method, setting) with its search mean and whether
+    it was chosen (the tuning table notebook 01 commits).
+    """
+    methods = ADAPTIVE if methods is None else methods
+    chosen: dict[str, DecodingConfig] = {}
+    rows = []
+    for method, candidates in methods.items():
+        evals, _ = evaluate(engine, task, [(item, c) for item in items for c in candidates], draws, stage=method)
+        options = [(c, _mean_item_means(evals, c)) for c in candidates]
+        best = pick_best(options, candidates[0])
+        chosen[method] = options[best][0]
+        rows += [{"task": task.name, "method": method, "config": c.to_json(), "search_mean": m, "chosen": i == best}
+                 for i, (c, m) in enumerate(options)]
+    return chosen, pd.DataFrame(rows)
+
+
+def write_adaptive(path: Path, chosen: Mapping[str, Mapping[str, DecodingConfig]]) -> None:
+    """method -> task -> tuned config as canonical JSON (notebook 01 writes it, 04 reads it), atomically."""
+    configs = {m: {t: c.to_json() for t, c in by_task.items()} for m, by_task in chosen.items()}
+    atomic_write(path, json.dumps(configs, indent=2) + "\n")
+
+
+def read_adaptive(path: Path) -> dict[str, dict[str, DecodingConfig]]:
+    """What ``write_adaptive`` wrote (run notebook 01 first)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no tuned adaptive-decoding file at {path}: run notebook 01_search first")
+    try:
+        return {m: {t: DecodingConfig.from_json(c) for t, c in by_task.items()} for m, by_task in json.loads(path.read_text()).items()}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a tuned adaptive-decoding file ({exc}): run notebook 01_search again") from None
 
 
 def item_oracle(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from hagstudy import decode_step, models, runlog
@@ -136,6 +137,7 @@ def start(profile: str | None = None, notebook: str = "notebook", **overrides: A
     """
     overrides = {k: v for k, v in overrides.items() if v not in ("", None)}
     _quiet_progress_bars()
+    pd.set_option("display.precision", 3)  # tables in a rendered notebook: 3 decimals (the CSVs keep 4)
     p = load_profile(profile or None, **overrides)
     from hagstudy import tasks
     from hagstudy.tasks import embed

@@ -13,3 +13,4 @@ _.on_train_begin  # transformers' TrainerCallback hooks, called by the Trainer (
 _.on_step_end  # likewise
 _.on_step_begin  # likewise (scripts/bench_train.py)
 _.should_training_stop  # TrainerControl flag the Trainer reads after each step (scripts/gpu_check.py)
+_restore_logging  # an autouse pytest fixture (tests/test_runlog.py): pytest calls it by being autouse

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from conftest import ReplyEngine
 
@@ -72,9 +73,7 @@ def test_per_task_quality_splits_the_validation_rows_by_task():
         gate.per_task({"m": []}, VAL)
 
 
-def curve_of(*points: tuple[int, float, float, float]) -> "pd.DataFrame":
-    import pandas as pd
-
+def curve_of(*points: tuple[int, float, float, float]) -> pd.DataFrame:
     return pd.DataFrame([{"step": s, "parse_rate": p, "exact_match": e, "distance": d} for s, p, e, d in points])
 
 

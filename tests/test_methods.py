@@ -227,3 +227,24 @@ def test_ablation_arms_train_as_many_steps_as_the_reference_adapter(tmp_path):
     assert ablations.arm_settings(run).max_steps == 7
     same_epochs = SimpleNamespace(**{**vars(run), "profile": load_profile("smoke", ablation={"equal_steps": False})})
     assert ablations.arm_settings(same_epochs) == profile.train
+
+
+def test_adaptive_samplers_are_tuned_per_task_on_the_given_items_and_round_trip(tmp_path):
+    def closeness(text: str) -> float:  # best: min_p 0.1, EDT theta 2.0 (the FakeEngine's text ends with the config)
+        cfg = json.loads(text.split("|", 1)[1])
+        return 1.0 - abs(cfg.get("min_p", 0.0) - 0.1) - abs(cfg.get("edt_theta", 0.0) - 2.0) / 10
+
+    engine, task = FakeEngine(), FakeTask(closeness, n_items=3)
+    chosen, table = oracles.tune_adaptive(engine, task, task.items("search", 3), draws=2)
+    assert chosen["min_p"].min_p == 0.1 and chosen["edt"].edt_theta == 2.0
+    assert set(table["method"]) == {"min_p", "edt"} and table.groupby("method")["chosen"].sum().tolist() == [1, 1]
+    assert len(table) == sum(len(c) for c in oracles.ADAPTIVE.values())
+    # Each setting was scored on every item with the search's draws, as the task oracle's candidates are.
+    assert sum(engine.calls) == 3 * 2 * len(table)
+    oracles.write_adaptive(tmp_path / "adaptive.json", {m: {task.name: c} for m, c in chosen.items()})
+    assert oracles.read_adaptive(tmp_path / "adaptive.json") == {m: {task.name: c} for m, c in chosen.items()}
+    with pytest.raises(FileNotFoundError, match="01_search"):
+        oracles.read_adaptive(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"min_p": {"t": "{\\"min_p\\": 2}"}}')
+    with pytest.raises(ValueError, match="not a tuned adaptive-decoding file"):
+        oracles.read_adaptive(tmp_path / "bad.json")

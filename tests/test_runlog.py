@@ -13,8 +13,8 @@ from hagstudy import config, runlog, study, tasks
 from hagstudy.files import shown
 
 
-@pytest.fixture
-def restore_logging():
+@pytest.fixture(autouse=True)
+def _restore_logging():
     """setup changes process-wide state (root handlers, showwarning): put it back for the next test."""
     root = logging.getLogger()
     handlers, level, show = list(root.handlers), root.level, warnings.showwarning
@@ -27,7 +27,7 @@ def restore_logging():
     warnings.showwarning = show
 
 
-def test_a_warning_goes_to_stdout_numbered_and_to_the_log_file(tmp_path, capsys, restore_logging):
+def test_a_warning_goes_to_stdout_numbered_and_to_the_log_file(tmp_path, capsys):
     run_log = runlog.setup(tmp_path / "nb" / "run.log")
     logging.getLogger("hagstudy.hag").warning("zero_shot (coinflip): %d of %d proposals did not parse", 3, 10)
     logging.getLogger("hagstudy.training").info("adapter hag_seed0 is current")
@@ -44,7 +44,7 @@ def test_a_warning_goes_to_stdout_numbered_and_to_the_log_file(tmp_path, capsys,
     assert "WARNING hagstudy.hag: zero_shot (coinflip): 3 of 10" in text and "INFO hagstudy.training:" in text
 
 
-def test_the_tqdm_warning_is_filtered_but_another_warning_surfaces(tmp_path, capsys, restore_logging):
+def test_the_tqdm_warning_is_filtered_but_another_warning_surfaces(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         run_log = runlog.setup(tmp_path / "run.log")
@@ -62,7 +62,7 @@ def test_the_tqdm_warning_is_filtered_but_another_warning_surfaces(tmp_path, cap
     assert run_log.warnings == 2
 
 
-def test_the_transformers_deprecation_is_filtered_only_from_transformers(tmp_path, capsys, restore_logging):
+def test_the_transformers_deprecation_is_filtered_only_from_transformers(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         runlog.setup(tmp_path / "run.log")
@@ -81,7 +81,7 @@ def test_shown_is_root_relative_inside_the_study_and_unchanged_outside(tmp_path)
     assert shown("results/tables") == "results/tables"
 
 
-def test_start_announces_the_log_file_first_and_writes_it(tmp_path, monkeypatch, capsys, restore_logging):
+def test_start_announces_the_log_file_first_and_writes_it(tmp_path, monkeypatch, capsys):
     (tmp_path / "configs").mkdir()
     for path in (config.repo_root() / "configs").glob("*.yaml"):
         (tmp_path / "configs" / path.name).write_bytes(path.read_bytes())
