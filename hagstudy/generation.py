@@ -705,6 +705,10 @@ def default_batch_size(model: Any, device: torch.device) -> int:
         return gpu_batch_size(free, per_row)
     avail = _available_memory()
     cap = CPU_BATCH if avail is None else int(max(1, 0.25 * avail // per_row))
+    if cap < CPU_BATCH:
+        # Batch shape decides bf16 rounding, and the cache keys do not name it: say so, loudly.
+        log.warning("decode batch capped at %d rows (CPU_BATCH %d) by available memory (%.1f GB): bf16 texts "
+                    "decoded now may differ from a run with full batches", cap, CPU_BATCH, (avail or 0) / 2**30)
     return max(1, min(CPU_BATCH, cap))
 
 

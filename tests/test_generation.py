@@ -16,7 +16,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from hagstudy import generation
+from hagstudy import generation, models
 from hagstudy.decoding import EDT_MIN_TEMPERATURE, EDT_N
 from hagstudy.decoding import DecodingConfig as C
 from hagstudy.generation import (
@@ -424,3 +424,18 @@ def test_engine_first_tokens_follow_filter_logits_for_adaptive_rows(tiny):
         u = torch.tensor(uniforms(r.seed, r.prompt, 1), dtype=torch.float64)
         token = int(sample_rows(filtered, keep_all, u)[0])
         assert out.text == tok.decode([token], skip_special_tokens=True), r.config
+
+
+def test_a_memory_capped_cpu_batch_is_logged(monkeypatch, caplog):
+    """Batch shape decides bf16 rounding and is not in the keys: a batch smaller than CPU_BATCH must be said."""
+    model, _ = models.load("tiny-random")
+    per_row = generation.row_bytes(model)
+    monkeypatch.setattr(generation, "_available_memory", lambda: 4 * per_row * 10)
+    with caplog.at_level("WARNING", logger="hagstudy.generation"):
+        assert generation.default_batch_size(model, torch.device("cpu")) == 10
+    assert "capped at 10 rows" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(generation, "_available_memory", lambda: 4 * per_row * (generation.CPU_BATCH + 1))
+    with caplog.at_level("WARNING", logger="hagstudy.generation"):
+        assert generation.default_batch_size(model, torch.device("cpu")) == generation.CPU_BATCH
+    assert "capped" not in caplog.text
