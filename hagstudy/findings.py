@@ -145,3 +145,49 @@ def headroom_lines(headroom: pd.DataFrame) -> list[str]:
                 f"the best candidate per query, chosen on separate draws, does not ({numbers})."
             )
     return out
+
+
+FIXED = ("task_oracle", "best_single_config")  # the best fixed choices a per-query method must beat
+ADAPTIVE = ("min_p", "edt")  # training-free per-step adaptation
+
+
+def answer(
+    strong: pd.DataFrame | None, headroom: pd.DataFrame | None, at_chance: pd.DataFrame | None = None,
+    target: str = "HAG",
+) -> list[str]:
+    """The study's question in a few plain sentences: does a per-query choice beat the best fixed config,
+    on which tasks, and with what headroom. Losses and "not shown" are said first, as the tables say them.
+
+    ``strong``: ``evaluation.relative_table`` of the target against the strong baselines; ``headroom``:
+    ``evaluation.headroom_table``; ``at_chance``: ``evaluation.at_chance`` (to flag tasks at chance).
+    """
+    chance = set() if at_chance is None else set(at_chance.loc[at_chance["at_chance"].astype(bool), "task"])
+    out: list[str] = []
+
+    def verdicts(baselines: tuple[str, ...], what: str) -> None:
+        if strong is None or strong.empty:
+            return
+        rows = strong[strong["baseline"].isin(baselines)]
+        if rows.empty:
+            return
+        by = {v: sorted(set(rows.loc[rows["verdict"] == v, "task"])) for v in _ORDER}
+        parts = [f"{v} on {', '.join(by[v])}" for v in _ORDER if by[v]]
+        flagged = sorted(set(rows["task"]) & chance)
+        note = f" ({', '.join(flagged)} at chance for this model)" if flagged else ""
+        out.append(f"{target} against {what} ({' / '.join(baselines)}, {len(rows)} comparisons): "
+                   f"{'; '.join(parts)}{note}.")
+
+    verdicts(FIXED, "the best fixed configs")
+    verdicts(ADAPTIVE, "training-free adaptive decoding")
+    if headroom is not None and not headroom.empty:
+        shown = headroom[headroom["headroom_shown"].astype(bool)]
+        if shown.empty:
+            out.append("Headroom: on no task does even the item oracle (the best of a fixed candidate set per query, "
+                       "chosen on separate draws) beat the task oracle, so no per-query method can be shown to here.")
+        else:
+            tasks = [f"{r.task} {r.headroom:+.3f} [{r.headroom_ci_low:+.3f}, {r.headroom_ci_high:+.3f}]"
+                     + (" (at chance)" if r.task in chance else "") for r in shown.itertuples()]
+            rest = sorted(set(headroom["task"]) - set(shown["task"]))
+            out.append(f"Headroom (item oracle - task oracle): shown on {len(shown)} of {len(headroom)} tasks: "
+                       f"{'; '.join(tasks)}." + (f" None shown on {', '.join(rest)}." if rest else ""))
+    return out

@@ -195,6 +195,17 @@ def config_counts(hag_configs: pd.DataFrame, top: int = 3, prefix: str = "hag") 
     return pd.DataFrame(rows, columns=["task", "method", "config", "count", "share", "distinct", "n"])
 
 
+def _answer_lines(tables: Path) -> list[str]:
+    """``findings.answer`` from relative_strong.csv, headroom.csv and at_chance.csv (those present)."""
+    import pandas as pd
+
+    from hagstudy import findings
+
+    strong, headroom, at_chance = (pd.read_csv(tables / n) if (tables / n).is_file() else None
+                                   for n in ("relative_strong.csv", "headroom.csv", "at_chance.csv"))
+    return findings.answer(strong, headroom, at_chance)
+
+
 def _findings_lines(tables: Path, target: str = "HAG") -> list[str]:
     """The findings sentences from relative*.csv, at_chance.csv, train_gate.csv and headroom.csv."""
     from types import SimpleNamespace
@@ -243,20 +254,25 @@ def write_readme(profile: str = "default") -> Path:
         "",
     ]
     tables = paths.results / "tables"
+    answer = _answer_lines(tables)
+    if answer:
+        lines += ["## The answer", "", "Does choosing the decoding config per query beat the best fixed config? "
+                  "Generated from the tables below (Holm-corrected verdicts; a tie only where TOST shows it).", ""]
+        lines += [f"- {line}" for line in answer] + [""]
     found = _findings_lines(tables)
     if found:
         lines += ["## Findings", "", "Generated from the tables below (`hagstudy.findings`); losses first.", ""]
         lines += [f"- {line}" for line in found] + [""]
     sections = [  # (file, heading, columns or None for all): what a reader needs first comes first
         ("train_gate.csv", "Did HAG's stage 1 learn its labels? (notebook 03's gate, validation rows)",
-         ["adapter", "seed", "steps", "parse_rate", "exact_match", "majority_exact_match", "distance",
+         ["adapter", "seed", "steps", "selected_step", "parse_rate", "exact_match", "majority_exact_match", "distance",
           "majority_distance", "passed", "beats_majority"]),
         ("label_check.csv", "Labels kept per item after the held-out check (notebook 01)", None),
     ]
     for name, heading, columns in sections:
         if (tables / name).is_file():
             df = pd.read_csv(tables / name)
-            lines += [f"## {heading}", "", to_markdown(df[columns] if columns else df, decimals=3)]
+            lines += [f"## {heading}", "", to_markdown(df[[c for c in columns if c in df.columns]] if columns else df, decimals=3)]
     main = paths.results / "tables" / "main.csv"
     if main.is_file():
         df = pd.read_csv(main)
@@ -264,7 +280,8 @@ def write_readme(profile: str = "default") -> Path:
     compared = ["task", "baseline", "target_mean", "base_mean", "diff", "diff_ci_low", "diff_ci_high", "p_holm",
                 "p_tost_holm", "verdict"]
     for name, heading in (("relative.csv", "HAG against default and random"),
-                          ("relative_strong.csv", "HAG against the strong baselines")):
+                          ("relative_strong.csv", "HAG against the strong baselines"),
+                          ("relative_item_oracle.csv", "HAG against the item oracle, on its items")):
         if (tables / name).is_file():
             df = pd.read_csv(tables / name)
             lines += [f"## {heading} (Holm per table; TOST at ±0.02)", "",

@@ -139,3 +139,26 @@ def test_headroom_lines_claim_a_gain_only_when_the_ci_is_above_zero() -> None:
     assert "[-0.020, +0.040]" in none
     with pytest.raises(ValueError, match="headroom_shown"):
         findings.headroom_lines(table.drop(columns=["headroom_shown"]))
+
+
+def test_the_answer_says_where_hag_loses_to_a_fixed_config_and_where_headroom_is_shown():
+    strong = pd.DataFrame([
+        {"task": "a", "baseline": "task_oracle", "verdict": "worse"},
+        {"task": "b", "baseline": "task_oracle", "verdict": "equivalent"},
+        {"task": "a", "baseline": "best_single_config", "verdict": "not significant"},
+        {"task": "a", "baseline": "min_p", "verdict": "better"},
+        {"task": "a", "baseline": "greedy", "verdict": "better"},  # not a fixed-config or adaptive baseline
+    ])
+    headroom = pd.DataFrame([
+        {"task": "a", "headroom": 0.05, "headroom_ci_low": 0.01, "headroom_ci_high": 0.1, "headroom_shown": True},
+        {"task": "b", "headroom": 0.01, "headroom_ci_low": -0.02, "headroom_ci_high": 0.04, "headroom_shown": False},
+    ])
+    chance = pd.DataFrame([{"task": "a", "at_chance": True}, {"task": "b", "at_chance": False}])
+    fixed, adaptive, room = findings.answer(strong, headroom, chance)
+    assert fixed.startswith("HAG against the best fixed configs (task_oracle / best_single_config, 3 comparisons): "
+                            "worse on a; equivalent on b; not significant on a")
+    assert fixed.endswith("(a at chance for this model).")
+    assert adaptive.startswith("HAG against training-free adaptive decoding") and "better on a" in adaptive
+    assert "shown on 1 of 2 tasks: a +0.050 [+0.010, +0.100] (at chance). None shown on b." in room
+    none = findings.answer(None, headroom.assign(headroom_shown=False))
+    assert len(none) == 1 and "no per-query method can be shown" in none[0]
