@@ -46,7 +46,8 @@ def test_the_fingerprint_names_the_training_code_version():
     now = training.fingerprint(p.model, tr, va, p.train, p.seed)
     assert now != old
     assert now == hashlib.sha256(
-        json.dumps([training.TRAIN_VERSION, p.model, tr, va, repr(p.train), p.seed], sort_keys=True).encode()
+        json.dumps([training.TRAIN_VERSION, p.model, tr, va, training.settings_text(p.train), p.seed],
+                   sort_keys=True).encode()
     ).hexdigest()[:16]
     assert training.fingerprint(p.model, tr, va, p.train, p.seed + 1) != now
 
