@@ -197,12 +197,9 @@ def edt_temperature(logits: torch.Tensor, seen: torch.Tensor | None, params: Row
     rows = (params.edt_theta > 0).nonzero().squeeze(1)
     if not len(rows):
         return temp
-    x = logits[rows].to(torch.float32)
-    if seen is not None:
-        s = seen[rows]
-        raw = x.gather(1, s)
-        p = params.penalty[rows, None]
-        x.scatter_(1, s, torch.where(raw < 0, raw * p, _divide(raw, p)))
+    # The penalised logits at temperature 1: ``scaled_scores`` itself (a division by 1 is exact).
+    sub = params.select(rows)
+    x = scaled_scores(logits[rows], None if seen is None else seen[rows], sub, torch.ones_like(sub.temperature))
     h = torch.special.entr(torch.softmax(x.to(torch.float64), dim=-1)).sum(-1)
     t0 = params.temperature[rows].to(torch.float64)
     t = (t0 * EDT_N ** (params.edt_theta[rows] / h)).clamp(min=EDT_MIN_TEMPERATURE)
