@@ -25,10 +25,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from hagstudy.decoding import HYPERPARAMETERS
 from hagstudy.evaluation import method_key
 from hagstudy.files import atomic_open
 
-HYPERPARAMETERS: tuple[str, ...] = ("temperature", "top_p", "top_k", "repetition_penalty")
 DPI = 150
 _RC: dict[str, Any] = {
     "svg.hashsalt": "hagstudy",  # fixed ids in SVG output instead of random ones

@@ -176,7 +176,7 @@ def config_counts(hag_configs: pd.DataFrame, top: int = 3, prefix: str = "hag") 
     """
     import pandas as pd  # noqa: F811
 
-    from hagstudy.plots import HYPERPARAMETERS
+    from hagstudy.decoding import HYPERPARAMETERS
 
     missing = [c for c in ("task", "method", *HYPERPARAMETERS) if c not in hag_configs.columns]
     if missing:
@@ -195,14 +195,18 @@ def config_counts(hag_configs: pd.DataFrame, top: int = 3, prefix: str = "hag") 
     return pd.DataFrame(rows, columns=["task", "method", "config", "count", "share", "distinct", "n"])
 
 
+def _read_optional(tables: Path, name: str) -> pd.DataFrame | None:
+    """A result table, or None when its notebook has not written it."""
+    import pandas as pd  # noqa: F811
+
+    return pd.read_csv(tables / name) if (tables / name).is_file() else None
+
+
 def _answer_lines(tables: Path) -> list[str]:
     """``findings.answer`` from relative_strong.csv, headroom.csv and at_chance.csv (those present)."""
-    import pandas as pd
-
     from hagstudy import findings
 
-    strong, headroom, at_chance = (pd.read_csv(tables / n) if (tables / n).is_file() else None
-                                   for n in ("relative_strong.csv", "headroom.csv", "at_chance.csv"))
+    strong, headroom, at_chance = (_read_optional(tables, n) for n in ("relative_strong.csv", "headroom.csv", "at_chance.csv"))
     return findings.answer(strong, headroom, at_chance)
 
 
@@ -210,15 +214,10 @@ def _findings_lines(tables: Path, target: str = "HAG") -> list[str]:
     """The findings sentences from relative*.csv, at_chance.csv, train_gate.csv and headroom.csv."""
     from types import SimpleNamespace
 
-    import pandas as pd
-
     from hagstudy import findings
 
-    def read(name: str) -> pd.DataFrame | None:
-        return pd.read_csv(tables / name) if (tables / name).is_file() else None
-
     relative, strong, at_chance, gates, headroom = (
-        read(n) for n in ("relative.csv", "relative_strong.csv", "at_chance.csv", "train_gate.csv", "headroom.csv")
+        _read_optional(tables, n) for n in ("relative.csv", "relative_strong.csv", "at_chance.csv", "train_gate.csv", "headroom.csv")
     )
     out: list[str] = []
     if relative is not None:
