@@ -147,6 +147,27 @@ def headroom_lines(headroom: pd.DataFrame) -> list[str]:
     return out
 
 
+def difficulty_line(difficulty: pd.DataFrame, target: str = "HAG", base: str = "default") -> str:
+    """RQ4 in one sentence: the Spearman rank correlation between task difficulty and the target's improvement.
+
+    ``difficulty`` is ``evaluation.difficulty_vs_improvement``'s table. With one point per task the test has
+    little power, so the sentence gives the number of tasks and reads a non-significant rho as "not shown".
+    """
+    from hagstudy.evaluation import difficulty_correlation
+
+    missing = [c for c in ("task", "difficulty", "improvement") if c not in difficulty.columns]
+    if missing:
+        raise ValueError(f"findings: difficulty table lacks column(s) {missing}")
+    rho, p = difficulty_correlation(difficulty)
+    n = len(difficulty)
+    if rho != rho:  # nan: fewer than three tasks
+        return f"RQ4: {n} task(s) are too few for a rank correlation between difficulty and {target}'s improvement."
+    verdict = (f"{target} helps {'more' if rho > 0 else 'less'} on harder tasks" if p < 0.05
+               else "no relation between difficulty and improvement is shown")
+    return (f"RQ4: Spearman rho between task difficulty (1 - {base}'s mean) and {target}'s improvement over {base} "
+            f"is {rho:+.2f} (p = {p:.2f}, {n} tasks): {verdict}.")
+
+
 FIXED = ("task_oracle", "best_single_config")  # the best fixed choices a per-query method must beat
 ADAPTIVE = ("min_p", "edt")  # training-free per-step adaptation
 

@@ -49,9 +49,9 @@ def majority_quality(train_rows: Sequence[Mapping[str, Any]], val_rows: Sequence
     return hag.config_quality(majority_proposals(train_rows, val_rows), [dataset.label_of(r) for r in val_rows])
 
 
-def quality(engine: Engine, val_rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def quality(engine: Engine, val_rows: Sequence[Mapping[str, Any]], desc: str = "stage 1 (validation)") -> dict[str, Any]:
     """Stage 1 of ``engine`` on the validation queries, against their labels (``hag.config_quality``)."""
-    proposals = hag.propose_configs(engine, [dataset.query_of(r) for r in val_rows])
+    proposals = hag.propose_configs(engine, [dataset.query_of(r) for r in val_rows], desc=desc)
     return hag.config_quality(proposals, [dataset.label_of(r) for r in val_rows])
 
 
@@ -128,15 +128,16 @@ def judge(adapter: str, seed: int, steps: int, q: Mapping[str, Any], maj: Mappin
 
 
 def learning_curve(
-    engine_for: Callable[[Path | None], Engine], checkpoints: Mapping[int, Path], val_rows: Sequence[Mapping[str, Any]]
+    engine_for: Callable[[Path | None], Engine], checkpoints: Mapping[int, Path], val_rows: Sequence[Mapping[str, Any]],
+    name: str = "adapter",
 ) -> pd.DataFrame:
     """Stage-1 quality at step 0 (the untuned model: LoRA starts as a no-op) and at each snapshot.
 
-    ``engine_for(None)`` is the base model's engine, ``engine_for(path)`` an adapter's.
+    ``engine_for(None)`` is the base model's engine, ``engine_for(path)`` an adapter's; ``name`` labels the log lines.
     """
     rows = []
     for step, path in [(0, None), *sorted(checkpoints.items())]:
-        q = quality(engine_for(path), val_rows)
+        q = quality(engine_for(path), val_rows, desc=f"{name} step {step}: stage 1 (validation)")
         rows.append({"step": step, "parse_rate": q["parse_rate"], "exact_match": q["exact_all"],
                      "distance": q["mean_distance"]})
     return pd.DataFrame(rows)
@@ -208,13 +209,13 @@ def train_and_judge(
         return run.engine() if path is None else run.engine(adapter=path)
 
     snapshots = training.checkpoint_dirs(folder) if curve else {}
-    frame = learning_curve(engine_for, snapshots, val_rows) if curve else pd.DataFrame()
+    frame = learning_curve(engine_for, snapshots, val_rows, name) if curve else pd.DataFrame()
     step = select_step(frame, settings.select, settings.gate_parse_rate) if curve else result.steps
     chosen = folder if step == result.steps else snapshots[step]
     for path in snapshots.values():
         if path != chosen:
             run.drop_engine(path)
-    q = quality(run.engine(adapter=chosen), val_rows)
+    q = quality(run.engine(adapter=chosen), val_rows, desc=f"{name} step {step}: stage 1 (validation, the gate)")
     verdict = judge(name, seed, result.steps, q, majority_quality(train_rows, val_rows), settings.gate_parse_rate,
                     selected_step=step)
     return result, verdict, frame.assign(adapter=name, selected=frame["step"] == step if curve else False)

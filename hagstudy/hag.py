@@ -103,9 +103,10 @@ def propose_configs(
     *,
     fallback: DecodingConfig = TRANSFORMERS_DEFAULT,
     messages_fn: Callable[[str], Messages] | None = None,
+    desc: str = "HAG stage 1",
 ) -> list[ParseResult]:
-    """Stage 1: the parsed config of each query (``ParseResult.status`` says how it went)."""
-    return [p.parse for p in propose(engine, queries, max_new_tokens, fallback=fallback, messages_fn=messages_fn)]
+    """Stage 1: the parsed config of each query (``ParseResult.status`` says how it went); ``desc`` names the log line."""
+    return [p.parse for p in propose(engine, queries, max_new_tokens, fallback=fallback, messages_fn=messages_fn, desc=desc)]
 
 
 class Resolution(NamedTuple):

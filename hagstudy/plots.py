@@ -23,7 +23,6 @@ from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
 
 from hagstudy.decoding import HYPERPARAMETERS
 from hagstudy.evaluation import method_key
@@ -174,6 +173,7 @@ def main_bars(main_table: pd.DataFrame, metrics: Mapping[str, str] | None = None
     ncols = max(1, min(ncols, len(tasks)))
     nrows = -(-len(tasks) // ncols)
     by_key = main_table.set_index(["task", "method"])
+    names = _subset_names(main_table, methods)
     with _style():
         fig = _figure(3.0 * ncols + 2.2, 2.6 * nrows + 0.4)
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
@@ -183,7 +183,8 @@ def main_bars(main_table: pd.DataFrame, metrics: Mapping[str, str] | None = None
                     continue  # a method not run on this task: leave its slot empty
                 row = by_key.loc[(task, method)]
                 mean = float(row["mean"])
-                ax.bar([j], [mean], width=0.8, color=colors[method], label=method)
+                ax.bar([j], [mean], width=0.8, color=colors[method], label=names[method],
+                       hatch="///" if names[method] != method else None, edgecolor="white", linewidth=0)
                 ax.errorbar([j], [mean], yerr=[[mean - float(row["ci_low"])], [float(row["ci_high"]) - mean]],
                             fmt="none", ecolor="0.2", elinewidth=0.8, capsize=2)
             ax.set_xticks([])
@@ -194,11 +195,25 @@ def main_bars(main_table: pd.DataFrame, metrics: Mapping[str, str] | None = None
         for ax in axes[len(tasks):]:
             ax.set_visible(False)
         handles, labels = _legend_entries(axes[: len(tasks)])
-        rank = {m: i for i, m in enumerate(methods)}
+        rank = {names[m]: i for i, m in enumerate(methods)}
         handles, labels = zip(*sorted(zip(handles, labels), key=lambda hl: rank[hl[1]]))
         fig.legend(handles, labels, title="method", loc="outside right upper", frameon=False)
         fig.suptitle("Score per task and method (bars: mean; whiskers: 95% CI); each task on its own scale")
     return fig
+
+
+def _subset_names(main_table: pd.DataFrame, methods: Sequence[str]) -> dict[str, str]:
+    """Legend names: a method scored on fewer items than its task's others (the item oracle's first 30) says
+    so, and its bars are hatched, so it is not read as a like-for-like bar."""
+    names = {m: m for m in methods}
+    if "n_items" not in main_table.columns:
+        return names
+    full = main_table.groupby("task")["n_items"].transform("max")
+    fewer = main_table.loc[main_table["n_items"] < full]
+    for method, g in fewer.groupby("method"):
+        counts = sorted(set(int(n) for n in g["n_items"]))
+        names[str(method)] = f"{method} (first {counts[0]} items)" if len(counts) == 1 else f"{method} (fewer items)"
+    return names
 
 
 def _legend_entries(axes: Sequence[Any]) -> tuple[list[Any], list[str]]:
@@ -402,69 +417,38 @@ def improvement_vs_difficulty(
             yerr = [ys - data[lo_col].to_numpy(dtype=float), data[hi_col].to_numpy(dtype=float) - ys]
             ax.errorbar(xs, ys, yerr=yerr, fmt="none", ecolor="0.5", elinewidth=0.8, capsize=2)
         ax.scatter(xs, ys, s=30, color=sns.color_palette("colorblind")[0], zorder=3)
-        for xi, yi, name in zip(xs, ys, data[label]):
-            ax.annotate(str(name), (xi, yi), xytext=(4, 4), textcoords="offset points", fontsize=8)
+        for (xi, yi, name), (dx, dy) in zip(zip(xs, ys, data[label]), _label_offsets(xs, ys)):
+            ax.annotate(str(name), (xi, yi), xytext=(dx, dy), textcoords="offset points", fontsize=8,
+                        ha="left" if dx >= 0 else "right")
         ax.axhline(0.0, color="0.3", lw=0.8, ls="--")
-        ax.margins(x=0.15)  # room for the labels of the outermost points
+        ax.margins(x=0.2)  # room for the labels of the outermost points
         ax.set_xlabel("baseline score (higher = easier)" if x == "base_mean" else x)
         ax.set_ylabel("improvement over baseline" if y == "improvement" else y)
-        ax.set_title("Improvement vs task difficulty")
+        title = "Improvement vs task difficulty"
+        if {"difficulty", "improvement"} <= set(data.columns) and len(data) >= 3:
+            from hagstudy.evaluation import difficulty_correlation
+
+            rho, p = difficulty_correlation(data)
+            title += f"\nSpearman \u03c1 = {rho:+.2f} (p = {p:.2f}, {len(data)} tasks)"
+        ax.set_title(title)
     return fig
 
 
-def cost_vs_quality(
-    frame: pd.DataFrame, x: str = "generations", y: str = "quality", hue: str = "strategy"
-) -> Figure:
-    """Search cost (generations spent) vs label quality, one line per strategy; a panel per task.
-
-    Optional ``{y}_ci_low`` / ``{y}_ci_high`` columns give error bars. The x axis is logarithmic when
-    costs span more than a factor of 20.
-    """
-    _require(frame, [x, y, hue], "cost_vs_quality")
-    tasks = _tasks(frame["task"]) if "task" in frame.columns else [None]
-    strategies = sorted(pd.unique(frame[hue]), key=str)
-    colors = _palette(strategies)
-    has_ci = f"{y}_ci_low" in frame.columns and f"{y}_ci_high" in frame.columns
-    ncols = min(3, len(tasks))
-    nrows = -(-len(tasks) // ncols)
-    integer = bool(np.allclose(frame[x].to_numpy(dtype=float), np.round(frame[x].to_numpy(dtype=float))))
-    with _style():
-        fig = _figure(2.9 * ncols + 1.6, 2.4 * nrows + 0.5)
-        axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
-        for ax in axes[len(tasks):]:
-            ax.set_visible(False)
-        for ax, task in zip(axes, tasks):
-            sub = frame if task is None else frame.loc[frame["task"] == task]
-            for s in strategies:
-                pts = sub.loc[sub[hue] == s].sort_values(x)
-                if pts.empty:
-                    continue
-                xs, ys = pts[x].to_numpy(dtype=float), pts[y].to_numpy(dtype=float)
-                k = strategies.index(s)  # open markers of falling size: points at one spot stay visible, nested
-                ax.plot(xs, ys, marker="osD^v"[k % 5], ms=max(9 - 2 * k, 3), mfc="none", mew=1.2, color=colors[s],
-                        label=str(s))
-                if has_ci:
-                    yerr = [ys - pts[f"{y}_ci_low"].to_numpy(float), pts[f"{y}_ci_high"].to_numpy(float) - ys]
-                    ax.errorbar(xs, ys, yerr=yerr, fmt="none", ecolor=colors[s], elinewidth=0.8, capsize=2)
-            positive = frame[x].to_numpy(dtype=float)
-            positive = positive[positive > 0]
-            if positive.size and positive.max() / positive.min() > 20:
-                ax.set_xscale("log")
-            else:
-                if integer:  # counts: no fractional ticks
-                    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
-                lo, hi = float(sub[x].min()), float(sub[x].max())
-                pad = max(0.15 * (hi - lo), 0.05 * max(abs(hi), 1.0), 1.0 if integer else 0.0)
-                ax.set_xlim(lo - pad, hi + pad)  # a panel whose points share one cost is not a sliver
-            ax.set_xlabel(f"search cost ({x})")
-            if task is not None:
-                ax.set_title(str(task))
-        for ax in axes[::ncols]:
-            ax.set_ylabel(f"label {y}")
-        handles, labels = _legend_entries(axes[: len(tasks)])
-        fig.legend(handles, labels, title=hue, loc="outside right upper", frameon=False)
-        fig.suptitle("Search cost vs label quality")
-    return fig
+def _label_offsets(xs: np.ndarray, ys: np.ndarray, near: float = 0.08) -> list[tuple[int, int]]:
+    """Label offsets (points) that keep the labels of nearby points apart: above-right first, then below,
+    then to the left. Nearness is measured on axes scaled to [0, 1]."""
+    span_x = float(np.ptp(xs)) or 1.0
+    span_y = float(np.ptp(ys)) or 1.0
+    choices = [(4, 4), (4, -11), (-4, 4), (-4, -11)]
+    placed: list[tuple[float, float, tuple[int, int]]] = []
+    out = []
+    for xi, yi in zip(xs, ys):
+        u, v = (xi - xs.min()) / span_x, (yi - ys.min()) / span_y
+        taken = {o for pu, pv, o in placed if abs(pu - u) < near * 2 and abs(pv - v) < near}
+        offset = next((o for o in choices if o not in taken), choices[0])
+        placed.append((u, v, offset))
+        out.append(offset)
+    return out
 
 
 def loss_curve(log_history: Sequence[Mapping[str, Any]] | pd.DataFrame) -> Figure:
@@ -537,7 +521,8 @@ def stage1_curve(curve: pd.DataFrame, gates: pd.DataFrame | None = None) -> Figu
     """Stage-1 quality on the validation rows against training steps, one line per adapter.
 
     ``curve`` has columns step, parse_rate, exact_match, distance, adapter (``gate.learning_curve``);
-    ``gates`` (``gate.frame``) adds the per-task majority label's exact match and distance as lines.
+    ``gates`` (``gate.frame``) adds the per-task majority label's exact match and distance as lines. A
+    ``selected`` column rings each adapter's snapshot that ``train.select`` picked (the one 04 uses).
     """
     _require(curve, ["step", "parse_rate", "exact_match", "distance", "adapter"], "stage1_curve")
     metrics = [("parse_rate", "parse rate"), ("exact_match", "exact match"), ("distance", "config distance")]
@@ -549,6 +534,10 @@ def stage1_curve(curve: pd.DataFrame, gates: pd.DataFrame | None = None) -> Figu
             colors = method_colors([str(name) for name, _ in groups])
             for name, group in groups:
                 ax.plot(group["step"], group[col], marker="o", ms=3, color=colors[str(name)], label=str(name))
+                if "selected" in group.columns:  # the snapshot the selection rule picked: ringed
+                    chosen = group.loc[group["selected"].astype(str).str.lower() == "true"]
+                    ax.scatter(chosen["step"], chosen[col], s=90, facecolors="none", edgecolors=colors[str(name)],
+                               linewidths=1.4, zorder=4)
             if gates is not None and len(gates):
                 ref = {"exact_match": "majority_exact_match", "distance": "majority_distance",
                        "parse_rate": "min_parse_rate"}[col]
@@ -578,7 +567,6 @@ def save(fig: Figure, stem: str, folder: str | os.PathLike, dpi: int = DPI) -> t
 
 __all__ = [
     "config_distributions",
-    "cost_vs_quality",
     "improvement_vs_difficulty",
     "loss_curve",
     "main_bars",

@@ -131,7 +131,8 @@ def _git_commit() -> str:
 FIGURE_CAPTIONS: dict[str, str] = {
     "main": "Mean score per method, one panel per task on its own y axis (labelled with the task's metric); "
             "whiskers are the 95 % bootstrap CIs of the main table. Each method has the same colour in every figure; "
-            "`hag` is the pooled adapters, `hag_seed*` the single adapters (lighter shades of the same blue).",
+            "`hag` is the pooled adapters, `hag_seed*` the single adapters (lighter shades of the same blue). "
+            "Hatched bars (the item oracle) are over the first items of the test split only, as their legend says.",
     "config_distributions": "How many configs chose each hyperparameter value, per task and source (checked labels "
                             "from notebook 01, HAG's adapters, the untuned model). Colour: share of the row. "
                             "*fallback*: the config did not parse and the default was used, so it is not a choice; "
@@ -140,10 +141,8 @@ FIGURE_CAPTIONS: dict[str, str] = {
                    "hyperparameter moves from the default while the others stay at it. The ringed point is the "
                    "default config; top_k *off* (top_k = 0, no top-k filter) is drawn apart on the right.",
     "improvement_vs_difficulty": "RQ4: HAG's improvement over the default config (95 % CI) against the default "
-                                 "config's score (higher = easier task), one point per task.",
-    "search_cost_vs_quality": "Search strategies of notebook 05: generations spent per item (x) against the held-out "
-                              "score of the labels they chose (y), a panel per task; points at one spot are nested "
-                              "markers. The numbers are in the search table above.",
+                                 "config's score (higher = easier task), one point per task; the title gives Spearman's rho "
+                                 "between difficulty and improvement (6 points: little power).",
     "search_vs_fresh": "Per task, the labels' mean score on the draws they were selected on (x) against fresh draws "
                        "(y), before (o) and after (square) the held-out check; points under the diagonal are "
                        "labels that looked better than they are.",
@@ -216,8 +215,9 @@ def _findings_lines(tables: Path, target: str = "HAG") -> list[str]:
 
     from hagstudy import findings
 
-    relative, strong, at_chance, gates, headroom = (
-        _read_optional(tables, n) for n in ("relative.csv", "relative_strong.csv", "at_chance.csv", "train_gate.csv", "headroom.csv")
+    relative, strong, at_chance, gates, headroom, difficulty = (
+        _read_optional(tables, n) for n in ("relative.csv", "relative_strong.csv", "at_chance.csv", "train_gate.csv",
+                                             "headroom.csv", "difficulty.csv")
     )
     out: list[str] = []
     if relative is not None:
@@ -228,6 +228,8 @@ def _findings_lines(tables: Path, target: str = "HAG") -> list[str]:
         out += findings.lines(relative, strong, target=target, at_chance=at_chance, gates=gate_map)
     if headroom is not None:
         out += findings.headroom_lines(headroom)
+    if difficulty is not None and not difficulty.empty:
+        out.append(findings.difficulty_line(difficulty, target=target))
     return out
 
 

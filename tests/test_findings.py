@@ -162,3 +162,19 @@ def test_the_answer_says_where_hag_loses_to_a_fixed_config_and_where_headroom_is
     assert "shown on 1 of 2 tasks: a +0.050 [+0.010, +0.100] (at chance). None shown on b." in room
     none = findings.answer(None, headroom.assign(headroom_shown=False))
     assert len(none) == 1 and "no per-query method can be shown" in none[0]
+
+
+def _difficulty(improvements: list[float]) -> pd.DataFrame:
+    diff = [0.2, 0.4, 0.6, 0.8, 0.9]
+    return pd.DataFrame({"task": list("abcde"), "difficulty": diff, "improvement": improvements})
+
+
+def test_difficulty_line_quotes_spearman_and_reads_a_weak_rho_as_not_shown() -> None:
+    rising = findings.difficulty_line(_difficulty([0.01, 0.02, 0.03, 0.04, 0.05]))
+    assert "rho between task difficulty" in rising and "+1.00" in rising and "5 tasks" in rising
+    assert "HAG helps more on harder tasks" in rising
+    mixed = findings.difficulty_line(_difficulty([0.03, -0.01, 0.05, 0.0, 0.02]))
+    assert "no relation between difficulty and improvement is shown" in mixed
+    assert "too few" in findings.difficulty_line(_difficulty([0.1, 0.2, 0.3, 0.4, 0.5]).head(2))
+    with pytest.raises(ValueError, match="difficulty"):
+        findings.difficulty_line(pd.DataFrame({"task": ["a"]}))

@@ -64,16 +64,6 @@ def difficulty_frame() -> pd.DataFrame:
     )
 
 
-def cost_frame() -> pd.DataFrame:
-    rows = []
-    for task in TASKS[:2]:
-        for strategy, costs in {"grid": [84, 840], "greedy": [20, 40, 80], "random": [10, 1000]}.items():
-            for c in costs:
-                q = 0.4 + 0.05 * np.log10(c)
-                rows.append((task, strategy, c, q, q - 0.03, q + 0.03))
-    return pd.DataFrame(rows, columns=["task", "strategy", "generations", "quality", "quality_ci_low", "quality_ci_high"])
-
-
 def log_history() -> list[dict]:
     hist = [{"loss": 2.0 / (1 + s), "learning_rate": 1e-4, "epoch": s / 10, "step": s} for s in range(1, 20)]
     hist += [{"eval_loss": 1.5 / (1 + s), "epoch": s / 10, "step": s} for s in (5, 10, 15)]
@@ -88,8 +78,6 @@ BUILDERS = {
     "sensitivity_curves": lambda: plots.sensitivity_curves(sens_frame(), defaults={"temperature": 1.0, "top_k": 50}),
     "sensitivity_curves_no_bleu": lambda: plots.sensitivity_curves(sens_frame(with_bleu=False)),
     "improvement_vs_difficulty": lambda: plots.improvement_vs_difficulty(difficulty_frame()),
-    "cost_vs_quality": lambda: plots.cost_vs_quality(cost_frame()),
-    "cost_vs_quality_no_task": lambda: plots.cost_vs_quality(cost_frame().drop(columns=["task"])),
     "loss_curve": lambda: plots.loss_curve(log_history()),
 }
 
@@ -228,17 +216,6 @@ def test_config_distributions_counts_and_keeps_fallbacks_apart() -> None:
     assert sum(int(t.get_text()) for t in ax.texts if t.get_position()[0] == fallback_x) == 5
 
 
-def test_cost_vs_quality_has_integer_ticks_on_counts() -> None:
-    frame = pd.DataFrame({"task": ["a", "a", "b"], "strategy": ["grid", "tpe", "grid"], "generations": [36, 37, 40],
-                          "quality": [0.2, 0.3, 0.4]})
-    fig = plots.cost_vs_quality(frame)
-    for ax in fig.axes:
-        if ax.get_visible():
-            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
-            assert ticks and all(float(t).is_integer() for t in ticks), ticks
-    assert fig.get_size_inches()[0] < 12
-
-
 def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="missing column"):
         plots.main_bars(main_frame().drop(columns=["ci_low"]))
@@ -254,3 +231,30 @@ def test_draw_saved_skips_a_missing_table_and_saves_a_present_one(tmp_path, caps
     pd.DataFrame({"step": [1, 2], "loss": [1.0, 0.5]}).to_csv(tmp_path / "log.csv", index=False)
     assert plots.draw_saved(plots.loss_curve, tmp_path / "log.csv", "loss", tmp_path) is not None
     assert (tmp_path / "loss.png").is_file() and (tmp_path / "loss.svg").is_file()
+
+
+def test_difficulty_title_has_spearman_and_close_points_get_apart_labels() -> None:
+    frame = difficulty_frame().assign(difficulty=lambda d: 1 - d["base_mean"])
+    fig = plots.improvement_vs_difficulty(frame)
+    assert "Spearman" in fig.axes[0].get_title()
+    xs, ys = np.array([0.36, 0.37, 0.9]), np.array([0.11, 0.107, -0.02])
+    offsets = plots._label_offsets(xs, ys)
+    assert offsets[0] != offsets[1]  # two tasks at one spot: labels on different sides
+    assert offsets[2] == (4, 4)
+
+
+def test_stage1_curve_rings_the_selected_snapshot() -> None:
+    curve = pd.DataFrame({"step": [0, 12, 24, 0, 12, 24], "parse_rate": [0, 1, 1, 0, 1, 1],
+                          "exact_match": [0, 0.5, 0.6, 0, 0.4, 0.7], "distance": [1, 0.3, 0.2, 1, 0.4, 0.1],
+                          "adapter": ["a"] * 3 + ["b"] * 3, "selected": [False, True, False, False, False, True]})
+    fig = plots.stage1_curve(curve)
+    rings = [c for c in fig.axes[1].collections if len(c.get_offsets())]
+    assert sorted(tuple(o) for c in rings for o in c.get_offsets()) == [(12.0, 0.5), (24.0, 0.7)]
+
+
+def test_main_bars_name_a_method_scored_on_fewer_items() -> None:
+    frame = main_frame()
+    frame.loc[frame["method"] == "random", "n_items"] = 8
+    fig = plots.main_bars(frame)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "random (first 8 items)" in labels and "hag" in labels and "random" not in labels
