@@ -331,6 +331,3 @@ def versus(scores: pd.DataFrame, variants: Sequence[str], reference: str = "hag"
     return out[["variant"] + [c for c in out.columns if c != "variant"]]
 
 
-def mean_over_tasks(main: pd.DataFrame) -> pd.DataFrame:
-    """Unweighted mean of each method's task means (a one-number summary; the per-task table is the result)."""
-    return main.groupby("method", sort=False)["mean"].mean().rename("mean_over_tasks").reset_index()

@@ -212,3 +212,115 @@ def answer(
             out.append(f"Headroom (item oracle - task oracle): shown on {len(shown)} of {len(headroom)} tasks: "
                        f"{'; '.join(tasks)}." + (f" None shown on {', '.join(rest)}." if rest else ""))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Each notebook's closing paragraph: what this run found, from the tables it wrote
+# ---------------------------------------------------------------------------------------------
+
+
+def show(lines: list[str], mark: str = "•") -> None:
+    """Print sentences as a notebook's closing paragraph, one bullet each."""
+    for line in lines:
+        print(mark, line)
+
+
+def _need(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"findings: the {what} table lacks column(s) {missing}")
+
+
+def preliminary_lines(influence: pd.DataFrame, zero_shot: pd.DataFrame) -> list[str]:
+    """Notebook 00: per task the hyperparameter that moves the score most, and how often the untuned model's
+    config parses (``sensitivity_influence.csv``, ``zero_shot_configs.csv``)."""
+    _need(influence, ("task", "hyperparameter", "score_min", "score_max", "score_spread", "most_influential"), "influence")
+    _need(zero_shot, ("task", "status"), "zero-shot configs")
+    out = []
+    top = influence[influence["most_influential"].astype(str).str.lower() == "true"]
+    for row in top.itertuples():
+        out.append(f"{row.task}: {row.hyperparameter} moves the score most with the others at default, from "
+                   f"{row.score_min:.3f} to {row.score_max:.3f} (spread {row.score_spread:.3f}, on the preliminary items).")
+    parsed = int((zero_shot["status"] != "failed").sum())
+    out.append(f"Zero-shot, the untuned model's stage-1 text parsed into a config for {parsed} of {len(zero_shot)} "
+               f"validation queries ({parsed / max(len(zero_shot), 1):.0%}); a failed parse falls back to the default.")
+    return out
+
+
+def search_lines(label_check: pd.DataFrame, reliability: pd.DataFrame | None = None) -> list[str]:
+    """Notebook 01: per task how many items keep a per-item label after the held-out check, what that is
+    worth on fresh draws, and how often two independent searches agree (``label_check.csv``,
+    ``search_reliability.csv``)."""
+    if label_check.empty:
+        return ["No search label was checked."]
+    _need(label_check, ("task", "items", "kept", "heldout_after", "heldout_start"), "label check")
+    agree = {}
+    if reliability is not None and not reliability.empty:
+        _need(reliability, ("task", "n_items", "agree_exact"), "search reliability")
+        agree = {str(r.task): (float(r.agree_exact), int(r.n_items)) for r in reliability.itertuples()}
+    out = []
+    for row in label_check.itertuples():
+        line = (f"{row.task}: {int(row.kept)} of {int(row.items)} items keep their own label, the rest get the task's "
+                f"start config; on the held-out draws that decided this (so optimistically) the checked labels score "
+                f"{row.heldout_after:.3f} against the start config's {row.heldout_start:.3f}")
+        if str(row.task) in agree:
+            share, n = agree[str(row.task)]
+            line += f"; two independent searches chose the same whole config for {share:.0%} of {n} items"
+        out.append(line + ".")
+    kept, items = int(label_check["kept"].sum()), int(label_check["items"].sum())
+    out.append(f"In all, {kept} of {items} search items ({kept / max(items, 1):.0%}) keep a per-item label: the "
+               "training labels are mostly one config per task.")
+    return out
+
+
+def dataset_lines(per_task: pd.DataFrame, n_train: int, n_validation: int) -> list[str]:
+    """Notebook 02: the split sizes and how much of each task one label covers (``label_per_task.csv``)."""
+    _need(per_task, ("task", "config", "share_of_items"), "per-task label")
+    out = [f"{n_train} training and {n_validation} validation rows (query -> checked label)."]
+    for row in per_task.itertuples():
+        out.append(f"{row.task}: its most common label covers {row.share_of_items:.0%} of its items.")
+    out.append(f"On average one label per task covers {per_task['share_of_items'].mean():.0%} of a task's items, so "
+               "writing the task's majority label is the baseline stage 1 must beat (notebook 03's gate).")
+    return out
+
+
+def gate_lines(gates: pd.DataFrame) -> list[str]:
+    """Notebook 03: each adapter's gate verdict on its selected snapshot against the per-task majority label
+    (``train_gate.csv``); failures first."""
+    _need(gates, ("adapter", "steps", "selected_step", "parse_rate", "exact_match", "distance",
+                  "majority_exact_match", "majority_distance", "passed", "beats_majority", "reason"), "gate")
+    passed = gates["passed"].astype(str).str.lower() == "true"
+    beats = gates["beats_majority"].astype(str).str.lower() == "true"
+    out = []
+    for ok in (False, True):
+        for row, b in zip(gates[passed == ok].itertuples(), beats[passed == ok]):
+            verdict = "passed (at least the majority on both metrics)" if ok else f"did NOT pass ({row.reason})"
+            out.append(f"{row.adapter} {verdict} at step {int(row.selected_step)} of {int(row.steps)}: exact match "
+                       f"{row.exact_match:.3f} vs the per-task majority's {row.majority_exact_match:.3f}, config "
+                       f"distance {row.distance:.3f} vs {row.majority_distance:.3f}, parse rate {row.parse_rate:.0%}"
+                       + ("; it beats the majority on both" if b else "") + ".")
+    out.append(f"{int(passed.sum())} of {len(gates)} adapters pass; {int(beats.sum())} beat the majority label on both "
+               "metrics, on the same validation rows their snapshot was chosen on (an optimistic check).")
+    return out
+
+
+def ablation_lines(versus: pd.DataFrame, gates: pd.DataFrame | None = None) -> list[str]:
+    """Notebook 05: arms that did not learn first, then each arm's verdicts against HAG over the tasks, the
+    arms with losses first (``ablation_vs_hag.csv``, ``ablation_gate.csv``)."""
+    out = []
+    if gates is not None and not gates.empty:
+        _need(gates, ("method", "status", "parse_rate", "exact_match", "reason"), "ablation gate")
+        for row in gates[gates["status"] != "learned"].itertuples():
+            out.append(f"{row.method} did not learn its labels ({row.reason}; parse rate {row.parse_rate:.0%}, "
+                       f"exact match {row.exact_match:.3f}): it is not scored.")
+        learned = int((gates["status"] == "learned").sum())
+        out.append(f"{learned} of {len(gates)} trained arms passed their gate.")
+    if versus is None or versus.empty:
+        return out + ["No arm was compared with HAG."]
+    _need(versus, ("variant", "task", "verdict"), "ablation comparison")
+    counts = {v: g["verdict"].value_counts() for v, g in versus.groupby("variant", sort=False)}
+    for variant in sorted(counts, key=lambda v: (-counts[v].get("worse", 0), -counts[v].get("better", 0))):
+        c, n = counts[variant], int(counts[variant].sum())
+        parts = [f"{k} on {c.get(k, 0)}" for k in _ORDER if c.get(k, 0)]
+        out.append(f"{variant} against HAG: {', '.join(parts)} of {n} tasks (Holm-corrected; 'equivalent' by TOST).")
+    return out

@@ -178,3 +178,36 @@ def test_difficulty_line_quotes_spearman_and_reads_a_weak_rho_as_not_shown() -> 
     assert "too few" in findings.difficulty_line(_difficulty([0.1, 0.2, 0.3, 0.4, 0.5]).head(2))
     with pytest.raises(ValueError, match="difficulty"):
         findings.difficulty_line(pd.DataFrame({"task": ["a"]}))
+
+
+def test_notebook_closing_lines_follow_their_tables() -> None:
+    influence = pd.DataFrame({"task": ["a", "a"], "hyperparameter": ["temperature", "top_k"], "score_min": [0.1, 0.2],
+                              "score_max": [0.5, 0.3], "score_spread": [0.4, 0.1], "most_influential": [True, False]})
+    zero = pd.DataFrame({"task": ["a"] * 4, "status": ["failed", "ok", "failed", "clamped"]})
+    pre = findings.preliminary_lines(influence, zero)
+    assert "a: temperature moves the score most" in pre[0] and "2 of 4" in pre[-1] and "top_k" not in " ".join(pre)
+
+    check = pd.DataFrame({"task": ["a", "b"], "items": [10, 10], "kept": [3, 0], "heldout_after": [0.5, 0.2],
+                          "heldout_start": [0.4, 0.2]})
+    rel = pd.DataFrame({"task": ["a"], "n_items": [5], "agree_exact": [0.6]})
+    lines = findings.search_lines(check, rel)
+    assert "3 of 10 items keep" in lines[0] and "60% of 5 items" in lines[0] and "searches" not in lines[1]
+    assert "3 of 20 search items (15%)" in lines[-1]
+
+    gates = pd.DataFrame({"adapter": ["ok", "bad"], "steps": [72, 72], "selected_step": [36, 72], "parse_rate": [1.0, 0.5],
+                          "exact_match": [0.8, 0.1], "distance": [0.1, 0.9], "majority_exact_match": [0.7, 0.7],
+                          "majority_distance": [0.2, 0.2], "passed": [True, False], "beats_majority": [True, False],
+                          "reason": ["learned its labels", "parse rate 0.500 < 0.99"]})
+    g = findings.gate_lines(gates)
+    assert g[0].startswith("bad did NOT pass (parse rate") and "ok passed" in g[1] and "beats the majority" in g[1]
+    assert g[-1].startswith("1 of 2 adapters pass; 1 beat")
+
+    vs = pd.DataFrame({"variant": ["x", "x", "y", "y"], "task": ["a", "b", "a", "b"],
+                       "verdict": ["equivalent", "not significant", "worse", "worse"]})
+    arm_gates = pd.DataFrame({"method": ["x", "z"], "status": ["learned", "did not learn"], "parse_rate": [1.0, 0.0],
+                              "exact_match": [0.7, 0.0], "reason": ["learned its labels", "parse rate 0.000 < 0.99"]})
+    ab = findings.ablation_lines(vs, arm_gates)
+    assert ab[0].startswith("z did not learn") and ab[1] == "1 of 2 trained arms passed their gate."
+    assert ab[2].startswith("y against HAG: worse on 2 of 2") and ab[3].startswith("x against HAG: equivalent on 1")
+    with pytest.raises(ValueError, match="gate"):
+        findings.gate_lines(gates.drop(columns=["reason"]))

@@ -110,6 +110,7 @@ def test_statistics_cells_run_on_synthetic_scores(tmp_path: Path) -> None:
     text = out.getvalue()
     assert "arithmetic: per-query choice could gain up to" in text and "coinflip: no headroom shown" in text
     assert "coinflip is at chance for this model" in text and "Holm-corrected" in text
+    assert text.rstrip().splitlines()[-1].startswith("• RQ4: 2 task(s) are too few")  # the notebook ends on its findings
 
 
 def test_the_chance_call_of_the_generation_cell(tmp_path: Path) -> None:

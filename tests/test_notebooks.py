@@ -70,3 +70,15 @@ def test_the_results_readme_shows_the_headroom_table(tmp_path, monkeypatch):
     text = render.write_readme("smoke").read_text()
     assert "## Headroom: item oracle - task oracle on the first 2 test items per task" in text
     assert "| coinflip | 2 | 2 | 0.750 | 0.500 | 0.250 | 0.100 | 0.400 | True |" in text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_ends_with_what_it_found(path):
+    """The last word of a notebook is prose: findings generated from its tables (00-05), or a note (06)."""
+    cells = json.loads(path.read_text())["cells"]
+    last = "".join(cells[-1]["source"])
+    if path.stem == "06_figures":
+        assert cells[-1]["cell_type"] == "markdown"
+    else:
+        assert cells[-1]["cell_type"] == "code" and "findings." in last, last
+        assert "## What this run found" in "".join(cells[-2]["source"]) or "## In plain words" in "".join(cells[-2]["source"])
