@@ -238,7 +238,11 @@ def preliminary_lines(influence: pd.DataFrame, zero_shot: pd.DataFrame) -> list[
     _need(zero_shot, ("task", "status"), "zero-shot configs")
     out = []
     top = influence[influence["most_influential"].astype(str).str.lower() == "true"]
-    for row in top.itertuples():
+    for row in top.drop_duplicates("task").itertuples():  # ties: the first hyperparameter in the table's order
+        if not row.score_spread > 0:
+            out.append(f"{row.task}: no hyperparameter moves the score on the preliminary items (all at "
+                       f"{row.score_max:.3f}).")
+            continue
         out.append(f"{row.task}: {row.hyperparameter} moves the score most with the others at default, from "
                    f"{row.score_min:.3f} to {row.score_max:.3f} (spread {row.score_spread:.3f}, on the preliminary items).")
     parsed = int((zero_shot["status"] != "failed").sum())
@@ -294,8 +298,11 @@ def gate_lines(gates: pd.DataFrame) -> list[str]:
     out = []
     for ok in (False, True):
         for row, b in zip(gates[passed == ok].itertuples(), beats[passed == ok]):
-            verdict = "passed (at least the majority on both metrics)" if ok else f"did NOT pass ({row.reason})"
-            out.append(f"{row.adapter} {verdict} at step {int(row.selected_step)} of {int(row.steps)}: exact match "
+            if not ok:
+                out.append(f"{row.adapter} did NOT pass at step {int(row.selected_step)} of {int(row.steps)}: {row.reason}.")
+                continue
+            out.append(f"{row.adapter} passed (at least the majority on both metrics) at step {int(row.selected_step)} "
+                       f"of {int(row.steps)}: exact match "
                        f"{row.exact_match:.3f} vs the per-task majority's {row.majority_exact_match:.3f}, config "
                        f"distance {row.distance:.3f} vs {row.majority_distance:.3f}, parse rate {row.parse_rate:.0%}"
                        + ("; it beats the majority on both" if b else "") + ".")
@@ -309,10 +316,9 @@ def ablation_lines(versus: pd.DataFrame, gates: pd.DataFrame | None = None) -> l
     arms with losses first (``ablation_vs_hag.csv``, ``ablation_gate.csv``)."""
     out = []
     if gates is not None and not gates.empty:
-        _need(gates, ("method", "status", "parse_rate", "exact_match", "reason"), "ablation gate")
+        _need(gates, ("method", "status", "reason"), "ablation gate")
         for row in gates[gates["status"] != "learned"].itertuples():
-            out.append(f"{row.method} did not learn its labels ({row.reason}; parse rate {row.parse_rate:.0%}, "
-                       f"exact match {row.exact_match:.3f}): it is not scored.")
+            out.append(f"{row.method} did not learn its labels ({row.reason}): it is not scored.")
         learned = int((gates["status"] == "learned").sum())
         out.append(f"{learned} of {len(gates)} trained arms passed their gate.")
     if versus is None or versus.empty:

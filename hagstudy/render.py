@@ -195,10 +195,12 @@ def config_counts(hag_configs: pd.DataFrame, top: int = 3, prefix: str = "hag") 
 
 
 def _read_optional(tables: Path, name: str) -> pd.DataFrame | None:
-    """A result table, or None when its notebook has not written it."""
+    """A result table, or None when its notebook has not written it or wrote no rows (an empty file:
+    e.g. difficulty.csv when no adapter passed the gate)."""
     import pandas as pd  # noqa: F811
 
-    return pd.read_csv(tables / name) if (tables / name).is_file() else None
+    path = tables / name
+    return pd.read_csv(path) if path.is_file() and path.read_text().strip() else None
 
 
 def _answer_lines(tables: Path) -> list[str]:
@@ -235,7 +237,6 @@ def _findings_lines(tables: Path, target: str = "HAG") -> list[str]:
 
 def write_readme(profile: str = "default") -> Path:
     """results/README.md: findings, tables, captioned figures and the run metadata, all read from files."""
-    import pandas as pd
 
     from hagstudy.evaluation import sort_canonical, to_markdown
     from hagstudy.tasks import selected
@@ -271,45 +272,39 @@ def write_readme(profile: str = "default") -> Path:
         ("label_check.csv", "Labels kept per item after the held-out check (notebook 01)", None),
     ]
     for name, heading, columns in sections:
-        if (tables / name).is_file():
-            df = pd.read_csv(tables / name)
+        if (df := _read_optional(tables, name)) is not None:
             lines += [f"## {heading}", "", to_markdown(df[[c for c in columns if c in df.columns]] if columns else df, decimals=3)]
-    main = paths.results / "tables" / "main.csv"
-    if main.is_file():
-        df = pd.read_csv(main)
+    if (df := _read_optional(tables, "main.csv")) is not None:
         lines += ["## Main table (95 % bootstrap CIs over items and seeds)", "", to_markdown(df, decimals=3)]
     compared = ["task", "baseline", "target_mean", "base_mean", "diff", "diff_ci_low", "diff_ci_high", "p_holm",
                 "p_tost_holm", "verdict"]
     for name, heading in (("relative.csv", "HAG against default and random"),
                           ("relative_strong.csv", "HAG against the strong baselines"),
                           ("relative_item_oracle.csv", "HAG against the item oracle, on its items")):
-        if (tables / name).is_file():
-            df = pd.read_csv(tables / name)
+        if (df := _read_optional(tables, name)) is not None:
             lines += [f"## {heading} (Holm per table; TOST at ±0.02)", "",
                       to_markdown(df[[c for c in compared if c in df.columns]], decimals=3)]
-    if (tables / "headroom.csv").is_file():
-        df = pd.read_csv(tables / "headroom.csv")
+    if (df := _read_optional(tables, "headroom.csv")) is not None:
         lines += [f"## Headroom: item oracle - task oracle on the first {p.oracle_items} test items per task "
                   "(95 % paired CI; shown when above 0)", "", to_markdown(df, decimals=3)]
-    if (tables / "ablation_gate.csv").is_file():
-        df = pd.read_csv(tables / "ablation_gate.csv")
+    if (df := _read_optional(tables, "ablation_gate.csv")) is not None:
         lines += ["## Ablation arms: did each adapter learn its labels? (notebook 05)", "",
                   to_markdown(df[["method", "status", "parse_rate", "exact_match", "majority_exact_match", "distance",
                                   "majority_distance"]], decimals=3)]
-    if (tables / "parse_rates.csv").is_file():
+    if (df := _read_optional(tables, "parse_rates.csv")) is not None:
         lines += ["## Stage 1: did the generated configs parse? (notebook 04, test queries)", "",
                   "*ok*: parsed and in range; *clamped*: parsed, a value moved into its range; *failed*: no config "
                   "parsed, so the default config was used (a fallback, counted here, not a choice).", "",
-                  to_markdown(sort_canonical(parse_rate_table(pd.read_csv(tables / "parse_rates.csv")),
+                  to_markdown(sort_canonical(parse_rate_table(df),
                                              task_order=list(selected(p))), decimals=3)]
-    if (tables / "hag_configs.csv").is_file():
+    if (df := _read_optional(tables, "hag_configs.csv")) is not None:
         lines += ["## Configs HAG wrote per task (the three most frequent per adapter)", "",
                   "*distinct*: how many different configs the adapter wrote for the task's *n* test queries; "
                   "T = temperature, p = top_p, k = top_k (0 = off), rp = repetition_penalty.", "",
-                  to_markdown(config_counts(pd.read_csv(tables / "hag_configs.csv")), decimals=3)]
-    if (tables / "ablation_search.csv").is_file():
+                  to_markdown(config_counts(df), decimals=3)]
+    if (df := _read_optional(tables, "ablation_search.csv")) is not None:
         lines += ["## Search strategies: cost and label quality (notebook 05)", "",
-                  to_markdown(pd.read_csv(tables / "ablation_search.csv"), decimals=3)]
+                  to_markdown(df, decimals=3)]
     figures = sorted((paths.results / "figures").glob("*.png")) if (paths.results / "figures").is_dir() else []
     known = list(FIGURE_CAPTIONS)  # the main figure first, then in the captions' order, unknown ones last
     figures.sort(key=lambda f: (known.index(f.stem) if f.stem in known else len(known), f.stem))

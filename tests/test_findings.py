@@ -186,6 +186,9 @@ def test_notebook_closing_lines_follow_their_tables() -> None:
     zero = pd.DataFrame({"task": ["a"] * 4, "status": ["failed", "ok", "failed", "clamped"]})
     pre = findings.preliminary_lines(influence, zero)
     assert "a: temperature moves the score most" in pre[0] and "2 of 4" in pre[-1] and "top_k" not in " ".join(pre)
+    flat = influence.assign(score_min=0.3, score_max=0.3, score_spread=0.0, most_influential=True)
+    lines = findings.preliminary_lines(flat, zero)
+    assert len(lines) == 2 and lines[0] == "a: no hyperparameter moves the score on the preliminary items (all at 0.300)."
 
     check = pd.DataFrame({"task": ["a", "b"], "items": [10, 10], "kept": [3, 0], "heldout_after": [0.5, 0.2],
                           "heldout_start": [0.4, 0.2]})
@@ -199,7 +202,8 @@ def test_notebook_closing_lines_follow_their_tables() -> None:
                           "majority_distance": [0.2, 0.2], "passed": [True, False], "beats_majority": [True, False],
                           "reason": ["learned its labels", "parse rate 0.500 < 0.99"]})
     g = findings.gate_lines(gates)
-    assert g[0].startswith("bad did NOT pass (parse rate") and "ok passed" in g[1] and "beats the majority" in g[1]
+    assert g[0] == "bad did NOT pass at step 72 of 72: parse rate 0.500 < 0.99." and "ok passed" in g[1]
+    assert "beats the majority" in g[1]
     assert g[-1].startswith("1 of 2 adapters pass; 1 beat")
 
     vs = pd.DataFrame({"variant": ["x", "x", "y", "y"], "task": ["a", "b", "a", "b"],

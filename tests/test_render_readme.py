@@ -43,12 +43,15 @@ def test_readme_has_findings_parse_rates_configs_and_a_caption_per_figure(result
     pd.DataFrame({"task": ["coinflip"] * 2, "method": ["hag_seed0", "zero_shot"], "failed": [0, 4], "clamped": [1, 0],
                   "ok": [3, 0]}).to_csv(tables / "parse_rates.csv", index=False)  # fmt: skip
     _configs().to_csv(tables / "hag_configs.csv", index=False)
+    for empty in ("difficulty.csv", "relative_item_oracle.csv"):  # no adapter passed the gate: skipped, not a crash
+        ev.write_table(pd.DataFrame(), tables / empty)
     for stem in ("sensitivity", "main", "brand_new"):
         (results / "figures" / f"{stem}.png").write_bytes(b"\x89PNG")
     text = render.write_readme("default").read_text()
     findings = text.split("## Findings", 1)[1].split("\n## ", 1)[0]
     assert "- taboo: HAG is WORSE than default" in findings  # from the table, loss first
     assert findings.index("taboo: HAG is WORSE") < findings.index("coinflip: HAG beats default")
+    assert "RQ4" not in findings
     parse = text.split("## Stage 1: did the generated configs parse?", 1)[1].split("\n## ", 1)[0]
     assert "| coinflip | zero_shot | 4 | 0 | 0 | 4 | 0.000 | 1.000 |" in parse
     assert "| coinflip | hag_seed0 | 4 | 3 | 1 | 0 | 1.000 | 0.000 |" in parse
@@ -77,3 +80,12 @@ def test_parse_rate_and_config_tables_name_a_missing_column() -> None:
         render.parse_rate_table(pd.DataFrame({"task": ["a"], "method": ["m"], "ok": [1], "failed": [0]}))
     with pytest.raises(ValueError, match=r"hag_configs.csv: missing column\(s\) \['top_k'\]"):
         render.config_counts(_configs().drop(columns=["top_k"]))
+
+
+def test_the_rq4_sentence_comes_from_difficulty_csv(results) -> None:
+    tables = results / "tables"
+    _relative().to_csv(tables / "relative.csv", index=False)
+    pd.DataFrame({"task": list("abcd"), "difficulty": [0.1, 0.4, 0.6, 0.9],
+                  "improvement": [0.0, 0.1, 0.2, 0.3]}).to_csv(tables / "difficulty.csv", index=False)
+    findings = render.write_readme("default").read_text().split("## Findings", 1)[1].split("\n## ", 1)[0]
+    assert "RQ4: Spearman rho" in findings and "+1.00" in findings and "4 tasks" in findings
