@@ -460,15 +460,26 @@ def read_result(output_dir: str | Path) -> TrainResult:
     return TrainResult.from_dict(json.loads(path.read_text()))
 
 
+# adapter_config.json fields that say where the base model was on the training machine: a location, not
+# content (the base is named in the model's spec and digest), so the digest leaves them out. Hashing them
+# gave the same weights another digest, hence other cache keys, in every checkout folder.
+LOCATION_FIELDS = ("base_model_name_or_path",)
+
+
 def adapter_digest(adapter_dir: str | Path) -> str:
-    """sha256 of the adapter weights and config: names the adapter in cache keys."""
+    """sha256 of the adapter weights and config (without ``LOCATION_FIELDS``): names the adapter in cache keys,
+    so the same training gives the same keys in any checkout (shipped generations then serve it)."""
     h = hashlib.sha256()
     for name in (ADAPTER_WEIGHTS, "adapter_config.json"):
         path = Path(adapter_dir) / name
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: not a saved PEFT adapter")
+        data = path.read_bytes()
+        if name == "adapter_config.json":
+            config = {k: v for k, v in json.loads(data).items() if k not in LOCATION_FIELDS}
+            data = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
         h.update(name.encode())
-        h.update(path.read_bytes())
+        h.update(data)
     return h.hexdigest()[:12]
 
 

@@ -121,6 +121,23 @@ def test_training_learns_and_saves_atomically(trained):
     assert training.adapter_digest(snaps[4]) != trained.adapter_digest
 
 
+def test_the_adapter_digest_names_content_not_the_checkout_folder(trained, tmp_path):
+    """The same weights trained in another folder (another clone) get the same digest, hence the same cache
+    keys; a changed weight or config value does not."""
+    src = Path(trained.output_dir)
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    for name in (training.ADAPTER_WEIGHTS, "adapter_config.json"):
+        (moved / name).write_bytes((src / name).read_bytes())
+    config = json.loads((moved / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "/another/clone/artifacts/models/base"
+    (moved / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    assert training.adapter_digest(moved) == trained.adapter_digest
+    config["lora_alpha"] = config["lora_alpha"] + 1
+    (moved / "adapter_config.json").write_text(json.dumps(config))
+    assert training.adapter_digest(moved) != trained.adapter_digest
+
+
 def test_snapshot_steps_are_evenly_spaced_and_end_at_the_last_step():
     assert training.snapshot_steps(54, 4) == [14, 27, 40, 54]
     assert training.snapshot_steps(3, 4) == [1, 2, 3]
