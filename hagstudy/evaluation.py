@@ -461,6 +461,12 @@ def _rounded(df: pd.DataFrame, decimals: int) -> pd.DataFrame:
     return out
 
 
+def flags(values: pd.Series) -> pd.Series:
+    """A boolean column as written by ``write_table`` and read back: bools, or "True"/"False" strings where a
+    column mixed in other values (pandas then keeps it as text)."""
+    return values.astype(str).str.lower() == "true"
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike, decimals: int = 4) -> Path:
     """Write ``df`` as CSV with fixed float formatting, atomically (temp file + os.replace).
 

@@ -11,7 +11,16 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from hagstudy.evaluation import difficulty_correlation, flags
+
 _ORDER = {"worse": 0, "better": 1, "equivalent": 2, "not significant": 3}
+
+
+def _need(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    """Refuse a table without the columns a sentence reads, naming the table and the columns."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"findings: {what} table lacks column(s) {missing}")
 
 
 def _fmt(row: pd.Series) -> str:
@@ -122,10 +131,8 @@ def headroom_lines(headroom: pd.DataFrame) -> list[str]:
     A gain is claimed only where the headroom's 95% CI lies above 0 (``headroom_shown``); otherwise
     the sentence says that no headroom is shown, whatever the sign of the point estimate.
     """
-    missing = [c for c in ("task", "n_items", "item_oracle_mean", "task_oracle_mean", "headroom", "headroom_ci_low",
-                           "headroom_ci_high", "headroom_shown") if c not in headroom.columns]  # fmt: skip
-    if missing:
-        raise ValueError(f"findings: headroom table lacks column(s) {missing}")
+    _need(headroom, ("task", "n_items", "item_oracle_mean", "task_oracle_mean", "headroom", "headroom_ci_low",
+                     "headroom_ci_high", "headroom_shown"), "headroom")
     out = []
     for _, row in headroom.iterrows():
         numbers = (
@@ -153,11 +160,7 @@ def difficulty_line(difficulty: pd.DataFrame, target: str = "HAG", base: str = "
     ``difficulty`` is ``evaluation.difficulty_vs_improvement``'s table. With one point per task the test has
     little power, so the sentence gives the number of tasks and reads a non-significant rho as "not shown".
     """
-    from hagstudy.evaluation import difficulty_correlation
-
-    missing = [c for c in ("task", "difficulty", "improvement") if c not in difficulty.columns]
-    if missing:
-        raise ValueError(f"findings: difficulty table lacks column(s) {missing}")
+    _need(difficulty, ("task", "difficulty", "improvement"), "difficulty")
     rho, p = difficulty_correlation(difficulty)
     n = len(difficulty)
     if rho != rho:  # nan: fewer than three tasks
@@ -225,19 +228,13 @@ def show(lines: list[str], mark: str = "•") -> None:
         print(mark, line)
 
 
-def _need(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"findings: the {what} table lacks column(s) {missing}")
-
-
 def preliminary_lines(influence: pd.DataFrame, zero_shot: pd.DataFrame) -> list[str]:
     """Notebook 00: per task the hyperparameter that moves the score most, and how often the untuned model's
     config parses (``sensitivity_influence.csv``, ``zero_shot_configs.csv``)."""
-    _need(influence, ("task", "hyperparameter", "score_min", "score_max", "score_spread", "most_influential"), "influence")
-    _need(zero_shot, ("task", "status"), "zero-shot configs")
+    _need(influence, ("task", "hyperparameter", "score_min", "score_max", "score_spread", "most_influential"), "the influence")
+    _need(zero_shot, ("task", "status"), "the zero-shot configs")
     out = []
-    top = influence[influence["most_influential"].astype(str).str.lower() == "true"]
+    top = influence[flags(influence["most_influential"])]
     for row in top.drop_duplicates("task").itertuples():  # ties: the first hyperparameter in the table's order
         if not row.score_spread > 0:
             out.append(f"{row.task}: no hyperparameter moves the score on the preliminary items (all at "
@@ -257,10 +254,10 @@ def search_lines(label_check: pd.DataFrame, reliability: pd.DataFrame | None = N
     ``search_reliability.csv``)."""
     if label_check.empty:
         return ["No search label was checked."]
-    _need(label_check, ("task", "items", "kept", "heldout_after", "heldout_start"), "label check")
+    _need(label_check, ("task", "items", "kept", "heldout_after", "heldout_start"), "the label check")
     agree = {}
     if reliability is not None and not reliability.empty:
-        _need(reliability, ("task", "n_items", "agree_exact"), "search reliability")
+        _need(reliability, ("task", "n_items", "agree_exact"), "the search reliability")
         agree = {str(r.task): (float(r.agree_exact), int(r.n_items)) for r in reliability.itertuples()}
     out = []
     for row in label_check.itertuples():
@@ -279,7 +276,7 @@ def search_lines(label_check: pd.DataFrame, reliability: pd.DataFrame | None = N
 
 def dataset_lines(per_task: pd.DataFrame, n_train: int, n_validation: int) -> list[str]:
     """Notebook 02: the split sizes and how much of each task one label covers (``label_per_task.csv``)."""
-    _need(per_task, ("task", "config", "share_of_items"), "per-task label")
+    _need(per_task, ("task", "config", "share_of_items"), "the per-task label")
     out = [f"{n_train} training and {n_validation} validation rows (query -> checked label)."]
     for row in per_task.itertuples():
         out.append(f"{row.task}: its most common label covers {row.share_of_items:.0%} of its items.")
@@ -292,9 +289,8 @@ def gate_lines(gates: pd.DataFrame) -> list[str]:
     """Notebook 03: each adapter's gate verdict on its selected snapshot against the per-task majority label
     (``train_gate.csv``); failures first."""
     _need(gates, ("adapter", "steps", "selected_step", "parse_rate", "exact_match", "distance",
-                  "majority_exact_match", "majority_distance", "passed", "beats_majority", "reason"), "gate")
-    passed = gates["passed"].astype(str).str.lower() == "true"
-    beats = gates["beats_majority"].astype(str).str.lower() == "true"
+                  "majority_exact_match", "majority_distance", "passed", "beats_majority", "reason"), "the gate")
+    passed, beats = flags(gates["passed"]), flags(gates["beats_majority"])
     out = []
     for ok in (False, True):
         for row, b in zip(gates[passed == ok].itertuples(), beats[passed == ok]):
@@ -316,14 +312,14 @@ def ablation_lines(versus: pd.DataFrame, gates: pd.DataFrame | None = None) -> l
     arms with losses first (``ablation_vs_hag.csv``, ``ablation_gate.csv``)."""
     out = []
     if gates is not None and not gates.empty:
-        _need(gates, ("method", "status", "reason"), "ablation gate")
+        _need(gates, ("method", "status", "reason"), "the ablation gate")
         for row in gates[gates["status"] != "learned"].itertuples():
             out.append(f"{row.method} did not learn its labels ({row.reason}): it is not scored.")
         learned = int((gates["status"] == "learned").sum())
         out.append(f"{learned} of {len(gates)} trained arms passed their gate.")
     if versus is None or versus.empty:
         return out + ["No arm was compared with HAG."]
-    _need(versus, ("variant", "task", "verdict"), "ablation comparison")
+    _need(versus, ("variant", "task", "verdict"), "the ablation comparison")
     counts = {v: g["verdict"].value_counts() for v, g in versus.groupby("variant", sort=False)}
     for variant in sorted(counts, key=lambda v: (-counts[v].get("worse", 0), -counts[v].get("better", 0))):
         c, n = counts[variant], int(counts[variant].sum())

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from hagstudy.decoding import HYPERPARAMETERS
-from hagstudy.evaluation import method_key
+from hagstudy.evaluation import difficulty_correlation, flags, method_key
 from hagstudy.files import atomic_open
 
 DPI = 150
@@ -369,7 +369,7 @@ def sensitivity_curves(sens_frame: pd.DataFrame, defaults: Mapping[str, float] |
                                           part["score_ci_high"] - part["score_mean"]],
                                     fmt="none", ecolor=colors[task], elinewidth=0.8, capsize=2)
                 if "is_default" in line.columns:
-                    dflt = line.loc[line["is_default"].astype(str).str.lower() == "true"]
+                    dflt = line.loc[flags(line["is_default"])]
                 elif defaults is not None and hp in defaults:
                     dflt = line.loc[np.isclose(line["value"].astype(float), float(defaults[hp]))]
                 else:
@@ -426,8 +426,6 @@ def improvement_vs_difficulty(
         ax.set_ylabel("improvement over baseline" if y == "improvement" else y)
         title = "Improvement vs task difficulty"
         if {"difficulty", "improvement"} <= set(data.columns) and len(data) >= 3:
-            from hagstudy.evaluation import difficulty_correlation
-
             rho, p = difficulty_correlation(data)
             title += f"\nSpearman \u03c1 = {rho:+.2f} (p = {p:.2f}, {len(data)} tasks)"
         ax.set_title(title)
@@ -535,7 +533,7 @@ def stage1_curve(curve: pd.DataFrame, gates: pd.DataFrame | None = None) -> Figu
             for name, group in groups:
                 ax.plot(group["step"], group[col], marker="o", ms=3, color=colors[str(name)], label=str(name))
                 if "selected" in group.columns:  # the snapshot the selection rule picked: ringed
-                    chosen = group.loc[group["selected"].astype(str).str.lower() == "true"]
+                    chosen = group.loc[flags(group["selected"])]
                     ax.scatter(chosen["step"], chosen[col], s=90, facecolors="none", edgecolors=colors[str(name)],
                                linewidths=1.4, zorder=4)
             if gates is not None and len(gates):

@@ -543,3 +543,10 @@ def test_at_chance_leaves_out_rows_over_fewer_items() -> None:
     main = pd.concat([main, pd.DataFrame([("arithmetic", "item_oracle", 0.9, 0.8, 0.95, 30)], columns=main.columns)])
     out = ev.at_chance(main).set_index("task")
     assert out.loc["arithmetic", "best_method"] == "greedy" and out.loc["arithmetic", "n_above_chance"] == 2
+
+
+def test_flags_reads_bools_back_from_csv_in_either_form(tmp_path):
+    path = ev.write_table(pd.DataFrame({"a": [True, False], "b": ["True", "x"]}), tmp_path / "t.csv")
+    back = pd.read_csv(path)
+    assert ev.flags(back["a"]).tolist() == [True, False]
+    assert ev.flags(back["b"]).tolist() == [True, False]
