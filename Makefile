@@ -40,11 +40,15 @@ RENDER    := $(PY) -m hagstudy.render --profile $(PROFILE) --no-html
 # shipped file changes; it is order-only, so a new file imports without re-executing the notebooks.
 # FRESH=1 imports nothing and re-executes every notebook; completions and adapters already on disk
 # still serve (for a cold run: make clean && mv artifacts/cache artifacts/cache.old && make all FRESH=1).
+# The adapters' receipts ship beside them (hagstudy/receipts.py): where an adapter folder is missing, the
+# import restores it as a receipt (fingerprint, training log, the keys of its completions), so no CPU
+# retrains it and its completions replay from the shipped file; FRESH=1 removes receipt-only adapters first.
 FRESH    ?=
 SHIPPED  := $(RESULTS)/generations.jsonl.gz
+RECEIPTS := $(RESULTS)/adapters.json
 IMPORTED := artifacts/cache/.imported-$(PROFILE)
 
-.PHONY: help setup lock data model all ship smoke test unit bench lab clean clean-all vllm-setup test-vllm bench-vllm FORCE
+.PHONY: help setup lock data model all ship smoke test unit bench lab clean clean-all vllm-setup test-vllm bench-vllm FORCE FORGET
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -89,14 +93,18 @@ all: $(RENDERED) $(RESULTS)/README.md ## run every notebook into results/, shipp
 
 # Import before any notebook runs (order-only: a newer shipped file alone re-executes nothing); FRESH=1
 # skips the import and makes every notebook out of date.
-$(RENDERED): $(if $(FRESH),FORCE) | $(if $(FRESH),,$(if $(wildcard $(SHIPPED)),$(IMPORTED)))
+$(RENDERED): $(if $(FRESH),FORCE FORGET) | $(if $(FRESH),,$(if $(wildcard $(SHIPPED)),$(IMPORTED)))
 FORCE:
-$(IMPORTED): $(SHIPPED) | $(STAMP)
+FORGET: | $(STAMP)
+	$(PY) -m hagstudy.receipts forget --profile $(PROFILE)
+$(IMPORTED): $(SHIPPED) $(wildcard $(RECEIPTS)) | $(STAMP) $(MODEL)
 	$(PY) -m hagstudy.shipped import --profile $(PROFILE)
+	$(PY) -m hagstudy.receipts import --profile $(PROFILE)
 	touch $@
 
-ship: $(STAMP) ## export the completion cache to results/generations.jsonl.gz after a run (commit it)
+ship: $(STAMP) ## export the completion cache and the adapters' receipts to results/ after a run (commit both)
 	$(PY) -m hagstudy.shipped export --profile $(PROFILE)
+	$(PY) -m hagstudy.receipts export --profile $(PROFILE)
 	touch $(IMPORTED)
 
 # The notebook chain is a file DAG: each rendered notebook depends on its source, the package,

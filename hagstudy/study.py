@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hagstudy import decode_step, models, runlog
+from hagstudy import decode_step, models, receipts, runlog
 from hagstudy.config import Paths, Profile, TrainSettings, load_profile, save_profile
 from hagstudy.decoding import SearchSpace
 from hagstudy.files import shown
@@ -89,6 +89,13 @@ class Run:
 
         spec = model_spec or self.profile.model
         key = f"{spec}|{adapter}"
+        if key not in self._engines and adapter is not None and receipts.replay_only(adapter):
+            if self.profile.generation.backend != "engine":
+                raise ValueError(f"adapter {shown(adapter)} is a receipt without weights: only the in-house engine "
+                                 f"replays it; train it with `python -m hagstudy.receipts forget --profile {self.profile.name}`")
+            log.info("adapter %s: the committed run's receipt, no weights here: its completions are replayed from "
+                     "the cache", shown(adapter))
+            self._engines[key] = receipts.ReplayEngine(adapter, self.cache(), self.profile.name)
         if key not in self._engines and self.profile.generation.backend == "vllm":
             self._engines[key] = self._vllm(spec, adapter)
         if key not in self._engines:
@@ -104,6 +111,8 @@ class Run:
                 step = "eager"
             # No progress bars in notebooks: they bloat the rendered copies; each call logs a summary line.
             self._engines[key] = Engine(model, tokenizer, self.cache(), progress=False, step=step)
+            if adapter is not None and not (Path(adapter) / receipts.RECEIPT).is_file():
+                receipts.write(adapter, receipts.of_engine(adapter, self._engines[key]))  # for `make ship`
         return self._engines[key]
 
     def drop_engine(self, adapter: str | Path | None = None, model_spec: str | None = None) -> None:
