@@ -215,7 +215,9 @@ def export(adapters_root: Path | str, out_path: Path | str, receipt_of: Callable
             "receipt": receipt(folder),
             "snapshots": {str(step): receipt(path) for step, path in _snapshots(folder).items()},
         }
-    atomic_write(out_path, json.dumps({"version": VERSION, "adapters": adapters}, indent=1, sort_keys=True) + "\n")
+    # Not sort_keys: the training log keeps its key order (the column order of train_log.csv); the rest is
+    # in a fixed order already (adapters by name, receipts by field), so the same adapters give the same bytes.
+    atomic_write(out_path, json.dumps({"version": VERSION, "adapters": adapters}, indent=1) + "\n")
     log.info("%d adapters' receipts written to %s", len(adapters), shown(out_path))
     return len(adapters)
 
@@ -262,7 +264,7 @@ def import_into(path: Path | str, adapters_root: Path | str, tokenizer_source: P
             for f in receipt.tokenizer:
                 shutil.copyfile(source / f, staging / sub / f)
             write(staging / sub, receipt)
-        (staging / TRAIN_LOG).write_text(json.dumps(entry["train_log"], indent=2) + "\n")
+        (staging / TRAIN_LOG).write_text(json.dumps(entry["train_log"], indent=2) + "\n")  # as training.train writes it
         (staging / FINGERPRINT).write_text(str(entry["fingerprint"]) + "\n")
         staging.rename(folder)  # whole or absent
         restored.append(name)

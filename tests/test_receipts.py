@@ -65,6 +65,8 @@ def test_a_restored_adapter_replays_every_completion_under_the_committed_keys(sh
     folder = _restore(shipped, tmp_path)
     assert receipts.replay_only(folder) and not (folder / training.ADAPTER_WEIGHTS).exists()
     assert sorted(training.checkpoint_dirs(folder)) == sorted(training.checkpoint_dirs(shipped["folder"]))
+    for name in (training.TRAIN_LOG, training.FINGERPRINT):  # byte for byte: train_log.csv's columns keep their order
+        assert (folder / name).read_bytes() == (shipped["folder"] / name).read_bytes(), name
     for original, requests in shipped["requests"].items():
         restored = folder / original.relative_to(shipped["folder"])
         replay = receipts.ReplayEngine(restored, shipped["cache"])
