@@ -46,6 +46,7 @@ RENDER    := $(PY) -m hagstudy.render --profile $(PROFILE) --no-html
 FRESH    ?=
 SHIPPED  := $(RESULTS)/generations.jsonl.gz
 RECEIPTS := $(RESULTS)/adapters.json
+COSINES  := $(RESULTS)/cosines.json.gz
 IMPORTED := artifacts/cache/.imported-$(PROFILE)
 
 .PHONY: help setup lock data model all ship smoke test unit bench lab clean clean-all vllm-setup test-vllm bench-vllm FORCE FORGET
@@ -97,12 +98,12 @@ $(RENDERED): $(if $(FRESH),FORCE FORGET) | $(if $(FRESH),,$(if $(wildcard $(SHIP
 FORCE:
 FORGET: | $(STAMP)
 	$(PY) -m hagstudy.receipts forget --profile $(PROFILE)
-$(IMPORTED): $(SHIPPED) $(wildcard $(RECEIPTS)) | $(STAMP) $(MODEL)
+$(IMPORTED): $(SHIPPED) $(wildcard $(RECEIPTS) $(COSINES)) | $(STAMP) $(MODEL)
 	$(PY) -m hagstudy.shipped import --profile $(PROFILE)
 	$(PY) -m hagstudy.receipts import --profile $(PROFILE)
 	touch $@
 
-ship: $(STAMP) ## export the completion cache and the adapters' receipts to results/ after a run (commit both)
+ship: $(STAMP) ## export the completions, the scorers' cosines and the adapters' receipts to results/ after a run (commit them)
 	$(PY) -m hagstudy.shipped export --profile $(PROFILE)
 	$(PY) -m hagstudy.receipts export --profile $(PROFILE)
 	touch $(IMPORTED)

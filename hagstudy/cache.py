@@ -285,3 +285,50 @@ class VectorCache:
 
     def __repr__(self) -> str:
         return f"VectorCache({str(self.path)!r})"
+
+
+COSINES_DB = "cosines.sqlite"  # the cosine cache's file name in the cache folder (study, shipped)
+_COSINE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cosines (
+    key  TEXT PRIMARY KEY,
+    tenk INTEGER NOT NULL
+) WITHOUT ROWID
+"""
+
+
+class CosineCache:
+    """The scorers' rounded cosine similarities by pair key, as integers in units of 1e-4 (exact, unlike a float).
+
+    A cosine depends on float32 kernels, hence on the CPU; kept from the first time a pair was scored (and
+    shipped with the results, ``shipped.export_cosines``), a rescore on any machine gives the same number.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._conn = _connect(self.path, _COSINE_SCHEMA)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, int]:
+        sql = "SELECT key, tenk FROM cosines WHERE key IN ({marks})"
+        with _naming(self.path):
+            return {key: int(tenk) for key, tenk in _select_many(self._conn, sql, keys)}
+
+    def put_many(self, cosines: dict[str, int]) -> None:
+        if cosines:
+            values = ((str(k), int(v)) for k, v in cosines.items())
+            with _naming(self.path):
+                _insert_all(self._conn, "INSERT OR IGNORE INTO cosines (key, tenk) VALUES (?,?)", values)
+
+    def items(self) -> Iterator[tuple[str, int]]:
+        with _naming(self.path):
+            for key, tenk in self._conn.execute("SELECT key, tenk FROM cosines ORDER BY key"):
+                yield key, int(tenk)
+
+    def __len__(self) -> int:
+        with _naming(self.path):
+            return int(self._conn.execute("SELECT COUNT(*) FROM cosines").fetchone()[0])
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __repr__(self) -> str:
+        return f"CosineCache({str(self.path)!r})"

@@ -12,6 +12,10 @@ A file that is not gzip, is cut short or has a malformed line raises ``ShippedEr
 and line. The keys name everything a text depends on (model weights digest, prompt, config, seed,
 engine version), so a shipped row is only ever served for the request that produced it.
 
+The scorers' cosines ship beside them in ``results/cosines.json.gz`` (``export_cosines``/``import_cosines``):
+one JSON object of pair key -> cosine in units of 1e-4 (``cache.CosineCache``), so the two
+similarity-scored tasks get the committed numbers on a CPU whose float32 kernels round otherwise.
+
 ``make all`` imports the file before the notebooks run (once per new file; ``FRESH=1`` skips it) and
 ``make ship`` exports after a run: ``python -m hagstudy.shipped export|import [--profile P]``.
 """
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from hagstudy.cache import CacheError, CompletionCache, text_digest
+from hagstudy.cache import COSINES_DB, CacheError, CompletionCache, text_digest
 from hagstudy.files import atomic_open
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,10 @@ COMPRESS_LEVEL = 9  # part of the bytes: a different level is a different file f
 _CHUNK = 2000  # keys per cache read during export
 _LOGGED = 10  # refused rows logged one by one; the rest are counted in the summary line
 _FIX = "restore it (`git checkout -- {path}`), or regenerate everything with `make all FRESH=1`"
+
+
+COSINES_FILE = "cosines.json.gz"
+COSINES_VERSION = 1
 
 
 class ShippedError(RuntimeError):
@@ -131,6 +139,69 @@ def import_into(shipped_path: Path | str, cache_path: Path | str) -> ImportCount
     return counts
 
 
+def export_cosines(cosines_path: Path | str, out_path: Path | str) -> int:
+    """Write every cached cosine to ``out_path`` (gzip, sorted keys, mtime 0: same cache, same bytes); return how many."""
+    from hagstudy.cache import CosineCache
+
+    cosines_path = Path(cosines_path)
+    rows: dict[str, int] = {}
+    if cosines_path.is_file():
+        store = CosineCache(cosines_path)
+        try:
+            rows = dict(store.items())
+        finally:
+            store.close()
+    data = json.dumps({"version": COSINES_VERSION, "unit": "1e-4", "cosines": rows}, sort_keys=True,
+                      separators=(",", ":")) + "\n"
+    with atomic_open(out_path, "wb") as fh, gzip.GzipFile(
+        filename="", mode="wb", fileobj=fh, compresslevel=COMPRESS_LEVEL, mtime=0
+    ) as gz:
+        gz.write(data.encode("ascii"))
+    log.info("%d cosine(s) exported to %s", len(rows), out_path)
+    return len(rows)
+
+
+def import_cosines(shipped_path: Path | str, cosines_path: Path | str) -> tuple[int, int]:
+    """Store the shipped cosines the cache lacks (one transaction); return (imported, already cached).
+
+    A cached pair keeps its value; one that differs from the shipped value is counted and logged (this
+    machine scored it first, so its tables may differ). Nothing is stored unless the whole file checks.
+    """
+    from hagstudy.cache import CosineCache
+
+    path = Path(shipped_path)
+    try:
+        with gzip.open(path, "rb") as fh:
+            raw = json.loads(fh.read().decode("ascii"))
+    except FileNotFoundError:
+        raise ShippedError(f"{path}: no such file; export one after a run with `make ship`") from None
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ShippedError(f"{path}: not a gzip JSON export of cosines ({type(err).__name__}: {err}). "
+                           + _FIX.format(path=path)) from err
+    if not isinstance(raw, dict) or raw.get("version") != COSINES_VERSION or raw.get("unit") != "1e-4" \
+            or not isinstance(raw.get("cosines"), dict):
+        raise ShippedError(f"{path}: expected {{'version': {COSINES_VERSION}, 'unit': '1e-4', 'cosines': {{...}}}}. "
+                           + _FIX.format(path=path))
+    rows = raw["cosines"]
+    for key, value in rows.items():
+        if type(value) is not int or not -10_000 <= value <= 10_000 or len(key) != 64:
+            raise ShippedError(f"{path}: cosines[{key!r}]: expected a 64-hex key and an integer in [-10000, 10000], "
+                               f"got {value!r}. " + _FIX.format(path=path))
+    store = CosineCache(cosines_path)
+    try:
+        cached = store.get_many(list(rows))
+        store.put_many({k: v for k, v in rows.items() if k not in cached})
+    finally:
+        store.close()
+    differing = sum(1 for k, v in cached.items() if rows[k] != v)
+    if differing:
+        log.warning("%s: %d cosine(s) already cached with another value than %s; kept the cache's", cosines_path,
+                    differing, path)
+    log.info("%s: %d cosine(s) imported from %s, %d already cached", cosines_path, len(rows) - len(cached), path,
+             len(cached))
+    return len(rows) - len(cached), len(cached)
+
+
 def _essence(row: dict[str, Any]) -> tuple[Any, ...]:
     return row["text"], int(row["n_tokens"]), bool(row["finished"])
 
@@ -198,11 +269,15 @@ def main(argv: list[str] | None = None) -> None:
     paths = load_profile(args.profile).paths
     cache = paths.cache / "completions.sqlite"  # the file study.Run.cache opens
     shipped = paths.results / FILE_NAME
+    cosines, shipped_cosines = paths.cache / COSINES_DB, paths.results / COSINES_FILE
     try:
         if args.action == "export":
             export(cache, shipped)
+            export_cosines(cosines, shipped_cosines)
         else:
             import_into(shipped, cache)
+            if shipped_cosines.is_file():
+                import_cosines(shipped_cosines, cosines)
     except (ShippedError, CacheError) as err:
         raise SystemExit(f"error: {err}") from err
 

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from hagstudy import decode_step, models, receipts, runlog
+from hagstudy.cache import COSINES_DB
 from hagstudy.config import Paths, Profile, TrainSettings, load_profile, save_profile
 from hagstudy.decoding import SearchSpace
 from hagstudy.files import shown
@@ -156,7 +157,7 @@ def start(profile: str | None = None, notebook: str = "notebook", **overrides: A
     p = dataclasses.replace(p, tasks=tasks.selected(p))
     seed_everything(p.seed)
 
-    embed.use_cache(p.paths.cache / "embeddings.sqlite")
+    embed.use_cache(p.paths.cache / "embeddings.sqlite", p.paths.cache / COSINES_DB)
     run = Run(profile=p, notebook=notebook)
     run.log = runlog.setup(run.artifact(notebook, LOG_FILE))
     for noisy in ("httpx", "transformers", "datasets", "sentence_transformers", "optuna"):

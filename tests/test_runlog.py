@@ -86,7 +86,7 @@ def test_start_announces_the_log_file_first_and_writes_it(tmp_path, monkeypatch,
     for path in (config.repo_root() / "configs").glob("*.yaml"):
         (tmp_path / "configs" / path.name).write_bytes(path.read_bytes())
     monkeypatch.setenv(config.ROOT_ENV, str(tmp_path))
-    monkeypatch.setattr(tasks.embed, "use_cache", lambda path: None)
+    monkeypatch.setattr(tasks.embed, "use_cache", lambda *paths: None)
     run = study.start("smoke", notebook="nb")
     out, err = capsys.readouterr()
     assert err == "" and str(tmp_path) not in out

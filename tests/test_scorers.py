@@ -157,6 +157,26 @@ def test_the_vector_cache_embeds_each_text_once(monkeypatch: pytest.MonkeyPatch,
         embed.use_cache(None)
 
 
+def test_a_scored_pair_keeps_its_cosine_and_is_not_embedded_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The cosine cache serves the exact float ``round`` gave, on its own (no vectors): what shipped cosines rely on."""
+    fake = _CountingEncoder()
+    monkeypatch.setattr(embed, "_encoder", fake)
+    pairs = [("a", "b"), ("c", "d"), ("a", ""), ("a", "b")]
+    embed.use_cache(None)
+    plain = embed.similarities(pairs)
+    embed.use_cache(tmp_path / "v.sqlite", tmp_path / "c.sqlite")
+    try:
+        assert embed.similarities(pairs) == plain and fake.calls == 2
+        assert len(embed._cosines) == 2  # the blank pair is 0.0 and not stored; the repeat is one pair
+        embed.use_cache(None, tmp_path / "c.sqlite")  # no vectors at all: a clone with shipped cosines only
+        assert embed.similarities(pairs) == plain and fake.calls == 2
+        assert [repr(x) for x in embed.similarities(pairs)] == [repr(x) for x in plain]
+        embed.similarities([("a", "z")])  # a new pair is embedded and stored
+        assert fake.calls == 3 and len(embed._cosines) == 3
+    finally:
+        embed.use_cache(None)
+
+
 def test_similarities_is_one_encode_call(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _CountingEncoder()
     monkeypatch.setattr(embed, "_encoder", fake)

@@ -218,3 +218,47 @@ def test_cli_exports_and_imports_at_a_profile(tmp_path, monkeypatch):
     out.write_bytes(b"junk")
     with pytest.raises(SystemExit, match=r"error: .*generations.jsonl.gz:1: cannot decompress"):
         shipped.main(["import"])
+
+
+# -- the scorers' cosines ------------------------------------------------------------------------------
+COSINES = {"a" * 64: 1234, "b" * 64: -50, "c" * 64: 10000}
+
+
+def make_cosines(path: Path, rows: dict = COSINES) -> Path:
+    from hagstudy.cache import CosineCache
+
+    store = CosineCache(path)
+    store.put_many(rows)
+    store.close()
+    return path
+
+
+def test_cosines_round_trip_deterministically_and_keep_cached_values(tmp_path, caplog):
+    from hagstudy.cache import CosineCache
+
+    source = make_cosines(tmp_path / "c.sqlite")
+    assert shipped.export_cosines(source, tmp_path / "a.json.gz") == 3
+    shipped.export_cosines(source, tmp_path / "b.json.gz")
+    assert (tmp_path / "a.json.gz").read_bytes() == (tmp_path / "b.json.gz").read_bytes()
+    target = make_cosines(tmp_path / "t.sqlite", {"a" * 64: 1235})  # this machine scored one pair first
+    with caplog.at_level(logging.WARNING, logger="hagstudy.shipped"):
+        assert shipped.import_cosines(tmp_path / "a.json.gz", target) == (2, 1)
+    assert "1 cosine(s) already cached with another value" in caplog.text
+    store = CosineCache(target)
+    assert dict(store.items()) == {**COSINES, "a" * 64: 1235}
+    store.close()
+
+
+@pytest.mark.parametrize("payload, message", [
+    (b"not gzip", "not a gzip JSON export of cosines"),
+    (gzip.compress(b'{"version": 1, "cosines": {}}'), "expected {'version': 1, 'unit': '1e-4'"),
+    (gzip.compress(json.dumps({"version": 1, "unit": "1e-4", "cosines": {"a" * 64: 0.5}}).encode()),
+     r"cosines\['a+'\]: expected a 64-hex key and an integer"),
+    (gzip.compress(json.dumps({"version": 1, "unit": "1e-4", "cosines": {"short": 5}}).encode()), "cosines\\['short'\\]"),
+])
+def test_a_bad_cosines_file_names_the_file_and_stores_nothing(tmp_path, payload, message):
+    bad = tmp_path / shipped.COSINES_FILE
+    bad.write_bytes(payload)
+    with pytest.raises(ShippedError, match=message) as err:
+        shipped.import_cosines(bad, tmp_path / "t.sqlite")
+    assert str(bad) in str(err.value) and not (tmp_path / "t.sqlite").exists()

@@ -24,7 +24,7 @@ def root(tmp_path, monkeypatch) -> Path:
     for path in (ROOT / "configs").glob("*.yaml"):
         (tmp_path / "configs" / path.name).write_bytes(path.read_bytes())
     monkeypatch.setenv(config.ROOT_ENV, str(tmp_path))
-    monkeypatch.setattr(tasks.embed, "use_cache", lambda path: None)  # keep the session's embedding cache
+    monkeypatch.setattr(tasks.embed, "use_cache", lambda *paths: None)  # keep the session's embedding cache
     return tmp_path
 
 

@@ -5,12 +5,17 @@ a module-level lazy singleton so ``import hagstudy.tasks`` stays light and a not
 thousands of outputs pays the ~5 s load once. Every ``similarities`` call makes at most one ``encode``
 call, for the texts not yet in the vector cache (``use_cache``; notebooks turn it on through
 ``study.start``, so a rerun from cached completions does not embed them again).
+
+A cosine is kept too, rounded, by pair (``cache.CosineCache``): float32 kernels round differently on
+another CPU, so the shipped cosines (``shipped``) let a clone anywhere score the shipped completions
+with the committed numbers, and a pair already scored is never embedded again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import threading
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,6 +26,7 @@ DECIMALS = 4  # cosines are rounded so that batch composition (padding) cannot c
 _encoder: Any = None
 _lock = threading.Lock()
 _vectors: Any = None  # cache.VectorCache, or None: embed every call
+_cosines: Any = None  # cache.CosineCache, or None: compute every cosine
 
 
 class EncoderError(RuntimeError):
@@ -53,14 +59,17 @@ def loaded() -> bool:
     return _encoder is not None
 
 
-def use_cache(path: Path | str | None) -> None:
-    """Keep every embedded text's vector in a SQLite file at ``path`` (``None``: no cache)."""
-    global _vectors
-    from hagstudy.cache import VectorCache
+def use_cache(path: Path | str | None, cosines: Path | str | None = None) -> None:
+    """Keep every embedded text's vector in a SQLite file at ``path``, and every scored pair's rounded
+    cosine in one at ``cosines`` (``None``: no cache)."""
+    global _vectors, _cosines
+    from hagstudy.cache import CosineCache, VectorCache
 
-    if _vectors is not None:
-        _vectors.close()
+    for store in (_vectors, _cosines):
+        if store is not None:
+            store.close()
     _vectors = VectorCache(path) if path is not None else None
+    _cosines = CosineCache(cosines) if cosines is not None else None
 
 
 def _key(text: str) -> str:
@@ -83,16 +92,28 @@ def embed(texts: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def pair_key(a: str, b: str) -> str:
+    """A pair's key in the cosine cache (JSON keeps the two texts apart)."""
+    return hashlib.sha256(json.dumps([PACKAGE, a, b], ensure_ascii=False).encode()).hexdigest()
+
+
 def similarities(pairs: Sequence[tuple[str, str]]) -> list[float]:
-    """Cosine similarity per (a, b) pair; 0.0 when either side is blank."""
-    vectors = embed([t for a, b in pairs for t in (a, b) if t and t.strip()])
-    out: list[float] = []
-    for a, b in pairs:
-        if a in vectors and b in vectors:
-            out.append(round(float(vectors[a] @ vectors[b]), DECIMALS))
-        else:
-            out.append(0.0)
-    return out
+    """Cosine similarity per (a, b) pair, rounded to ``DECIMALS``; 0.0 when either side is blank.
+
+    Pairs in the cosine cache are read (an integer count of 1e-4, divided back: the same float that
+    ``round`` gives); the rest are embedded (one ``embed`` call) and stored.
+    """
+    scored = [(a, b) for a, b in pairs if a and a.strip() and b and b.strip()]
+    keys = {pair: pair_key(*pair) for pair in scored}
+    tenk = _cosines.get_many(list(keys.values())) if _cosines is not None and keys else {}
+    todo = list(dict.fromkeys(pair for pair in scored if keys[pair] not in tenk))
+    if todo:
+        vectors = embed([t for pair in todo for t in pair])
+        fresh = {keys[(a, b)]: round(round(float(vectors[a] @ vectors[b]), DECIMALS) * 10**DECIMALS) for a, b in todo}
+        tenk.update(fresh)
+        if _cosines is not None:
+            _cosines.put_many(fresh)
+    return [tenk[keys[(a, b)]] / 10**DECIMALS if (a, b) in keys else 0.0 for a, b in pairs]
 
 
 def rescale(cos: float, lo: float, hi: float) -> float:
