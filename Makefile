@@ -40,9 +40,10 @@ RENDER    := $(PY) -m hagstudy.render --profile $(PROFILE) --no-html
 # shipped file changes; it is order-only, so a new file imports without re-executing the notebooks.
 # FRESH=1 imports nothing and re-executes every notebook; completions and adapters already on disk
 # still serve (for a cold run: make clean && mv artifacts/cache artifacts/cache.old && make all FRESH=1).
-# The adapters' receipts ship beside them (hagstudy/receipts.py): where an adapter folder is missing, the
-# import restores it as a receipt (fingerprint, training log, the keys of its completions), so no CPU
-# retrains it and its completions replay from the shipped file; FRESH=1 removes receipt-only adapters first.
+# The similarity scorers' cosines ship beside them (imported with them), and so do the adapters' receipts
+# (hagstudy/receipts.py): where an adapter folder is missing, the import restores it as a receipt
+# (fingerprint, training log, the keys of its completions), so no CPU retrains it and its completions
+# replay from the shipped file; FRESH=1 removes receipt-only adapters first (they train).
 FRESH    ?=
 SHIPPED  := $(RESULTS)/generations.jsonl.gz
 RECEIPTS := $(RESULTS)/adapters.json

@@ -91,7 +91,6 @@ def tokenizer_digests(folder: Path | str) -> dict[str, str]:
 
 def of_engine(folder: Path | str, engine: Any) -> Receipt:
     """The receipt of the adapter in ``folder`` as ``engine`` (a ``generation.Engine`` on its weights) keys it."""
-    engine.key  # noqa: B018 - an attribute check: only the in-house engine has receipts
     if engine.step is None:
         engine._settle_step()
     gc = getattr(engine.model, "generation_config", None)
