@@ -31,16 +31,13 @@ from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Sequence
 
 from hagstudy.files import atomic_write, shown
+from hagstudy.training import ADAPTER_WEIGHTS, FINGERPRINT, TRAIN_LOG, checkpoint_dirs, snapshot_dir
 
 log = logging.getLogger(__name__)
 
 RECEIPT = "RECEIPT.json"
 FILE_NAME = "adapters.json"  # beside generations.jsonl.gz in the results folder
 VERSION = 1
-WEIGHTS = "adapter_model.safetensors"  # training.ADAPTER_WEIGHTS (not imported: training pulls in TRL)
-FINGERPRINT = "FINGERPRINT"  # training.FINGERPRINT
-TRAIN_LOG = "train_log.json"  # training.TRAIN_LOG
-CHECKPOINTS = "checkpoints"  # training.CHECKPOINTS
 # The files a prompt is rendered with (those present are recorded); an import copies them from the base
 # model's folder and requires the recorded digests, so a replayed prompt is the text the adapter saw.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
@@ -121,7 +118,7 @@ def read(folder: Path | str) -> Receipt:
 def replay_only(folder: Path | str) -> bool:
     """A folder with a receipt and no weights: its completions can only be replayed from the cache."""
     folder = Path(folder)
-    return (folder / RECEIPT).is_file() and not (folder / WEIGHTS).is_file()
+    return (folder / RECEIPT).is_file() and not (folder / ADAPTER_WEIGHTS).is_file()
 
 
 class ReplayEngine:
@@ -182,11 +179,12 @@ class ReplayEngine:
 # ---------------------------------------------------------------------------------------------
 
 
-def _snapshots(folder: Path) -> dict[int, Path]:
-    root = folder / CHECKPOINTS
-    if not root.is_dir():
-        return {}
-    return {int(p.name.split("-")[1]): p for p in sorted(root.glob("step-*")) if p.is_dir()}
+def _receipt(path: Path, receipt_of: Callable[[Path], Receipt]) -> dict[str, Any]:
+    """``path``'s receipt as exported; a missing one is made first (training replaces a folder whole, so a
+    receipt beside weights is theirs)."""
+    if not (path / RECEIPT).is_file():
+        write(path, receipt_of(path))
+    return asdict(read(path))
 
 
 def export(adapters_root: Path | str, out_path: Path | str, receipt_of: Callable[[Path], Receipt]) -> int:
@@ -201,24 +199,31 @@ def export(adapters_root: Path | str, out_path: Path | str, receipt_of: Callable
         if not (folder / FINGERPRINT).is_file() or not (folder / TRAIN_LOG).is_file():
             log.warning("%s: no %s or %s (an unfinished training): not exported", shown(folder), FINGERPRINT, TRAIN_LOG)
             continue
-
-        def receipt(path: Path) -> dict[str, Any]:
-            # Training replaces a folder whole, so a receipt beside weights is theirs; a missing one is made.
-            if not (path / RECEIPT).is_file():
-                write(path, receipt_of(path))
-            return asdict(read(path))
-
         adapters[folder.name] = {
             "fingerprint": (folder / FINGERPRINT).read_text().strip(),
             "train_log": json.loads((folder / TRAIN_LOG).read_text()),
-            "receipt": receipt(folder),
-            "snapshots": {str(step): receipt(path) for step, path in _snapshots(folder).items()},
+            "receipt": _receipt(folder, receipt_of),
+            "snapshots": {str(step): _receipt(path, receipt_of) for step, path in checkpoint_dirs(folder).items()},
         }
     # Not sort_keys: the training log keeps its key order (the column order of train_log.csv); the rest is
     # in a fixed order already (adapters by name, receipts by field), so the same adapters give the same bytes.
     atomic_write(out_path, json.dumps({"version": VERSION, "adapters": adapters}, indent=1) + "\n")
     log.info("%d adapters' receipts written to %s", len(adapters), shown(out_path))
     return len(adapters)
+
+
+def _entry(path: Path, name: str, entry: Any) -> dict[Path, Receipt]:
+    """One adapter's receipts by folder relative to the adapter (``Path()`` is the adapter itself), checked."""
+    where = f"{path}: adapter {name!r}"
+    for field in ("fingerprint", "train_log", "receipt", "snapshots"):
+        if field not in entry:
+            raise ReceiptError(f"{where} has no {field!r}")
+    receipts = {Path(): Receipt.from_dict(entry["receipt"], where)}
+    for step, snap in entry["snapshots"].items():
+        if not str(step).isdigit():
+            raise ReceiptError(f"{where}: snapshot step {step!r} is not a number")
+        receipts[snapshot_dir(Path(), int(step))] = Receipt.from_dict(snap, f"{where} step {step}")
+    return receipts
 
 
 def import_into(path: Path | str, adapters_root: Path | str, tokenizer_source: Path | str) -> list[str]:
@@ -235,18 +240,12 @@ def import_into(path: Path | str, adapters_root: Path | str, tokenizer_source: P
         raise ReceiptError(f"{path}: not JSON ({err}); restore it (`git checkout -- {path}`)") from None
     if not isinstance(raw, dict) or raw.get("version") != VERSION or not isinstance(raw.get("adapters"), dict):
         raise ReceiptError(f"{path}: not a receipts file of version {VERSION} (top level needs 'version' and 'adapters')")
+    # Every entry is checked before any folder is written: a damaged file restores nothing.
+    checked = {name: _entry(path, name, entry) for name, entry in sorted(raw["adapters"].items())}
     available = tokenizer_digests(source)
     restored = []
-    for name, entry in sorted(raw["adapters"].items()):
-        where = f"{path}: adapter {name!r}"
-        for field in ("fingerprint", "train_log", "receipt", "snapshots"):
-            if field not in entry:
-                raise ReceiptError(f"{where} has no {field!r}")
-        receipts = {Path(): Receipt.from_dict(entry["receipt"], where)}
-        for step, snap in entry["snapshots"].items():
-            if not str(step).isdigit():
-                raise ReceiptError(f"{where}: snapshot step {step!r} is not a number")
-            receipts[Path(CHECKPOINTS) / f"step-{int(step):04d}"] = Receipt.from_dict(snap, f"{where} step {step}")
+    for name, receipts in checked.items():
+        entry = raw["adapters"][name]
         folder = root / name
         if folder.exists():
             log.info("adapter %s is here already: its receipt is not imported", shown(folder))

@@ -197,8 +197,13 @@ def checkpoint_dirs(adapter_dir: str | Path) -> dict[int, Path]:
     return {int(p.name.split("-")[1]): p for p in sorted(root.glob("step-*")) if p.is_dir()}
 
 
-def _snapshot_callback(tokenizer: Any, root: Path, n: int) -> Any:
-    """A callback that saves the adapter (and tokenizer) at ``n`` evenly spaced steps under ``root``."""
+def snapshot_dir(adapter_dir: str | Path, step: int) -> Path:
+    """Where the snapshot of ``step`` lives in an adapter folder (``checkpoint_dirs`` reads these names)."""
+    return Path(adapter_dir) / CHECKPOINTS / f"step-{int(step):04d}"
+
+
+def _snapshot_callback(tokenizer: Any, adapter_dir: Path, n: int) -> Any:
+    """A callback that saves the adapter (and tokenizer) at ``n`` evenly spaced steps into ``adapter_dir``'s snapshots."""
     from transformers import TrainerCallback
 
     class Snapshots(TrainerCallback):
@@ -209,7 +214,7 @@ def _snapshot_callback(tokenizer: Any, root: Path, n: int) -> Any:
 
         def on_step_end(self, _args: Any, state: Any, _control: Any, model: Any = None, **kwargs: Any) -> None:
             if state.global_step in self.steps and state.is_world_process_zero and model is not None:
-                save_adapter(model, tokenizer, root / f"step-{state.global_step:04d}")
+                save_adapter(model, tokenizer, snapshot_dir(adapter_dir, state.global_step))
 
     return Snapshots()
 
@@ -289,7 +294,7 @@ def train(
             model, tokenizer, train_rows, val_rows, settings, tmp / "trainer", seed, progress=progress
         )
         if world == 1:  # snapshots for the stage-1 learning curve (single process: the CPU and 1-GPU runs)
-            trainer.add_callback(_snapshot_callback(tokenizer, tmp / CHECKPOINTS, settings.checkpoints))
+            trainer.add_callback(_snapshot_callback(tokenizer, tmp, settings.checkpoints))
         start = time.perf_counter()
         with label_positions_only():
             out = trainer.train()

@@ -151,12 +151,14 @@ def test_the_export_is_deterministic_and_makes_missing_receipts(shipped, tmp_pat
 ])
 def test_a_bad_receipts_file_names_the_file_and_the_field(shipped, tmp_path, edit, message):
     raw = json.loads(shipped["file"].read_text())
+    raw["adapters"]["a_valid"] = json.loads(json.dumps(raw["adapters"]["hag_seed0"]))  # sorts first, is fine
     edit(raw)
     bad = tmp_path / receipts.FILE_NAME
     bad.write_text(json.dumps(raw))
     with pytest.raises(receipts.ReceiptError, match=message) as err:
         receipts.import_into(bad, tmp_path / "adapters", models.resolve("tiny-random"))
     assert str(bad) in str(err.value)
+    assert not (tmp_path / "adapters" / "a_valid").exists()  # a damaged file restores nothing
     bad.write_text("{not json")
     with pytest.raises(receipts.ReceiptError, match="not JSON"):
         receipts.import_into(bad, tmp_path / "adapters", models.resolve("tiny-random"))
