@@ -254,16 +254,35 @@ class CompletionCache:
         return f"CompletionCache({str(self.path)!r})"
 
 
-class VectorCache:
+class _KeyedStore:
+    """One SQLite table of values by key in its own file: opening, counting, closing (the stores below)."""
+
+    _table = ""
+    _schema = ""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._conn = _connect(self.path, self._schema)
+
+    def __len__(self) -> int:
+        with _naming(self.path):
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM {self._table}").fetchone()[0])
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+
+class VectorCache(_KeyedStore):
     """float32 vectors by key (the scorers' sentence embeddings), written in one transaction per call.
 
     Embedding thousands of outputs is most of what a rerun from cached completions still computes;
     a text's vector is kept from the first time it was embedded, so reruns also score identically.
     """
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._conn = _connect(self.path, _VECTOR_SCHEMA)
+    _table, _schema = "vectors", _VECTOR_SCHEMA
 
     def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         sql = "SELECT key, data FROM vectors WHERE key IN ({marks})"
@@ -276,16 +295,6 @@ class VectorCache:
             with _naming(self.path):
                 _insert_all(self._conn, "INSERT OR REPLACE INTO vectors (key, data) VALUES (?,?)", values)
 
-    def __len__(self) -> int:
-        with _naming(self.path):
-            return int(self._conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __repr__(self) -> str:
-        return f"VectorCache({str(self.path)!r})"
-
 
 COSINES_DB = "cosines.sqlite"  # the cosine cache's file name in the cache folder (study, shipped)
 _COSINE_SCHEMA = """
@@ -296,16 +305,14 @@ CREATE TABLE IF NOT EXISTS cosines (
 """
 
 
-class CosineCache:
+class CosineCache(_KeyedStore):
     """The scorers' rounded cosine similarities by pair key, as integers in units of 1e-4 (exact, unlike a float).
 
     A cosine depends on float32 kernels, hence on the CPU; kept from the first time a pair was scored (and
     shipped with the results, ``shipped.export_cosines``), a rescore on any machine gives the same number.
     """
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._conn = _connect(self.path, _COSINE_SCHEMA)
+    _table, _schema = "cosines", _COSINE_SCHEMA
 
     def get_many(self, keys: Sequence[str]) -> dict[str, int]:
         sql = "SELECT key, tenk FROM cosines WHERE key IN ({marks})"
@@ -322,13 +329,3 @@ class CosineCache:
         with _naming(self.path):
             for key, tenk in self._conn.execute("SELECT key, tenk FROM cosines ORDER BY key"):
                 yield key, int(tenk)
-
-    def __len__(self) -> int:
-        with _naming(self.path):
-            return int(self._conn.execute("SELECT COUNT(*) FROM cosines").fetchone()[0])
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __repr__(self) -> str:
-        return f"CosineCache({str(self.path)!r})"

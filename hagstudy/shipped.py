@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from hagstudy.cache import COSINES_DB, CacheError, CompletionCache, text_digest
+from hagstudy.cache import COSINES_DB, CacheError, CompletionCache, CosineCache, text_digest
 from hagstudy.files import atomic_open
 
 log = logging.getLogger(__name__)
@@ -141,8 +141,6 @@ def import_into(shipped_path: Path | str, cache_path: Path | str) -> ImportCount
 
 def export_cosines(cosines_path: Path | str, out_path: Path | str) -> int:
     """Write every cached cosine to ``out_path`` (gzip, sorted keys, mtime 0: same cache, same bytes); return how many."""
-    from hagstudy.cache import CosineCache
-
     cosines_path = Path(cosines_path)
     rows: dict[str, int] = {}
     if cosines_path.is_file():
@@ -167,8 +165,6 @@ def import_cosines(shipped_path: Path | str, cosines_path: Path | str) -> tuple[
     A cached pair keeps its value; one that differs from the shipped value is counted and logged (this
     machine scored it first, so its tables may differ). Nothing is stored unless the whole file checks.
     """
-    from hagstudy.cache import CosineCache
-
     path = Path(shipped_path)
     try:
         with gzip.open(path, "rb") as fh:
