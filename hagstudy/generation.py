@@ -112,6 +112,13 @@ def from_cache(
     return done, todo, sum(1 for k in keys if k in done)
 
 
+def require_prompts(requests: Sequence[Request]) -> None:
+    """Refuse a request without a rendered prompt (a key of an empty prompt would serve any chat)."""
+    for r in requests:
+        if not r.prompt:
+            raise ValueError("empty prompt: render the chat messages with Engine.render first")
+
+
 def request_key(identity: str, request: Request, step: str = "eager") -> str:
     """sha256 of everything a completion's text depends on; the cache key.
 
@@ -806,9 +813,7 @@ class Engine:
         ``stats``: ``hits`` counts requests served from the cache, ``misses`` distinct requests decoded.
         """
         start = time.perf_counter()
-        for r in requests:
-            if not r.prompt:
-                raise ValueError("empty prompt: render the chat messages with Engine.render first")
+        require_prompts(requests)
         self._settle_step()
         keys = [self.key(r) for r in requests]
         done, todo, hits = from_cache(self.cache, keys, requests)

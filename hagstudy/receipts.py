@@ -31,7 +31,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Sequence
 
 from hagstudy.files import atomic_write, shown
-from hagstudy.training import ADAPTER_WEIGHTS, FINGERPRINT, TRAIN_LOG, checkpoint_dirs, snapshot_dir
+from hagstudy.training import ADAPTER_WEIGHTS, FINGERPRINT, TRAIN_LOG, adapter_tokenizer, checkpoint_dirs, snapshot_dir
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +96,9 @@ def of_engine(folder: Path | str, engine: Any) -> Receipt:
 
 
 def write(folder: Path | str, receipt: Receipt) -> Path:
-    """``RECEIPT.json`` in ``folder``, atomically; rewritten only when it changed (a rerun leaves the file alone)."""
-    path = Path(folder) / RECEIPT
-    text = json.dumps(asdict(receipt), indent=1, sort_keys=True) + "\n"
-    if not path.is_file() or path.read_text() != text:
-        atomic_write(path, text)
-    return path
+    """``RECEIPT.json`` in ``folder``, atomically (callers write one only where none is: a receipt beside
+    weights stays theirs, since training replaces a folder whole)."""
+    return atomic_write(Path(folder) / RECEIPT, json.dumps(asdict(receipt), indent=1, sort_keys=True) + "\n")
 
 
 def read(folder: Path | str) -> Receipt:
@@ -124,29 +121,23 @@ def replay_only(folder: Path | str) -> bool:
 class ReplayEngine:
     """An adapter known by its receipt: serves its cached completions under the recorded keys, decodes nothing.
 
-    It answers what the notebooks ask of an engine (``render``, ``generate``, ``key``, ``model.generation_config``,
-    ``stats``); a request the cache lacks raises ``ReplayMiss`` before anything is returned.
+    It answers what the notebooks ask of an engine (``render``, ``generate``, ``key``, ``model.generation_config``);
+    a request the cache lacks raises ``ReplayMiss`` before anything is returned.
     """
 
     def __init__(self, folder: Path | str, cache: Any, profile: str = "default") -> None:
-        from transformers import AutoTokenizer
-
-        from hagstudy import models
-
         self.folder = Path(folder)
         self.receipt = read(self.folder)
         found = tokenizer_digests(self.folder)
         if found != self.receipt.tokenizer:
             raise ReceiptError(f"{shown(self.folder)}: its tokenizer files differ from the receipt's "
                                f"({sorted(found)} vs {sorted(self.receipt.tokenizer)}): prompts would render differently")
-        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        models._prepare_tokenizer(self.tokenizer, keep_template=True)  # as training.load_adapted
+        self.tokenizer = adapter_tokenizer(self.folder)  # as training.load_adapted renders
         self.cache = cache
         self.identity = self.receipt.identity
         self.step = self.receipt.step
         self.profile = profile
         self.model = SimpleNamespace(generation_config=SimpleNamespace(**self.receipt.generation))
-        self.stats: dict[str, Any] = {"hits": 0, "misses": 0, "new_tokens": 0, "seconds": 0.0}
 
     def render(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -157,20 +148,17 @@ class ReplayEngine:
         return request_key(self.identity, request, self.step)
 
     def generate(self, requests: Sequence[Any], desc: str = "generate") -> list[Any]:
-        from hagstudy.generation import from_cache
+        from hagstudy.generation import from_cache, require_prompts
 
-        for r in requests:
-            if not r.prompt:
-                raise ValueError("empty prompt: render the chat messages with Engine.render first")
+        require_prompts(requests)
         keys = [self.key(r) for r in requests]
-        done, todo, hits = from_cache(self.cache, keys, requests)
+        done, todo, _ = from_cache(self.cache, keys, requests)
         if todo:
             raise ReplayMiss(
                 f"{desc}: adapter {shown(self.folder)} has no weights here, only the committed run's receipt, and "
                 f"{len(todo)} of these {len(requests)} requests are not in the shipped generations. Train it here: "
                 f"`{_FORGET.format(profile=self.profile)}` (removes the receipt-only adapters), then rerun; or "
                 "`make all FRESH=1`.")
-        self.stats["hits"] += hits
         return [done[k] for k in keys]
 
 

@@ -496,7 +496,6 @@ def load_adapted(base_spec: str, adapter_dir: str | Path, dtype: str = "float32"
     keep bf16 adapters in fp32), so a bfloat16 run is bfloat16 throughout.
     """
     from peft import PeftModel
-    from transformers import AutoTokenizer
 
     adapter_dir = Path(adapter_dir)
     digest = adapter_digest(adapter_dir)
@@ -511,9 +510,16 @@ def load_adapted(base_spec: str, adapter_dir: str | Path, dtype: str = "float32"
     model.to(models.DTYPES[dtype])
     model.eval()
     model.hagstudy_spec = f"{base_spec}+lora:{digest}"
+    return model, adapter_tokenizer(adapter_dir)
+
+
+def adapter_tokenizer(adapter_dir: str | Path) -> Any:
+    """The tokenizer saved with an adapter, its chat template kept: what its prompts are rendered with."""
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     models._prepare_tokenizer(tokenizer, keep_template=True)
-    return model, tokenizer
+    return tokenizer
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
