@@ -24,7 +24,9 @@ STAMP   := $(VENV)/.installed
 LAB_OUTPUT := artifacts/lab
 # A shell opened inside JupyterLab inherits the lab's output root; make's own runs must not.
 unexport HAGSTUDY_OUTPUT
-DATA    := data/MANIFEST.json
+# The committed task data (data/MANIFEST.json lists each file's sha256); the stamp says it was verified.
+DATA_FILES := data/MANIFEST.json $(filter-out data/MANIFEST.json data/README.md,$(shell find data -type f -not -path 'data/downloads/*' 2>/dev/null))
+DATA    := artifacts/.data-verified
 MODEL   := artifacts/models/smollm2-135m-instruct/model.safetensors
 PKG     := $(wildcard hagstudy/*.py hagstudy/*/*.py)
 
@@ -83,9 +85,10 @@ lock: ## re-resolve requirements.lock from pyproject.toml (pip-tools in .venv-lo
 		--no-emit-trusted-host $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) $(LOCK_ARGS) \
 		-o requirements.lock pyproject.toml
 
-data: $(DATA) ## fetch BIG-bench 1.0.0 from PyPI, verify sha256, extract the task files
-$(DATA): hagstudy/data.py | $(STAMP)
+data: $(DATA) ## verify the committed task data (data/) against data/MANIFEST.json; no network
+$(DATA): $(DATA_FILES) hagstudy/data.py | $(STAMP)
 	$(PY) -m hagstudy.data
+	@mkdir -p $(@D) && touch $@
 
 model: $(MODEL) ## dequantize the embedded SmolLM2-135M-Instruct GGUF once into safetensors
 $(MODEL): | $(STAMP)
@@ -173,5 +176,5 @@ lab: $(STAMP) ## JupyterLab with the hagstudy kernel; notebooks write to artifac
 clean: ## remove rendered smoke runs and per-profile artifacts (keeps data, model and completion caches)
 	rm -rf artifacts/smoke artifacts/default $(LAB_OUTPUT)
 
-clean-all: clean ## also remove the venv, data and every cache
-	rm -rf $(VENV) $(VLLM_VENV) $(LOCK_VENV) data artifacts
+clean-all: clean ## also remove the venv and every cache (the committed data stays)
+	rm -rf $(VENV) $(VLLM_VENV) $(LOCK_VENV) artifacts

@@ -171,7 +171,7 @@ class Paths:
     """
 
     root: Path
-    data: Path  # third-party data, extracted by ``make data``
+    data: Path  # the study's committed task data, verified by ``make data``
     artifacts: Path  # per-profile data artifacts passed between notebooks (git-ignored)
     cache: Path  # content-addressed completion cache, shared by all profiles
     model_cache: Path  # dequantized embedded model

@@ -4,8 +4,8 @@
   others as references, averaged; in [0, 1], higher = more alike (1.0 when all samples are equal).
 - ``distinct_n`` (Li et al. 2016): distinct n-grams / all n-grams over the samples pooled; in [0, 1],
   higher = more varied.
-BLEU settings are sacrebleu's sentence defaults (13a tokens, mixed case, exp smoothing, effective order),
-the same as the pig_latin scorer. distinct-n uses lower-cased 13a-style tokens (words and punctuation).
+BLEU settings are sacrebleu's sentence defaults (13a tokens, mixed case, exp smoothing, effective order).
+distinct-n uses lower-cased 13a-style tokens (words and punctuation).
 """
 
 from __future__ import annotations

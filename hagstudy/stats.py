@@ -20,8 +20,7 @@ import pandas as pd
 REQUIRED_COLUMNS: tuple[str, ...] = ("task", "method", "item_id", "seed", "score")
 
 # Equivalence margin, absolute on the [0, 1] score scale every task uses. Two points of accuracy is
-# smaller than every gain the study counts as a win (the smallest is +0.021, pig_latin vs default)
-# and than the gains the paper reports, so a difference inside +-0.02 is one nobody would act on;
+# smaller than the gains the paper reports, so a difference inside +-0.02 is one nobody would act on;
 # and it is strict: with ~100 test items a tie can only be shown when the paired differences are
 # small and consistent, never because the test had too little data. Pass a per-task mapping where a
 # task's scale calls for another margin (e.g. scores that all sit near 0).

@@ -35,15 +35,17 @@ def apply_overrides(pairs: list[str]) -> None:
             setattr(mod, attr, value)
 
 
-def generate(model, tok, prompts: list[str], max_new_tokens: int, sample: bool, seed: int, batch: int) -> list[str]:
+def generate(model, tok, prompts: list[str], max_new_tokens: int, sample: bool, seed: int, batch: int,
+             temperature: float = 1.0, top_p: float = 1.0, top_k: int = 50, repetition_penalty: float = 1.0) -> list[str]:
+    """Plain batched ``model.generate``; sampled with the given config, or greedy (then only the penalty applies)."""
     out: list[str] = []
     for start in range(0, len(prompts), batch):
         chunk = prompts[start : start + batch]
         enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
         torch.manual_seed(seed * 100003 + start)
-        kwargs = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=50) if sample else dict(do_sample=False)
+        kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if sample else dict(do_sample=False)
         with torch.no_grad():
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, repetition_penalty=1.0,
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
                                  pad_token_id=tok.pad_token_id, **kwargs)
         out += tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return out

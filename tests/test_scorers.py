@@ -51,7 +51,7 @@ def test_extract_number(text: str, want: float | None) -> None:
 
 def test_strip_label_and_words() -> None:
     assert strip_label("Pig Latin: Omtay isyay.", ("pig latin",)) == "Omtay isyay."
-    assert strip_label("Here is the translation:\n\"Omtay isyay.\"", ("pig latin",)) == "Omtay isyay."
+    assert strip_label("Here is the translation:\n\"Omtay isyay.\"", ("pig latin",)) == "Omtay isyay."  # a lead-in line
     assert strip_label("**Clue:** It floats.", ("clue",)) == "It floats."
     assert strip_label("", ("clue",)) == ""
     assert words("No-one said YES! Ｗｈｉｔｅ snowy") == ["no", "one", "said", "yes", "white", "snowy"]
@@ -82,24 +82,14 @@ def test_arithmetic_reference_scores_one() -> None:
     assert task.score(items, [f"Answer: {it.reference['answer']}" for it in items]) == [1.0] * 10
 
 
-# -- pig latin -----------------------------------------------------------------------------------
-def test_pig_latin_bleu() -> None:
-    task = tasks.get("pig_latin")
-    item = _item("pig_latin", {"target": "Omtay isyay ery-vay appyhay.", "english": "Tom is very happy."})
-    outs = ["Omtay isyay ery-vay appyhay.", "Pig Latin: Omtay isyay ery-vay appyhay.", "Omtay isyay appyhay.",
-            "Tom is very happy.", *EDGE]
-    got = task.score([item] * len(outs), outs)
-    assert got[0] == got[1] == 1.0  # the reference itself, with or without the label
-    assert 0.2 < got[2] < 1.0 and got[3] < got[2]  # partial credit, ordered sensibly
-    assert got[4] == got[5] == 0.0
-    assert all(0.0 <= g < 0.2 for g in got[6:])
-    assert task.score([item] * len(outs), outs) == got  # deterministic
-
-
-def test_pig_latin_references_score_one() -> None:
-    task = tasks.get("pig_latin")
-    items = task.items("validation", 20)
-    assert task.score(items, [it.reference["target"] for it in items]) == [1.0] * 20
+# -- number words ----------------------------------------------------------------------------------
+def test_number_words_answers_score_one_and_edges_zero() -> None:
+    task = tasks.get("number_words")
+    items = task.items("validation")
+    assert task.score(items, [f"Answer: {it.reference['answer']}" for it in items]) == [1.0] * len(items)
+    assert task.score(items, [it.query for it in items]) == [0.0] * len(items)  # echoing the words earns nothing
+    item = items[0]
+    assert all(g == 0.0 for g in task.score([item] * len(EDGE), list(EDGE)))
 
 
 # -- word constraints (no MiniLM) -----------------------------------------------------------------

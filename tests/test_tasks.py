@@ -14,26 +14,15 @@ from hagstudy.config import load_profile
 from hagstudy.tasks import SPLITS, Item, Task, TaskError
 from hagstudy.tasks.arithmetic import Arithmetic
 from hagstudy.tasks.coinflip import CoinFlip
-from hagstudy.tasks.pig_latin import PigLatin
+from hagstudy.tasks.number_words import NumberWords, spell
 from hagstudy.tasks.strategyqa import StrategyQA
 from hagstudy.tasks.taboo import Taboo
 from hagstudy.tasks.yes_no_black_white import YesNoBlackWhite
 
-NAMES = ["coinflip", "strategyqa", "yes_no_black_white", "taboo", "pig_latin", "arithmetic"]
-BIGBENCH_TASKS = {"strategyqa", "yes_no_black_white", "taboo", "pig_latin"}
-
-
-def _have_data() -> bool:
-    try:
-        for name in data.BIGBENCH_FILES:
-            data.bigbench_file(name)
-    except data.DataError:
-        return False
-    return True
-
-
-needs_data = pytest.mark.skipif(not _have_data(), reason="BIG-bench data missing: run `make data`")
-ALL = [pytest.param(n, marks=needs_data) if n in BIGBENCH_TASKS else n for n in NAMES]
+NAMES = ["coinflip", "strategyqa", "yes_no_black_white", "taboo", "number_words", "arithmetic"]
+ALL = NAMES  # every task's data ships with the repository: none is skipped
+# Splits smaller than the default profile asks for (the task returns the whole split): documented in docs/tasks.md.
+SMALL_SPLITS = {("taboo", "test"), ("number_words", "search"), ("number_words", "validation"), ("number_words", "test")}
 
 
 def test_names_and_registry() -> None:
@@ -59,7 +48,7 @@ def test_max_new_tokens_fit_the_answers() -> None:
     budget = {n: tasks.get(n).max_new_tokens for n in NAMES}
     assert budget["coinflip"] <= 16 and budget["strategyqa"] <= 16 and budget["arithmetic"] <= 32
     assert 24 <= budget["taboo"] <= 48
-    assert budget["pig_latin"] >= 2 * 18  # ~2x an average reference (18 tokens)
+    assert budget["number_words"] >= 16  # "Answer: 6874" plus a lead-in
     assert all(8 <= b <= 64 for b in budget.values())
 
 
@@ -73,7 +62,7 @@ def test_splits_disjoint_and_sized(name: str) -> None:
     for split in SPLITS:
         items = task.items(split)
         assert len(items) == task.split_sizes[split]
-        if name != "taboo":
+        if (name, split) not in SMALL_SPLITS:
             assert len(items) >= wanted[split], f"{name}/{split} smaller than the default profile asks"
         ids = {it.id for it in items}
         queries = {it.query for it in items}
@@ -106,7 +95,6 @@ def test_fresh_instance_builds_the_same_items(name: str) -> None:
     assert a.pool() == b.pool() == tasks.get(name).pool()
 
 
-@needs_data
 def test_strategyqa_and_ynbw_use_disjoint_questions() -> None:
     sqa = {it.reference["question"].casefold() for it in StrategyQA().pool()}
     ynbw = {it.reference["question"].casefold() for it in YesNoBlackWhite().pool()}
@@ -114,15 +102,33 @@ def test_strategyqa_and_ynbw_use_disjoint_questions() -> None:
     assert not sqa & ynbw
 
 
-@needs_data
 def test_taboo_has_distinct_targets_and_documented_split() -> None:
     task = tasks.get("taboo")
-    assert task.split_sizes == {"search": 40, "validation": 20, "test": 39}
+    assert task.split_sizes == {"search": 80, "validation": 40, "test": 161}
     targets = [it.reference["target"] for it in task.pool()]
-    assert len(targets) == len(set(targets)) == 99
-    shopping = next(it for it in task.pool() if it.reference["target"] == "shopping")
-    assert shopping.reference["taboo"][0] == "shopping"  # the target leads its own forbidden list
-    assert len(shopping.reference["taboo"]) == len(set(shopping.reference["taboo"])) == 10  # duplicate entry merged
+    assert len(targets) == len(set(targets)) == 281
+    ferry = next(it for it in task.pool() if it.reference["target"] == "ferry")
+    assert ferry.reference["taboo"] == ["ferry", "boat", "harbor", "hull"]  # the target leads its own list
+    assert "Forbidden words: ferry, boat, harbor, hull" in ferry.query
+
+
+def test_number_words_spelling_and_items() -> None:
+    assert spell(6874) == "six thousand eight hundred seventy-four"
+    assert spell(40) == "forty" and spell(1000) == "one thousand" and spell(305) == "three hundred five"
+    assert spell(12011) == "twelve thousand eleven"
+    with pytest.raises(ValueError, match="outside"):
+        spell(-1)
+    pool = NumberWords().pool()
+    assert sorted(it.reference["answer"] for it in pool) == list(range(100))
+    assert not any(ch.isdigit() for it in pool for ch in it.query)
+    assert NumberWords().split_sizes == {"search": 30, "validation": 15, "test": 55}
+
+
+def test_number_words_scores_the_number() -> None:
+    task = tasks.get("number_words")
+    item = Item(task="number_words", id="number_words-74", query="Write in digits: seventy-four", reference={"answer": 74})
+    outs = ["Answer: 74", "The answer is 74.", "Answer: 47", "seventy-four", ""]
+    assert task.score([item] * 5, outs) == [1.0, 1.0, 0.0, 0.0, 0.0]
 
 
 def test_coinflip_answers_follow_the_parity_rule() -> None:
@@ -165,31 +171,31 @@ def _point_data_at(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
     monkeypatch.setenv("HAGSTUDY_ROOT", str(root))
 
 
-@pytest.mark.parametrize("cls", [StrategyQA, YesNoBlackWhite, Taboo, PigLatin])
-def test_missing_data_names_file_and_make_data(cls: type[Task], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("cls", [StrategyQA, YesNoBlackWhite, Taboo])
+def test_missing_data_names_file_and_fix(cls: type[Task], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _point_data_at(monkeypatch, tmp_path)
     with pytest.raises(data.DataError) as err:
         cls().items("search")
-    assert "make data" in str(err.value) and str(tmp_path) in str(err.value)
+    assert "git checkout --" in str(err.value) and str(tmp_path) in str(err.value)
 
 
 @pytest.mark.parametrize(
     ("cls", "content"),
-    [(StrategyQA, "{not json"), (Taboo, '{"examples": 3}'), (PigLatin, '{"examples": [{"input": "x"}]}'),
+    [(StrategyQA, "{not json"), (Taboo, '{"cards": 3}'), (Taboo, '{"cards": [{"target": "x"}]}'),
      (YesNoBlackWhite, '{"examples": [{"input": "Q?", "target_scores": {"Maybe": 1}}]}')],
 )
 def test_malformed_data_names_file(cls: type[Task], content: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _point_data_at(monkeypatch, tmp_path)
-    for rel in data.BIGBENCH_FILES.values():
-        path = tmp_path / "data" / "bigbench" / rel
+    for rel in data.FILES.values():
+        path = tmp_path / "data" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
     # A manifest that vouches for these files, so the task's own reading is what fails.
-    files = {n: {"sha256": data.sha256(tmp_path / "data" / "bigbench" / rel)} for n, rel in data.BIGBENCH_FILES.items()}
+    files = {n: {"path": rel, "sha256": data.sha256(tmp_path / "data" / rel)} for n, rel in data.FILES.items()}
     (tmp_path / "data" / "MANIFEST.json").write_text(json.dumps({"files": files}))
     with pytest.raises(data.DataError) as err:
         cls().items("search")
-    assert "bigbench" in str(err.value) and "make data" in str(err.value)
+    assert str(tmp_path / "data") in str(err.value) and "git checkout --" in str(err.value)
 
 
 def test_item_is_frozen() -> None:
@@ -277,7 +283,6 @@ def test_default_chance_answers_are_empty_and_echo() -> None:
     assert chance_output(ECHO, item) == item.query and chance_output("Answer: 3", item) == "Answer: 3"
 
 
-@needs_data
 @pytest.mark.parametrize("name", ["taboo", "yes_no_black_white"])
 def test_echoing_the_query_breaks_the_creativity_rules(name: str) -> None:
     from hagstudy.tasks.base import ECHO, chance_output

@@ -9,8 +9,8 @@ reasoning-gym on the first arithmetic items.
 | coinflip           | symbolic reasoning                 | generated (Wei et al. 2022), seeded  | yes/no correct               |
 | strategyqa         | commonsense reasoning              | BIG-bench strategyqa, half A         | yes/no correct               |
 | yes_no_black_white | creativity (constrained answering) | BIG-bench strategyqa, half B         | compliance x MiniLM relevance|
-| taboo              | creativity (word game)             | BIG-bench taboo                      | compliance x MiniLM relevance|
-| pig_latin          | translation                        | BIG-bench pig_latin_encode           | sentence BLEU / 100          |
+| taboo              | creativity (word game)             | data/taboo/cards.json (generated)    | compliance x MiniLM relevance|
+| number_words       | translation (number words)         | generated, seeded                    | number correct               |
 | arithmetic         | mathematics                        | reasoning-gym basic_arithmetic       | final number correct         |
 """
 
@@ -22,7 +22,7 @@ from hagstudy.config import ProfileError
 from hagstudy.tasks.arithmetic import Arithmetic
 from hagstudy.tasks.base import SPLITS, Item, Task, TaskError
 from hagstudy.tasks.coinflip import CoinFlip
-from hagstudy.tasks.pig_latin import PigLatin
+from hagstudy.tasks.number_words import NumberWords
 from hagstudy.tasks.strategyqa import StrategyQA
 from hagstudy.tasks.taboo import Taboo
 from hagstudy.tasks.yes_no_black_white import YesNoBlackWhite
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["SPLITS", "Item", "Task", "TaskError", "UnknownTaskError", "get", "names", "all_tasks", "selected"]
 
 _CLASSES: dict[str, type[Task]] = {
-    cls.name: cls for cls in (CoinFlip, StrategyQA, YesNoBlackWhite, Taboo, PigLatin, Arithmetic)
+    cls.name: cls for cls in (CoinFlip, StrategyQA, YesNoBlackWhite, Taboo, NumberWords, Arithmetic)
 }
 _INSTANCES: dict[str, Task] = {}
 

@@ -9,10 +9,10 @@ from hagstudy import data
 
 
 def examples(name: str) -> tuple[Path, list[Any]]:
-    """(path, examples) of the extracted BIG-bench task ``name``; a file without them is a DataError."""
-    path = data.bigbench_file(name)
+    """(path, examples) of the committed BIG-bench task ``name``; a file without them is a DataError."""
+    path = data.file(name)
     raw = data.read_json(path)
     found = raw.get("examples") if isinstance(raw, dict) else None
     if not isinstance(found, list) or not found:
-        raise data.DataError(f"{path} has no 'examples' list: delete it and run `make data` again")
+        raise data.DataError(f"{path} has no 'examples' list: {data.restore_hint(path)}")
     return path, found

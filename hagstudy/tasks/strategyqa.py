@@ -30,7 +30,7 @@ def load_examples() -> list[dict[str, Any]]:
             answer = "yes" if scores["Yes"] > scores["No"] else "no"
         except (KeyError, TypeError, AttributeError) as err:
             raise data.DataError(
-                f"{path}: example {index} lacks input/target_scores Yes/No ({err!r}): delete it and run `make data` again"
+                f"{path}: example {index} lacks input/target_scores Yes/No ({err!r}): {data.restore_hint(path)}"
             ) from err
         key = normalize(question)
         if key in seen:  # the file has one duplicated question; keep its first copy
