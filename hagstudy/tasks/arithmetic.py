@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any, Sequence
 
 from hagstudy.tasks.base import Item, Task
-from hagstudy.tasks.text import extract_number
+from hagstudy.tasks.text import number_score
 
 TERMS: tuple[int, int] = (2, 2)
 DIGITS: tuple[int, int] = (1, 2)
@@ -72,8 +72,4 @@ class Arithmetic(Task):
 
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[float]:
         self._check(items, outputs)
-        out = []
-        for it, text in zip(items, outputs):
-            value = extract_number(text)
-            out.append(1.0 if value is not None and abs(value - it.reference["answer"]) < 1e-9 else 0.0)
-        return out
+        return [number_score(text, it.reference["answer"]) for it, text in zip(items, outputs)]

@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Sequence
 
 from hagstudy.tasks.base import ECHO, Item, Task, shuffled
-from hagstudy.tasks.text import extract_number
+from hagstudy.tasks.text import number_score
 
 ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
         "sixteen seventeen eighteen nineteen").split()
@@ -67,8 +67,4 @@ class NumberWords(Task):
 
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[float]:
         self._check(items, outputs)
-        out = []
-        for it, text in zip(items, outputs):
-            value = extract_number(text)
-            out.append(1.0 if value is not None and abs(value - it.reference["answer"]) < 1e-9 else 0.0)
-        return out
+        return [number_score(text, it.reference["answer"]) for it, text in zip(items, outputs)]

@@ -58,6 +58,12 @@ def extract_number(text: str) -> float | None:
     return _to_float(found[-1]) if found else None
 
 
+def number_score(text: str, answer: float) -> float:
+    """1.0 when the extracted number equals ``answer`` (exact up to float noise), else 0.0."""
+    value = extract_number(text)
+    return 1.0 if value is not None and abs(value - answer) < 1e-9 else 0.0
+
+
 # -- labels and lines ------------------------------------------------------------------------------
 def strip_label(text: str, labels: tuple[str, ...]) -> str:
     """The answer text after an optional leading label ('Clue:', '(Pig Latin)'), markdown and quotes removed.
