@@ -84,6 +84,16 @@ def verify(name: str, path: Path) -> None:
     _VERIFIED[path] = signature
 
 
+def records(name: str, key: str) -> tuple[Path, list[Any]]:
+    """(path, the non-empty list under ``key``) of a verified data file; anything else is a ``DataError``."""
+    path = file(name)
+    raw = read_json(path)
+    found = raw.get(key) if isinstance(raw, dict) else None
+    if not isinstance(found, list) or not found:
+        raise DataError(f"{path} has no {key!r} list: {restore_hint(path)}")
+    return path, found
+
+
 def manifest_files() -> dict[str, dict[str, Any]]:
     """The manifest's per-file entries; a missing or malformed manifest is a ``DataError`` naming the fix."""
     manifest = data_dir() / "MANIFEST.json"

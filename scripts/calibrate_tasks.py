@@ -26,8 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure_tasks import generate  # noqa: E402
 
-from hagstudy import models, stats, tasks  # noqa: E402
-from hagstudy.tasks.base import chance_output  # noqa: E402
+from hagstudy import methods, models, stats, tasks  # noqa: E402
 
 CONFIGS: dict[str, dict[str, float]] = {
     "default": {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "repetition_penalty": 1.0},
@@ -58,11 +57,9 @@ def main() -> None:
         task = tasks.get(name)
         items = task.items("validation", args.n)
         ids = [it.id for it in items]
-        search = task.items("search")
-        best = max(task.chance_answers(search),
-                   key=lambda t: sum(task.score(search, [chance_output(t, it) for it in search])))
-        row: dict[str, object] = {"task": name, "n": len(items), "chance_answer": best,
-                                  "chance": ci(ids, {0: task.score(items, [chance_output(best, it) for it in items])})}
+        chance = methods.chance(task, items, [0], task.items("search"))  # chosen on the search split
+        row: dict[str, object] = {"task": name, "n": len(items), "chance_answer": chance["config"].iloc[0],
+                                  "chance": ci(ids, {0: chance["score"].tolist()})}
         prompts = [tok.apply_chat_template(task.messages(it), tokenize=False, add_generation_prompt=True) for it in items]
         for label, cfg in CONFIGS.items():
             t0 = time.time()
@@ -71,7 +68,7 @@ def main() -> None:
                     for s in (args.seeds if sampled else [0])}
             row[label] = ci(ids, runs)
             print(f"{name:14s} {label:16s} {row[label]} ({time.time() - t0:.0f}s)", flush=True)
-        print(f"{name:14s} chance ({best!r}) {row['chance']}", flush=True)
+        print(f"{name:14s} chance ({row['chance_answer']}) {row['chance']}", flush=True)
         if args.json:
             with open(args.json, "a") as f:
                 f.write(json.dumps(row) + "\n")

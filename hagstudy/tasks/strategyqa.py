@@ -10,7 +10,6 @@ import re
 from typing import Any
 
 from hagstudy import data
-from hagstudy.tasks import bigbench
 from hagstudy.tasks.base import Item, shuffled
 from hagstudy.tasks.text import normalize
 from hagstudy.tasks.yes_no import YesNoTask
@@ -20,7 +19,7 @@ PARTITION_SEED = 20240217  # fixes which questions belong to strategyqa vs yes_n
 
 def load_examples() -> list[dict[str, Any]]:
     """Distinct StrategyQA questions with their gold answer and explanation, in file order."""
-    path, examples = bigbench.examples("strategyqa")
+    path, examples = data.records("strategyqa", "examples")
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for index, ex in enumerate(examples):

@@ -79,11 +79,7 @@ def violations(text: str, forbidden: Sequence[str]) -> list[str]:
 
 def load_entries() -> list[dict[str, object]]:
     """Cards in file order: the target and its taboo list (the target first, then its forbidden words)."""
-    path = data.file("taboo_cards")
-    raw = data.read_json(path)
-    cards = raw.get("cards") if isinstance(raw, dict) else None
-    if not isinstance(cards, list) or not cards:
-        raise data.DataError(f"{path} has no 'cards' list: {data.restore_hint(path)}")
+    path, cards = data.records("taboo_cards", "cards")
     out: list[dict[str, object]] = []
     for i, card in enumerate(cards):
         try:
