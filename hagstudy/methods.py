@@ -3,7 +3,7 @@
 Every method answers the same items with the same generation seeds (common random numbers), so
 differences between methods are paired and come from the decoding configs alone. A method is just a
 config per (item, seed): ``default`` and ``greedy`` fix one, ``random`` draws one, ``task_oracle``
-uses the best fixed config found on the search split (``hagstudy.oracles``), ``zero_shot`` and ``hag``
+uses the best fixed config found on the search split (``hagstudy.method.oracles``), ``zero_shot`` and ``hag``
 read one from stage 1. ``chance`` generates nothing: it is the task's best model-free answer (:func:`chance`).
 """
 
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from hagstudy import hag
 from hagstudy.decoding import DecodingConfig, SearchSpace
+from hagstudy.method import hag
 from hagstudy.scoring import Engine, Task, eval_cell, score
 from hagstudy.seeds import stable_hash
 from hagstudy.tasks.base import chance_output

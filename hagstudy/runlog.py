@@ -76,7 +76,7 @@ class _Compact(logging.Formatter):
         self.warnings = 0
 
     def format(self, record: logging.LogRecord) -> str:
-        name = record.name.removeprefix("hagstudy.")
+        name = record.name.rpartition(".")[2] if record.name.startswith("hagstudy.") else record.name  # the module, not its wing
         text = record.getMessage()
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)

@@ -121,7 +121,7 @@ class Cost:
 
 def score(engine: Engine, task: Task, cells: Sequence[Cell], *, stage: str = "", desc: str | None = None) -> tuple[list[Evaluation], Cost]:
     """Every cell in one engine call and one scoring call; one ``Evaluation`` per cell, in order."""
-    from hagstudy.generation import (
+    from hagstudy.engine.generation import (
         Request,  # the engine module imports torch: only when used
     )
 

@@ -20,17 +20,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hagstudy import decode_step, models, receipts, runlog
-from hagstudy.cache import COSINES_DB
+from hagstudy import runlog
 from hagstudy.config import Paths, Profile, TrainSettings, load_profile, save_profile
 from hagstudy.decoding import SearchSpace
+from hagstudy.engine import decode_step, models
+from hagstudy.engine.cache import COSINES_DB
 from hagstudy.files import shown
+from hagstudy.replay import receipts
 
 if TYPE_CHECKING:
-    from hagstudy.cache import CompletionCache
-    from hagstudy.generation import Engine
+    from hagstudy.engine.cache import CompletionCache
+    from hagstudy.engine.generation import Engine
+    from hagstudy.method.training import TrainResult
     from hagstudy.tasks.base import Task
-    from hagstudy.training import TrainResult
 
 log = logging.getLogger(__name__)
 LOG_FILE = "run.log"  # artifacts/<profile>/<notebook>/run.log: the run's full log (runlog.setup)
@@ -69,12 +71,12 @@ class Run:
         return SearchSpace(coarse={**space.coarse, **self.profile.search.grid})
 
     def sensitivity_grids(self) -> dict[str, tuple[float, ...]]:
-        from hagstudy.preliminary import SENSITIVITY_GRIDS
+        from hagstudy.method.preliminary import SENSITIVITY_GRIDS
 
         return {**SENSITIVITY_GRIDS, **self.profile.prelim_grid}
 
     def cache(self) -> CompletionCache:
-        from hagstudy.cache import CompletionCache
+        from hagstudy.engine.cache import CompletionCache
 
         self.paths.cache.mkdir(parents=True, exist_ok=True)
         return CompletionCache(self.paths.cache / "completions.sqlite")
@@ -86,14 +88,14 @@ class Run:
         Engines are kept per (model, adapter) for the notebook's lifetime: a model loads once (with vLLM,
         one worker per model serves the base and its adapters).
         """
-        from hagstudy.generation import Engine
+        from hagstudy.engine.generation import Engine
 
         spec = model_spec or self.profile.model
         key = f"{spec}|{adapter}"
         if key not in self._engines and adapter is not None and receipts.replay_only(adapter):
             if self.profile.generation.backend != "engine":
                 raise ValueError(f"adapter {shown(adapter)} is a receipt without weights: only the in-house engine "
-                                 f"replays it; train it with `python -m hagstudy.receipts forget --profile {self.profile.name}`")
+                                 f"replays it; train it with `python -m hagstudy.replay.receipts forget --profile {self.profile.name}`")
             log.info("adapter %s: the committed run's receipt, no weights here: its completions are replayed from "
                      "the cache", shown(adapter))
             self._engines[key] = receipts.ReplayEngine(adapter, self.cache(), self.profile.name)
@@ -103,7 +105,7 @@ class Run:
             if adapter is None:
                 model, tokenizer = models.load(spec, dtype=self.profile.dtype)
             else:
-                from hagstudy.training import load_adapted
+                from hagstudy.method.training import load_adapted
 
                 model, tokenizer = load_adapted(spec, adapter, dtype=self.profile.dtype)
             step = self.profile.generation.step
@@ -126,7 +128,7 @@ class Run:
         return [(f"hag_seed{k}", self.profile.seed + k) for k in range(self.profile.train.adapters)]
 
     def _vllm(self, spec: str, adapter: str | Path | None) -> Any:
-        from hagstudy import vllm_backend
+        from hagstudy.engine import vllm_backend
 
         g = self.profile.generation
         if spec not in self._vllm_workers:
@@ -194,7 +196,7 @@ def train_once(
     adapter), so rerunning a notebook reuses finished training and a changed input retrains.
     ``seed`` defaults to the profile's.
     """
-    from hagstudy import training
+    from hagstudy.method import training
 
     settings = settings or run.profile.train
     return training.train_if_changed(

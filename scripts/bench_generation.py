@@ -58,9 +58,9 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hagstudy import models  # noqa: E402
 from hagstudy.decoding import DecodingConfig  # noqa: E402
-from hagstudy.generation import Engine, Request  # noqa: E402
+from hagstudy.engine import models  # noqa: E402
+from hagstudy.engine.generation import Engine, Request  # noqa: E402
 
 MAX_NEW = 64
 DEFAULT_OUT = ROOT / "results" / "benchmarks" / "generation.json"

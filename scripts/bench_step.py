@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_generation import task_prompts
 
-from hagstudy import decode_step, models
 from hagstudy.decoding import DecodingConfig
-from hagstudy.generation import Engine, Request
+from hagstudy.engine import decode_step, models
+from hagstudy.engine.generation import Engine, Request
 
 
 def main() -> None:

@@ -32,7 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from transformers import TrainerCallback
 
-from hagstudy import config, models, training
+from hagstudy import config
+from hagstudy.engine import models
+from hagstudy.method import training
 
 ARMS = ("fp32-autocast", "bf16-weights", "label-head", "eager-attn")
 

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_generation as bg  # noqa: E402  (sets OMP_WAIT_POLICY before torch loads)
 import torch  # noqa: E402
 
-from hagstudy import models, vllm_backend  # noqa: E402
 from hagstudy.config import GenerationSettings  # noqa: E402
-from hagstudy.generation import Engine  # noqa: E402
+from hagstudy.engine import models, vllm_backend  # noqa: E402
+from hagstudy.engine.generation import Engine  # noqa: E402
 
 
 def timed(backend: Any, reqs: list) -> dict[str, Any]:

@@ -26,7 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure_tasks import generate  # noqa: E402
 
-from hagstudy import methods, models, stats, tasks  # noqa: E402
+from hagstudy import methods, tasks
+from hagstudy.engine import models
+from hagstudy.report import stats  # noqa: E402
 
 CONFIGS: dict[str, dict[str, float]] = {
     "default": {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "repetition_penalty": 1.0},

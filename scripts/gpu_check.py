@@ -268,7 +268,7 @@ def build_model(shape: str, device: str, seed: int = 0) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if shape == "tiny":
-        from hagstudy import models
+        from hagstudy.engine import models
 
         model, _ = models.load(models.TINY, dtype="bfloat16", seed=seed)
         return model.to(device)
@@ -296,7 +296,7 @@ def shape_params(shape: str) -> int:
 
 def load_tokenizer(bundle: Path) -> tuple[Any, str]:
     """The study's tokenizer (ChatML with generation markers): the bundle's copy, else the embedded one."""
-    from hagstudy import models
+    from hagstudy.engine import models
 
     if (bundle / TOKENIZER).is_dir():
         return models.load_tokenizer(str(bundle / TOKENIZER)), str(bundle / TOKENIZER)
@@ -305,7 +305,7 @@ def load_tokenizer(bundle: Path) -> tuple[Any, str]:
 
 def synthetic_rows(tokenizer: Any, n: int, seq: int) -> list[dict[str, Any]]:
     """``n`` chat rows of about ``seq`` tokens whose assistant turn is a config JSON, like notebook 02's."""
-    from hagstudy import training
+    from hagstudy.method import training
 
     def row(k: int, words: int) -> dict[str, Any]:
         body = " ".join(f"w{(k * 7 + j) % 97}" for j in range(words))
@@ -339,8 +339,8 @@ def train_manual(model: Any, mode: str, args: argparse.Namespace, deadline: floa
     """PEFT LoRA (``peft``) or attention projections only (``plain``), AdamW, random token ids, loss on every position."""
     import torch
 
-    from hagstudy import training
     from hagstudy.config import TrainSettings
+    from hagstudy.method import training
 
     if mode == "peft":
         from peft import get_peft_model
@@ -377,8 +377,8 @@ def train_trl(model: Any, args: argparse.Namespace, deadline: float) -> dict[str
 
     from transformers import TrainerCallback
 
-    from hagstudy import training
     from hagstudy.config import TrainSettings
+    from hagstudy.method import training
 
     tokenizer, source = load_tokenizer(Path(args.bundle))
     total = args.train_warmup + args.train_steps
@@ -489,8 +489,8 @@ def prepare(bundle: Path, n_prompts: int) -> None:
     sys.path.insert(0, str(ROOT / "scripts"))
     import bench_generation
 
-    from hagstudy import models
-    from hagstudy.generation import Engine
+    from hagstudy.engine import models
+    from hagstudy.engine.generation import Engine
 
     tokenizer = models.load_tokenizer(models.EMBEDDED)
     model, _ = models.load(models.TINY)  # rendering needs an engine; its model does not matter

@@ -19,7 +19,8 @@ import time
 
 import torch
 
-from hagstudy import models, tasks
+from hagstudy import tasks
+from hagstudy.engine import models
 
 
 def apply_overrides(pairs: list[str]) -> None:

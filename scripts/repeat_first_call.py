@@ -31,7 +31,8 @@ def once(keep: Path | None) -> str:
     (root / "artifacts" / "models").symlink_to(REPO / "artifacts" / "models")
     os.environ.update(HAGSTUDY_ROOT=str(root), HAGSTUDY_PROFILE="smoke", HAGSTUDY_NO_PROGRESS="1")
     os.chdir(root)
-    from hagstudy import search, study
+    from hagstudy import study
+    from hagstudy.method import search
 
     run = study.start("smoke", notebook="first_call")
     engine = run.engine()

@@ -20,7 +20,7 @@ from hagstudy.decoding import DecodingConfig
 
 @pytest.fixture(scope="session")
 def tiny():
-    from hagstudy import models
+    from hagstudy.engine import models
 
     return models.load(models.TINY, dtype="float32")
 

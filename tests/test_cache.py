@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from hagstudy import cache as cache_mod
-from hagstudy import generation, models
-from hagstudy.cache import CompletionCache
 from hagstudy.decoding import DecodingConfig as C
-from hagstudy.generation import Engine, Request, request_key
+from hagstudy.engine import cache as cache_mod
+from hagstudy.engine import generation, models
+from hagstudy.engine.cache import CompletionCache
+from hagstudy.engine.generation import Engine, Request, request_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,9 +144,9 @@ def test_a_killed_process_keeps_its_committed_groups(tiny, tmp_path):
         f"""
         import os, sys
         sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
-        from hagstudy import models
-        from hagstudy.cache import CompletionCache
-        from hagstudy.generation import Engine
+        from hagstudy.engine import models
+        from hagstudy.engine.cache import CompletionCache
+        from hagstudy.engine.generation import Engine
         from test_cache import requests
 
         model, tok = models.load("tiny-random", dtype="float32")
@@ -203,7 +203,7 @@ def write_old_cache(path: Path, rows: list[tuple]) -> None:
 def test_an_old_cache_is_migrated_and_keeps_every_row(tmp_path, caplog):
     path = tmp_path / "c.sqlite"
     write_old_cache(path, [("a", "alpha", 3, 1, None, 1.0), ("b", "beta", 5, 0, '{"seed": 1}', 2.0)])
-    with caplog.at_level("INFO", logger="hagstudy.cache"):
+    with caplog.at_level("INFO", logger="hagstudy.engine.cache"):
         cache = CompletionCache(path)
     assert "2 row(s) given a digest" in caplog.text
     assert cache.get_many(["a", "b"]) == {
@@ -214,7 +214,7 @@ def test_an_old_cache_is_migrated_and_keeps_every_row(tmp_path, caplog):
     assert digests == {"a": cache_mod.text_digest("a", "alpha"), "b": cache_mod.text_digest("b", "beta")}
     cache.close()
     caplog.clear()
-    with caplog.at_level("INFO", logger="hagstudy.cache"):
+    with caplog.at_level("INFO", logger="hagstudy.engine.cache"):
         CompletionCache(path).close()
     assert "migrated" not in caplog.text  # once
 
@@ -238,7 +238,7 @@ def test_altered_text_is_a_logged_miss_and_is_replaced(tmp_path, caplog):
     cache = CompletionCache(path)
     cache.put_many({"a": row("alpha"), "b": row("beta")})
     sqlite3.connect(path, isolation_level=None).execute("UPDATE completions SET text = 'tampered' WHERE key = 'a'")
-    with caplog.at_level("WARNING", logger="hagstudy.cache"):
+    with caplog.at_level("WARNING", logger="hagstudy.engine.cache"):
         got = cache.get_many(["a", "b"])
     assert set(got) == {"b"} and cache.n_mismatched == 1
     assert "c.sqlite: 1 cached row(s) whose text does not match its digest" in caplog.text

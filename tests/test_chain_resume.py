@@ -9,7 +9,7 @@ on the CPU named in ``tests/golden/smoke/README.md``; bf16 rounding differs acro
 the tables may differ in their last digits.
 
 Each run starts from empty caches in its own study root (``$HAGSTUDY_ROOT``: configs, data, notebooks
-and the dequantized model are shared by symlink), executing notebooks with ``hagstudy.render`` as
+and the dequantized model are shared by symlink), executing notebooks with ``hagstudy.report.render`` as
 ``make all`` does. The kill is a SIGKILL of the renderer and its kernel once the search has committed
 its first completions: no cleanup code runs.
 """
@@ -60,7 +60,7 @@ def _render(root: Path, notebooks: tuple[str, ...]) -> subprocess.Popen:
     inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != package_parent]
     pythonpath = os.pathsep.join([package_parent, *inherited])
     env = {**os.environ, "HAGSTUDY_ROOT": str(root), "HAGSTUDY_PROFILE": PROFILE, "PYTHONPATH": pythonpath}
-    cmd = [sys.executable, "-m", "hagstudy.render", "--profile", PROFILE, "--no-html",
+    cmd = [sys.executable, "-m", "hagstudy.report.render", "--profile", PROFILE, "--no-html",
            *(str(root / "notebooks" / f"{name}.ipynb") for name in notebooks)]
     return subprocess.Popen(cmd, env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -1,4 +1,4 @@
-"""hagstudy.dataset: the SFT rows, the split, the files and the label helpers."""
+"""hagstudy.method.dataset: the SFT rows, the split, the files and the label helpers."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hagstudy import dataset
 from hagstudy.decoding import (
     HYPERPARAMETERS,
     TRANSFORMERS_DEFAULT,
     DecodingConfig,
     parse_config,
 )
+from hagstudy.method import dataset
 
 
 def _labels(n_per_task: dict[str, int]) -> pd.DataFrame:
@@ -94,7 +94,7 @@ def test_jsonl_round_trip_and_load(tmp_path: Path) -> None:
 
 def test_training_prompt_matches_inference_prompt() -> None:
     """Under the real chat template, the stage-1 prompt is exactly the prefix the model is trained after."""
-    from hagstudy.models import load_tokenizer
+    from hagstudy.engine.models import load_tokenizer
 
     tok = load_tokenizer("tiny-random")
     row = dataset.example("Flip a coin twice.", TRANSFORMERS_DEFAULT)

@@ -1,4 +1,4 @@
-"""The fused/compiled decode step (hagstudy/decode_step.py) keeps the engine's guarantees, and its keys apart.
+"""The fused/compiled decode step (hagstudy/engine/decode_step.py) keeps the engine's guarantees, and its keys apart.
 
 The real compile runs only in the slow test (inductor takes minutes on two cores); the others force
 the fallback by making ``torch.compile`` raise, or stand in a compile that returns the function.
@@ -13,10 +13,10 @@ import torch
 from test_cache import Crash
 from test_generation import mixed_requests, prompts
 
-from hagstudy import decode_step, generation, models
-from hagstudy.cache import CompletionCache
 from hagstudy.decoding import DecodingConfig as C
-from hagstudy.generation import Engine, Request, request_key
+from hagstudy.engine import decode_step, generation, models
+from hagstudy.engine.cache import CompletionCache
+from hagstudy.engine.generation import Engine, Request, request_key
 
 
 def test_fused_logits_match_the_transformers_forward(tiny):

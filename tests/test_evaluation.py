@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hagstudy import evaluation as ev
 from hagstudy import methods
-from hagstudy import stats as st
+from hagstudy.report import evaluation as ev
+from hagstudy.report import stats as st
 
 
 def make_scores(
@@ -172,7 +172,7 @@ def test_evaluation_imports_nothing_upstream() -> None:
     import subprocess
     import sys
 
-    code = "import hagstudy.evaluation, sys; assert not [m for m in sys.modules if m.startswith('hagstudy.tasks')]"
+    code = "import hagstudy.report.evaluation, sys; assert not [m for m in sys.modules if m.startswith('hagstudy.tasks')]"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 

@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from hagstudy import evaluation as ev
-from hagstudy import findings
+from hagstudy.report import evaluation as ev
+from hagstudy.report import findings
 
 
 def row(task: str, baseline: str, verdict: str, diff: float, **extra) -> dict:
@@ -107,7 +107,7 @@ def test_findings_from_a_computed_table() -> None:
 
 
 def test_adapters_that_did_not_learn_come_first_and_stop_the_comparison() -> None:
-    from hagstudy import gate
+    from hagstudy.method import gate
 
     q = {"n": 4, "parse_rate": 1.0, "exact_all": 0.8, "mean_distance": 0.1}
     maj = {"n": 4, "parse_rate": 1.0, "exact_all": 0.75, "mean_distance": 0.2}

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from conftest import ReplyEngine
 
-from hagstudy import dataset, gate
 from hagstudy.decoding import DecodingConfig
+from hagstudy.method import dataset, gate
 
 A = DecodingConfig(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.0)
 B = DecodingConfig(temperature=1.5, top_p=1.0, top_k=0, repetition_penalty=1.3)

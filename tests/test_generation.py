@@ -16,10 +16,10 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from hagstudy import generation, models
 from hagstudy.decoding import EDT_MIN_TEMPERATURE, EDT_N
 from hagstudy.decoding import DecodingConfig as C
-from hagstudy.generation import (
+from hagstudy.engine import generation, models
+from hagstudy.engine.generation import (
     Engine,
     Request,
     RowParams,
@@ -266,7 +266,7 @@ def test_progress_bar_reports_rows(tiny, capsys):
 
 @pytest.mark.slow
 def test_real_model_greedy_batch_equals_generate_one_by_one():
-    from hagstudy import models
+    from hagstudy.engine import models
 
     model, tok = models.load(dtype="float32")
     engine = Engine(model, tok, progress=False, max_batch_size=2)
@@ -431,11 +431,11 @@ def test_a_memory_capped_cpu_batch_is_logged(monkeypatch, caplog):
     model, _ = models.load("tiny-random")
     per_row = generation.row_bytes(model)
     monkeypatch.setattr(generation, "_available_memory", lambda: 4 * per_row * 10)
-    with caplog.at_level("WARNING", logger="hagstudy.generation"):
+    with caplog.at_level("WARNING", logger="hagstudy.engine.generation"):
         assert generation.default_batch_size(model, torch.device("cpu")) == 10
     assert "capped at 10 rows" in caplog.text
     caplog.clear()
     monkeypatch.setattr(generation, "_available_memory", lambda: 4 * per_row * (generation.CPU_BATCH + 1))
-    with caplog.at_level("WARNING", logger="hagstudy.generation"):
+    with caplog.at_level("WARNING", logger="hagstudy.engine.generation"):
         assert generation.default_batch_size(model, torch.device("cpu")) == generation.CPU_BATCH
     assert "capped" not in caplog.text

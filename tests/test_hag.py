@@ -9,7 +9,6 @@ import pytest
 from conftest import FakeItem, FakeTask
 from conftest import ReplyEngine as FakeEngine
 
-from hagstudy import hag
 from hagstudy.decoding import (
     GREEDY,
     TRANSFORMERS_DEFAULT,
@@ -17,7 +16,8 @@ from hagstudy.decoding import (
     ParseResult,
     parse_config,
 )
-from hagstudy.generation import Engine
+from hagstudy.engine.generation import Engine
+from hagstudy.method import hag
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 
@@ -49,7 +49,7 @@ def test_stage1_is_one_greedy_batched_call():
 
 def test_stage1_uses_the_instruction_sets_prompt():
     """The default prompt is dataset.stage1_messages: the one the model was trained on."""
-    from hagstudy import dataset
+    from hagstudy.method import dataset
 
     engine = FakeEngine()
     (request,) = hag.stage1_requests(engine, ["is the sky blue?"])
@@ -59,7 +59,7 @@ def test_stage1_uses_the_instruction_sets_prompt():
 def test_resolve_counts_failures_and_names_the_method(caplog):
     parses = [parse_config(REPLIES[q]) for q in "abcd"]
     default = TRANSFORMERS_DEFAULT
-    with caplog.at_level(logging.WARNING, logger="hagstudy.hag"):
+    with caplog.at_level(logging.WARNING, logger="hagstudy.method.hag"):
         res = hag.resolve(parses, default, label="zero_shot (coinflip)")
     configs, status = res  # unpacks as a pair
     assert status == ["ok", "clamped", "partial", "failed"]
@@ -72,7 +72,7 @@ def test_resolve_counts_failures_and_names_the_method(caplog):
 
 
 def test_resolve_without_failures_is_quiet(caplog):
-    with caplog.at_level(logging.WARNING, logger="hagstudy.hag"):
+    with caplog.at_level(logging.WARNING, logger="hagstudy.method.hag"):
         res = hag.resolve([ParseResult(GOOD, "ok")], TRANSFORMERS_DEFAULT)
     assert res.parse_rate == 1.0 and res.n_failed == 0 and not caplog.text
     assert hag.resolve([], TRANSFORMERS_DEFAULT).parse_rate == 1.0
@@ -111,7 +111,7 @@ def test_config_quality():
 
 def test_stage1_through_a_real_engine():
     """tiny-random writes nonsense; the point is that the real Engine, template and parser fit together."""
-    from hagstudy import models
+    from hagstudy.engine import models
 
     model, tok = models.load("tiny-random")
     engine = Engine(model, tok, None, progress=False)

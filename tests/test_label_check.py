@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from conftest import FakeEngine, FakeTask, target_score
 
-from hagstudy import label_check
 from hagstudy.decoding import DecodingConfig
-from hagstudy.search import ItemLabel
+from hagstudy.method import label_check
+from hagstudy.method.search import ItemLabel
 
 TARGET = DecodingConfig(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1)
 START = DecodingConfig(temperature=1.5, top_p=0.5, top_k=0, repetition_penalty=1.5)

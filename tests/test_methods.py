@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 from conftest import FakeEngine, FakeItem, FakeTask, noise, target_score
 
-from hagstudy import ablations, methods, oracles
+from hagstudy import methods
 from hagstudy.decoding import GREEDY, TRANSFORMERS_DEFAULT, DecodingConfig
+from hagstudy.method import ablations, oracles
 from hagstudy.tasks.base import ECHO
 from hagstudy.tasks.yes_no import score_yes_no
 
@@ -60,7 +61,7 @@ def test_task_oracle_file_round_trips(tmp_path):
 
 
 def test_task_oracle_picks_the_best_candidate_on_all_items(setup):
-    from hagstudy import search
+    from hagstudy.method import search
 
     engine, task = setup
     items = task.items("search", 4)
@@ -86,7 +87,7 @@ def test_first_fraction_is_a_prefix_per_task():
 
 
 def test_best_single_config_is_one_config_chosen_on_every_task(setup):
-    from hagstudy import search
+    from hagstudy.method import search
 
     engine, _ = setup
     good = DecodingConfig(temperature=0.5, top_p=0.9, top_k=10, repetition_penalty=1.1)
@@ -196,7 +197,7 @@ def test_pooled_averages_the_members_per_item_and_seed():
 
 
 def test_arms_that_did_not_learn_are_listed_without_a_score():
-    from hagstudy import gate
+    from hagstudy.method import gate
 
     q = {"n": 4, "parse_rate": 0.0, "exact_all": 0.0, "mean_distance": float("nan")}
     maj = {"n": 4, "parse_rate": 1.0, "exact_all": 0.75, "mean_distance": 0.2}
@@ -214,8 +215,8 @@ def test_arms_that_did_not_learn_are_listed_without_a_score():
 def test_ablation_arms_train_as_many_steps_as_the_reference_adapter(tmp_path):
     from types import SimpleNamespace
 
-    from hagstudy import gate
     from hagstudy.config import load_profile
+    from hagstudy.method import gate
 
     profile = load_profile("smoke")
     q = {"n": 4, "parse_rate": 1.0, "exact_all": 0.8, "mean_distance": 0.1}

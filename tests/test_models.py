@@ -1,6 +1,6 @@
 import pytest
 
-from hagstudy import models
+from hagstudy.engine import models
 
 
 def test_chat_template_renders_like_the_original(tokenizer):

@@ -13,8 +13,10 @@ from types import SimpleNamespace
 import pandas as pd
 from test_evaluation import make_scores
 
-from hagstudy import decoding, evaluation, findings, methods, oracles, plots, tasks
+from hagstudy import decoding, methods, tasks
 from hagstudy.config import repo_root
+from hagstudy.method import oracles
+from hagstudy.report import evaluation, findings, plots
 
 NOTEBOOK = repo_root() / "notebooks" / "04_inference.ipynb"
 

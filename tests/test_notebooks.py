@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from hagstudy import render
 from hagstudy.config import repo_root
+from hagstudy.report import render
 
 NOTEBOOKS = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 

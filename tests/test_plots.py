@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from hagstudy import plots
+from hagstudy.report import plots
 
 TASKS = ["taboo", "coinflip", "strategyqa"]  # deliberately not alphabetical
 

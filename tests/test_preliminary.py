@@ -1,7 +1,7 @@
 import pandas as pd
 
-from hagstudy import preliminary
 from hagstudy.decoding import TRANSFORMERS_DEFAULT, ParseResult
+from hagstudy.method import preliminary
 
 
 def _rows():

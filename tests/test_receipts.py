@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from hagstudy import models, receipts, training
-from hagstudy.cache import CompletionCache
 from hagstudy.config import TrainSettings
 from hagstudy.decoding import DecodingConfig
-from hagstudy.generation import Engine, Request
+from hagstudy.engine import models
+from hagstudy.engine.cache import CompletionCache
+from hagstudy.engine.generation import Engine, Request
+from hagstudy.method import training
+from hagstudy.replay import receipts
 
 SETTINGS = TrainSettings(epochs=1, learning_rate=1e-2, batch_size=4, lora_r=8, lora_alpha=16, lora_dropout=0.0,
                          max_length=128, max_steps=4, bf16=False, checkpoints=2)
@@ -111,7 +113,7 @@ def test_the_import_leaves_existing_adapters_alone_and_refuses_other_tokenizers(
     other = tmp_path / "tokenizer"
     shutil.copytree(models.resolve("tiny-random"), other)
     (other / "tokenizer_config.json").write_text("{}\n")
-    with caplog.at_level(logging.WARNING, logger="hagstudy.receipts"):
+    with caplog.at_level(logging.WARNING, logger="hagstudy.replay.receipts"):
         assert receipts.import_into(shipped["file"], tmp_path / "elsewhere", other) == []
     assert "tokenizer_config.json" in caplog.text and not (tmp_path / "elsewhere" / "hag_seed0").exists()
 

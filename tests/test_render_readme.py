@@ -8,8 +8,9 @@ import re
 import pandas as pd
 import pytest
 
-from hagstudy import config, render
-from hagstudy import evaluation as ev
+from hagstudy import config
+from hagstudy.report import evaluation as ev
+from hagstudy.report import render
 
 
 def _relative() -> pd.DataFrame:

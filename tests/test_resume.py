@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from test_cache import Crash, CrashingModel
 
-from hagstudy import generation, models, search, tasks
-from hagstudy.cache import CompletionCache
+from hagstudy import tasks
 from hagstudy.config import Profile, SearchSettings
 from hagstudy.decoding import TRANSFORMERS_DEFAULT, DecodingConfig, SearchSpace
-from hagstudy.generation import Engine, Request
+from hagstudy.engine import generation, models
+from hagstudy.engine.cache import CompletionCache
+from hagstudy.engine.generation import Engine, Request
+from hagstudy.method import search
 
 FILES = ("evaluations.jsonl", "labels.csv", "prune.json")  # budget.json holds wall time and cache misses
 SPACE = SearchSpace(coarse={"temperature": (0.0, 1.0), "top_p": (0.9, 1.0), "top_k": (0, 50), "repetition_penalty": (1.0,)})

@@ -29,9 +29,9 @@ def _restore_logging():
 
 def test_a_warning_goes_to_stdout_numbered_and_to_the_log_file(tmp_path, capsys):
     run_log = runlog.setup(tmp_path / "nb" / "run.log")
-    logging.getLogger("hagstudy.hag").warning("zero_shot (coinflip): %d of %d proposals did not parse", 3, 10)
-    logging.getLogger("hagstudy.training").info("adapter hag_seed0 is current")
-    logging.getLogger("hagstudy.hag").warning("second")
+    logging.getLogger("hagstudy.method.hag").warning("zero_shot (coinflip): %d of %d proposals did not parse", 3, 10)
+    logging.getLogger("hagstudy.method.training").info("adapter hag_seed0 is current")
+    logging.getLogger("hagstudy.method.hag").warning("second")
     out, err = capsys.readouterr()
     assert err == ""
     assert out.splitlines() == [
@@ -41,7 +41,7 @@ def test_a_warning_goes_to_stdout_numbered_and_to_the_log_file(tmp_path, capsys)
     ]
     assert run_log.warnings == 2
     text = (tmp_path / "nb" / "run.log").read_text()
-    assert "WARNING hagstudy.hag: zero_shot (coinflip): 3 of 10" in text and "INFO hagstudy.training:" in text
+    assert "WARNING hagstudy.method.hag: zero_shot (coinflip): 3 of 10" in text and "INFO hagstudy.method.training:" in text
 
 
 def test_the_tqdm_warning_is_filtered_but_another_warning_surfaces(tmp_path, capsys):

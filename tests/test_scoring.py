@@ -111,7 +111,7 @@ def test_pick_best_is_the_rule_of_search_methods_and_dataset() -> None:
     """The three places that used to break ties their own way now agree on one case."""
     import pandas as pd
 
-    from hagstudy import dataset
+    from hagstudy.method import dataset
 
     a, b = DecodingConfig(temperature=0.5), DecodingConfig(temperature=1.5)  # equally far from T=1
     labels = pd.DataFrame({"task": ["t"] * 4, "item_id": list("wxyz"), "query": list("wxyz"),

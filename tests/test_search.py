@@ -1,4 +1,4 @@
-"""hagstudy.search on a fake engine and fake tasks (fast), plus one integration test on tiny-random."""
+"""hagstudy.method.search on a fake engine and fake tasks (fast), plus one integration test on tiny-random."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from conftest import FakeEngine, FakeItem, FakeTask, noise, target_score
 
-from hagstudy import ablations, preliminary, search
 from hagstudy.config import Profile, SearchSettings
 from hagstudy.decoding import (
     GREEDY,
@@ -18,6 +17,7 @@ from hagstudy.decoding import (
     DecodingConfig,
     SearchSpace,
 )
+from hagstudy.method import ablations, preliminary, search
 from hagstudy.scoring import EPS, Cost
 from hagstudy.seeds import OFFSET_REPEAT, draw_seeds
 
@@ -257,8 +257,9 @@ def test_sensitivity_moves_one_hyperparameter_at_a_time() -> None:
 
 @pytest.mark.slow
 def test_run_search_on_tiny_random_and_a_real_task(tmp_path: Path) -> None:
-    from hagstudy import generation, models, tasks
-    from hagstudy.cache import CompletionCache
+    from hagstudy import tasks
+    from hagstudy.engine import generation, models
+    from hagstudy.engine.cache import CompletionCache
 
     model, tokenizer = models.load("tiny-random")
     engine = generation.Engine(model, tokenizer, CompletionCache(tmp_path / "cache.sqlite"), progress=False)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hagstudy import shipped
-from hagstudy.cache import CompletionCache
-from hagstudy.shipped import ShippedError, export, import_into
+from hagstudy.engine.cache import CompletionCache
+from hagstudy.replay import shipped
+from hagstudy.replay.shipped import ShippedError, export, import_into
 
 ROWS = {
     "k2": {"text": "beta", "n_tokens": 5, "finished": False, "meta": {"seed": 1, "config": {"top_p": 0.9}}},
@@ -81,7 +81,7 @@ def test_a_row_whose_text_was_edited_is_refused(tmp_path, caplog):
     records = lines(out)
     records[1]["text"] = "beta, edited"  # line 2, key k2
     write_lines(out, records)
-    with caplog.at_level(logging.WARNING, logger="hagstudy.shipped"):
+    with caplog.at_level(logging.WARNING, logger="hagstudy.replay.shipped"):
         counts = import_into(out, tmp_path / "b.sqlite")
     assert (counts.rows, counts.imported, counts.refused) == (3, 2, 1)
     assert f"{out}:2: key k2: text does not match its digest" in caplog.text
@@ -104,7 +104,7 @@ def test_import_skips_keys_already_cached(tmp_path, caplog):
     export(make_cache(tmp_path / "a.sqlite"), out)
     target = make_cache(tmp_path / "b.sqlite", {"k1": {"text": "decoded here", "n_tokens": 2, "finished": True},
                                                 "k2": ROWS["k2"]})
-    with caplog.at_level(logging.WARNING, logger="hagstudy.shipped"):
+    with caplog.at_level(logging.WARNING, logger="hagstudy.replay.shipped"):
         counts = import_into(out, target)
     assert (counts.imported, counts.present, counts.differing) == (1, 2, 1)
     assert "1 key(s) already cached with a different text" in caplog.text
@@ -225,7 +225,7 @@ COSINES = {"a" * 64: 1234, "b" * 64: -50, "c" * 64: 10000}
 
 
 def make_cosines(path: Path, rows: dict = COSINES) -> Path:
-    from hagstudy.cache import CosineCache
+    from hagstudy.engine.cache import CosineCache
 
     store = CosineCache(path)
     store.put_many(rows)
@@ -234,14 +234,14 @@ def make_cosines(path: Path, rows: dict = COSINES) -> Path:
 
 
 def test_cosines_round_trip_deterministically_and_keep_cached_values(tmp_path, caplog):
-    from hagstudy.cache import CosineCache
+    from hagstudy.engine.cache import CosineCache
 
     source = make_cosines(tmp_path / "c.sqlite")
     assert shipped.export_cosines(source, tmp_path / "a.json.gz") == 3
     shipped.export_cosines(source, tmp_path / "b.json.gz")
     assert (tmp_path / "a.json.gz").read_bytes() == (tmp_path / "b.json.gz").read_bytes()
     target = make_cosines(tmp_path / "t.sqlite", {"a" * 64: 1235})  # this machine scored one pair first
-    with caplog.at_level(logging.WARNING, logger="hagstudy.shipped"):
+    with caplog.at_level(logging.WARNING, logger="hagstudy.replay.shipped"):
         assert shipped.import_cosines(tmp_path / "a.json.gz", target) == (2, 1)
     assert "1 cosine(s) already cached with another value" in caplog.text
     store = CosineCache(target)

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from hagstudy import config, evaluation, plots, study, tasks
+from hagstudy import config, study, tasks
 from hagstudy.config import ProfileError
+from hagstudy.report import evaluation, plots
 
 ROOT = Path(__file__).resolve().parent.parent
 

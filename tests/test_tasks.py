@@ -230,7 +230,7 @@ def test_constructing_arithmetic_pool_needs_no_data_files(tmp_path: Path, monkey
 @pytest.mark.parametrize("name", ALL)
 def test_prompts_fit_the_training_length(name: str) -> None:
     """Rendered [system, user] plus the answer budget fits train.max_length (real tokenizer, chat template)."""
-    from hagstudy import models
+    from hagstudy.engine import models
 
     tok = models.load_tokenizer()
     task = tasks.get(name)

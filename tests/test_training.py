@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from hagstudy import models, training
 from hagstudy.config import TrainSettings
 from hagstudy.decoding import DecodingConfig
+from hagstudy.engine import models
+from hagstudy.method import training
 
 SYSTEM = "You choose decoding hyperparameters for a question. Answer with JSON only."
 CONFIGS = [
@@ -180,7 +181,7 @@ def test_adapter_round_trip_same_logits(trainer, tiny, tmp_path):
 
 def test_instruction_rows_match_the_stage1_prompt(tiny):
     """The prompt HAG sends at inference is exactly the prefix the model was trained on, then the JSON."""
-    dataset = pytest.importorskip("hagstudy.dataset")
+    dataset = pytest.importorskip("hagstudy.method.dataset")
     _, tok = tiny
     ex = dataset.example("Is the sky blue?", CONFIGS[0], "strategyqa", "strategyqa-0000")
     prompt = tok.apply_chat_template(dataset.stage1_messages("Is the sky blue?"), tokenize=False,
@@ -194,7 +195,7 @@ def test_instruction_rows_match_the_stage1_prompt(tiny):
 
 
 def test_the_saved_history_has_no_wall_clock_columns():
-    from hagstudy.training import TrainResult
+    from hagstudy.method.training import TrainResult
 
     log = [{"loss": 0.5, "step": 1, "epoch": 0.5},
            {"eval_loss": 0.4, "eval_runtime": 2.1, "eval_samples_per_second": 3.3, "step": 2},

@@ -1,4 +1,4 @@
-"""The training entry point: ``python -m hagstudy.training`` under ``accelerate launch`` (1 CPU process here)
+"""The training entry point: ``python -m hagstudy.method.training`` under ``accelerate launch`` (1 CPU process here)
 writes the adapter where notebook 03 reads it, and notebook 03's in-process call then reuses it."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from hagstudy import training
 from hagstudy.config import load_profile
-from hagstudy.dataset import write_jsonl
 from hagstudy.decoding import DecodingConfig
+from hagstudy.method import training
+from hagstudy.method.dataset import write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = [DecodingConfig(0.5, 0.9, 50, 1.0), DecodingConfig(0.0, 1.0, 0, 1.1)]
@@ -81,7 +81,7 @@ def test_accelerate_launch_trains_the_adapter_that_the_notebook_then_reuses(tmp_
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1", "--cpu",
         "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "hagstudy.training", "--profile", "smoke", "--model", "tiny-random", "--dataset", str(data),
+        "-m", "hagstudy.method.training", "--profile", "smoke", "--model", "tiny-random", "--dataset", str(data),
         "--out", str(out), "--max-steps", "2",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -98,7 +98,7 @@ def test_accelerate_launch_trains_the_adapter_that_the_notebook_then_reuses(tmp_
 
     monkeypatch.setattr(training, "train", no_training)
     p = load_profile("smoke", model="tiny-random", train={"max_steps": 2})
-    from hagstudy.dataset import read_jsonl
+    from hagstudy.method.dataset import read_jsonl
 
     again = training.train_if_changed(p.model, read_jsonl(data / "train.jsonl"), read_jsonl(data / "validation.jsonl"),
                                       p.train, out, p.seed)

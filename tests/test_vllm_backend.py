@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from hagstudy import models, vllm_backend
-from hagstudy.cache import CompletionCache
 from hagstudy.decoding import DecodingConfig
-from hagstudy.generation import Engine, Request, request_key
+from hagstudy.engine import models, vllm_backend
+from hagstudy.engine.cache import CompletionCache
+from hagstudy.engine.generation import Engine, Request, request_key
 
 GREEDY = DecodingConfig(0.0, 1.0, 0, 1.0, max_new_tokens=12)
 SAMPLED = DecodingConfig(1.0, 0.9, 50, 1.0, max_new_tokens=12)
@@ -288,8 +288,8 @@ def test_sampled_first_tokens_follow_the_engines_distribution(worker, tiny_folde
 def test_lora_adapter_goes_through_lora_request(worker, tiny_folder, tmp_path):
     from test_training_launch import rows
 
-    from hagstudy import training
     from hagstudy.config import TrainSettings
+    from hagstudy.method import training
 
     adapter = tmp_path / "adapter"
     settings = TrainSettings(epochs=1, learning_rate=1e-1, batch_size=4, lora_r=8, lora_alpha=16, lora_dropout=0.0,

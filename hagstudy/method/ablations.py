@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from hagstudy import dataset, evaluation, gate, label_check, methods, search, study
+from hagstudy import methods, study
 from hagstudy.config import TrainSettings
 from hagstudy.decoding import HYPERPARAMETERS, DecodingConfig
-from hagstudy.label_check import heldout_means
+from hagstudy.method import dataset, gate, label_check, search
+from hagstudy.method.label_check import heldout_means
+from hagstudy.method.search import ItemLabel, PruneResult, generations_per_item
+from hagstudy.report import evaluation
 from hagstudy.scoring import Engine, Task
-from hagstudy.search import ItemLabel, PruneResult, generations_per_item
 from hagstudy.seeds import OFFSET_REPEAT
 
 if TYPE_CHECKING:

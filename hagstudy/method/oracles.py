@@ -28,7 +28,7 @@ from hagstudy.scoring import Engine, Task, evaluate, pick_best
 from hagstudy.seeds import OFFSET_ORACLE
 
 if TYPE_CHECKING:
-    from hagstudy.search import PruneResult
+    from hagstudy.method.search import PruneResult
     from hagstudy.tasks.base import Item
 
 # The item oracle's candidates: greedy, the transformers default, and ten configs spread over the

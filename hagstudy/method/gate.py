@@ -30,9 +30,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
-from hagstudy import dataset, hag
 from hagstudy.decoding import DecodingConfig, ParseResult
 from hagstudy.files import atomic_write
+from hagstudy.method import dataset, hag
 from hagstudy.scoring import Engine
 
 FILE = "gate.json"
@@ -168,7 +168,7 @@ def select_step(curve: pd.DataFrame, rule: str, min_parse_rate: float) -> int:
 
 def adapter_path(folder: Path | str, verdict: Gate) -> Path:
     """The folder of the snapshot ``verdict`` judged: the adapter itself, or one of its checkpoints."""
-    from hagstudy import training
+    from hagstudy.method import training
 
     folder = Path(folder)
     if verdict.selected_step == verdict.steps:
@@ -199,7 +199,8 @@ def train_and_judge(
     adapter's name; empty without ``curve``, and then the final adapter is judged). ``run`` is a
     ``study.Run``; the majority baseline uses ``train_rows`` only. ``adapter_path`` gives the folder to use.
     """
-    from hagstudy import study, training
+    from hagstudy import study
+    from hagstudy.method import training
 
     settings = settings or run.profile.train
     result = study.train_once(run, name, list(train_rows), list(val_rows), settings, seed=seed)

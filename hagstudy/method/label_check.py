@@ -22,8 +22,8 @@ import pandas as pd
 
 from hagstudy.decoding import DecodingConfig
 from hagstudy.files import atomic_write
+from hagstudy.method.search import ItemLabel
 from hagstudy.scoring import Engine, Task, evaluate
-from hagstudy.search import ItemLabel
 from hagstudy.seeds import OFFSET_HELDOUT
 
 if TYPE_CHECKING:

@@ -60,9 +60,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from hagstudy import decode_step, models
 from hagstudy.config import ENGINE_STEPS
 from hagstudy.decoding import EDT_MIN_TEMPERATURE, EDT_N, DecodingConfig
+from hagstudy.engine import decode_step, models
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ the sampling fields of its generation config.
 (``import_into``). Notebook 03 then finds the training done (the fingerprint matches, as for any trained
 adapter), and ``study.Run.engine`` serves a receipt-only folder through a ``ReplayEngine``: cache reads
 under the recorded identity, no decoding. A request the cache does not hold raises ``ReplayMiss``, which
-names the adapter and the fix (train it here: ``python -m hagstudy.receipts forget``, or ``make all
+names the adapter and the fix (train it here: ``python -m hagstudy.replay.receipts forget``, or ``make all
 FRESH=1``); it never decodes with other weights. A folder that holds weights is never touched by an import,
 and ``Run.engine`` writes its receipt when it builds the adapter's engine.
 """
@@ -31,7 +31,14 @@ from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Sequence
 
 from hagstudy.files import atomic_write, shown
-from hagstudy.training import ADAPTER_WEIGHTS, FINGERPRINT, TRAIN_LOG, adapter_tokenizer, checkpoint_dirs, snapshot_dir
+from hagstudy.method.training import (
+    ADAPTER_WEIGHTS,
+    FINGERPRINT,
+    TRAIN_LOG,
+    adapter_tokenizer,
+    checkpoint_dirs,
+    snapshot_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +50,7 @@ VERSION = 1
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
                    "vocab.json", "merges.txt")
 GENERATION_FIELDS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")  # what default_config reads
-_FORGET = "python -m hagstudy.receipts forget --profile {profile}"
+_FORGET = "python -m hagstudy.replay.receipts forget --profile {profile}"
 
 
 class ReceiptError(RuntimeError):
@@ -143,12 +150,12 @@ class ReplayEngine:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def key(self, request: Any) -> str:
-        from hagstudy.generation import request_key
+        from hagstudy.engine.generation import request_key
 
         return request_key(self.identity, request, self.step)
 
     def generate(self, requests: Sequence[Any], desc: str = "generate") -> list[Any]:
-        from hagstudy.generation import from_cache, require_prompts
+        from hagstudy.engine.generation import from_cache, require_prompts
 
         require_prompts(requests)
         keys = [self.key(r) for r in requests]
@@ -278,8 +285,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--profile", default="default")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from hagstudy import models, study
+    from hagstudy import study
     from hagstudy.config import load_profile
+    from hagstudy.engine import models
 
     profile = load_profile(args.profile)
     adapters = profile.paths.artifact("adapters")

@@ -1,6 +1,6 @@
 """Fine-tuning for HAG's stage 1: TRL SFT with a PEFT LoRA adapter, on CPU, seeded, saved atomically.
 
-The instruction set (``hagstudy.dataset``) holds chat rows ``{"messages": [system, user, assistant], ...}``
+The instruction set (``hagstudy.method.dataset``) holds chat rows ``{"messages": [system, user, assistant], ...}``
 whose assistant turn is a decoding config's canonical JSON. TRL's ``assistant_only_loss`` uses the
 ``{% generation %}`` markers of ``models.CHATML_TEMPLATE`` to learn only that JSON and its ``<|im_end|>``.
 That last token matters: the embedded tokenizer pads with ``<|im_end|>`` (pad == eos), and a collator
@@ -13,8 +13,8 @@ the loss; ``tests/test_training.py`` checks it on real tokens.
 completion cache never confuses tuned and untuned generations.
 
 The same training runs three ways, all through ``train_if_changed`` (same fingerprint, same folder):
-in-process from notebook 03 (``study.train_once``), as ``python -m hagstudy.training --profile P``,
-and on N GPUs as ``accelerate launch --config_file configs/accelerate/<ddp|fsdp>.yaml -m hagstudy.training
+in-process from notebook 03 (``study.train_once``), as ``python -m hagstudy.method.training --profile P``,
+and on N GPUs as ``accelerate launch --config_file configs/accelerate/<ddp|fsdp>.yaml -m hagstudy.method.training
 --profile P`` (docs/scaling.md). Under a launcher every rank trains; rank 0 alone writes the folder.
 """
 
@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from hagstudy import models
 from hagstudy.config import TrainSettings
+from hagstudy.engine import models
 from hagstudy.files import shown
 
 log = logging.getLogger(__name__)
@@ -550,11 +550,11 @@ def _jsonable(x: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m hagstudy.training --profile P``: notebook 03's training, from notebook 02's rows, into its folder."""
-    from hagstudy import dataset
+    """``python -m hagstudy.method.training --profile P``: notebook 03's training, from notebook 02's rows, into its folder."""
     from hagstudy.config import load_profile
+    from hagstudy.method import dataset
 
-    ap = argparse.ArgumentParser(prog="python -m hagstudy.training", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m hagstudy.method.training", description=main.__doc__)
     ap.add_argument("--profile", default=None, help="configs/<profile>.yaml (default: $HAGSTUDY_PROFILE, else default)")
     ap.add_argument("--name", default="hag_seed0",
                     help="adapter name: artifacts/<profile>/adapters/<name> (notebook 03: hag_seed0, hag_seed1, ...)")

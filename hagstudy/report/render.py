@@ -1,6 +1,6 @@
 """Run a notebook with papermill into the profile's results folder, then make the copy diff-friendly.
 
-``python -m hagstudy.render notebooks/01_search.ipynb --profile default`` executes the notebook with
+``python -m hagstudy.report.render notebooks/01_search.ipynb --profile default`` executes the notebook with
 the ``hagstudy`` kernel, strips papermill's volatile metadata (timestamps, durations) so a rerun with
 the same numbers diffs empty, writes an HTML copy beside it (``--no-html``: leave that to
 ``--readme``) and records the wall time and the number of generations it decoded (cache misses) in
@@ -100,7 +100,7 @@ def update_html(results: Path) -> list[Path]:
 
 def _completions(paths: Paths) -> int:
     """Rows in the completion cache: their growth during a notebook is what it decoded."""
-    from hagstudy.cache import CompletionCache
+    from hagstudy.engine.cache import CompletionCache
 
     db = paths.cache / "completions.sqlite"
     if not db.is_file():
@@ -205,7 +205,7 @@ def _read_optional(tables: Path, name: str) -> pd.DataFrame | None:
 
 def _answer_lines(tables: Path) -> list[str]:
     """``findings.answer`` from relative_strong.csv, headroom.csv and at_chance.csv (those present)."""
-    from hagstudy import findings
+    from hagstudy.report import findings
 
     strong, headroom, at_chance = (_read_optional(tables, n) for n in ("relative_strong.csv", "headroom.csv", "at_chance.csv"))
     return findings.answer(strong, headroom, at_chance)
@@ -215,7 +215,7 @@ def _findings_lines(tables: Path, target: str = "HAG") -> list[str]:
     """The findings sentences from relative*.csv, at_chance.csv, train_gate.csv and headroom.csv."""
     from types import SimpleNamespace
 
-    from hagstudy import findings
+    from hagstudy.report import findings
 
     relative, strong, at_chance, gates, headroom, difficulty = (
         _read_optional(tables, n) for n in ("relative.csv", "relative_strong.csv", "at_chance.csv", "train_gate.csv",
@@ -238,7 +238,7 @@ def _findings_lines(tables: Path, target: str = "HAG") -> list[str]:
 def write_readme(profile: str = "default") -> Path:
     """results/README.md: findings, tables, captioned figures and the run metadata, all read from files."""
 
-    from hagstudy.evaluation import sort_canonical, to_markdown
+    from hagstudy.report.evaluation import sort_canonical, to_markdown
     from hagstudy.tasks import selected
 
     p = load_profile(profile)
@@ -249,7 +249,7 @@ def write_readme(profile: str = "default") -> Path:
     lines = [
         "# Rendered results",
         "",
-        "Written by `make all` (`python -m hagstudy.render --readme`) from the files in this folder; do not edit by hand.",
+        "Written by `make all` (`python -m hagstudy.report.render --readme`) from the files in this folder; do not edit by hand.",
         "",
         f"- profile: `{p.name}`; model: `{p.model}` ({p.dtype}); evaluation seeds: {list(p.seeds)}",
         f"- commit: `{meta.get('commit', 'unknown')}`; machine: {meta.get('machine', 'unknown')}",
@@ -263,7 +263,7 @@ def write_readme(profile: str = "default") -> Path:
         lines += [f"- {line}" for line in answer] + [""]
     found = _findings_lines(tables)
     if found:
-        lines += ["## Findings", "", "Generated from the tables below (`hagstudy.findings`); losses first.", ""]
+        lines += ["## Findings", "", "Generated from the tables below (`hagstudy.report.findings`); losses first.", ""]
         lines += [f"- {line}" for line in found] + [""]
     sections = [  # (file, heading, columns or None for all): what a reader needs first comes first
         ("train_gate.csv", "Did HAG's stage 1 learn its labels? (notebook 03's gate, validation rows)",
@@ -311,7 +311,7 @@ def write_readme(profile: str = "default") -> Path:
     if figures:
         lines += ["## Figures", ""]
         for f in figures:
-            caption = FIGURE_CAPTIONS.get(f.stem, "(no caption: add one to `hagstudy.render.FIGURE_CAPTIONS`)")
+            caption = FIGURE_CAPTIONS.get(f.stem, "(no caption: add one to `hagstudy.report.render.FIGURE_CAPTIONS`)")
             lines += [f"![{f.stem}](figures/{f.name})", "", f"*Figure `{f.stem}`.* {caption}", ""]
     if meta.get("wall_s"):
         wall, decoded = meta["wall_s"], meta.get("decoded", {})

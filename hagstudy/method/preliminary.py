@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from hagstudy.decoding import HYPERPARAMETERS, DecodingConfig, ParseResult
-from hagstudy.diversity import distinct_n, self_bleu
-from hagstudy.evaluation import bootstrap_ci
+from hagstudy.report.diversity import distinct_n, self_bleu
+from hagstudy.report.evaluation import bootstrap_ci
 from hagstudy.scoring import Engine, Task, evaluate
 
 if TYPE_CHECKING:

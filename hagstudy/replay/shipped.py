@@ -17,7 +17,7 @@ one JSON object of pair key -> cosine in units of 1e-4 (``cache.CosineCache``), 
 similarity-scored tasks get the committed numbers on a CPU whose float32 kernels round otherwise.
 
 ``make all`` imports the file before the notebooks run (once per new file; ``FRESH=1`` skips it) and
-``make ship`` exports after a run: ``python -m hagstudy.shipped export|import [--profile P]``.
+``make ship`` exports after a run: ``python -m hagstudy.replay.shipped export|import [--profile P]``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from hagstudy.cache import COSINES_DB, CacheError, CompletionCache, CosineCache, text_digest
+from hagstudy.engine.cache import COSINES_DB, CacheError, CompletionCache, CosineCache, text_digest
 from hagstudy.files import atomic_open
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from hagstudy.evaluation import difficulty_correlation, flags
+from hagstudy.report.evaluation import difficulty_correlation, flags
 
 _ORDER = {"worse": 0, "better": 1, "equivalent": 2, "not significant": 3}
 

@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from hagstudy.decoding import HYPERPARAMETERS
-from hagstudy.evaluation import difficulty_correlation, flags, method_key
 from hagstudy.files import atomic_open
+from hagstudy.report.evaluation import difficulty_correlation, flags, method_key
 
 DPI = 150
 _RC: dict[str, Any] = {

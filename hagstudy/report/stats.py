@@ -6,7 +6,7 @@ inside an item. Hence the two-level bootstrap (:func:`bootstrap_ci`: items, then
 and the item-paired comparison (:func:`paired_bootstrap`). A difference is tested against zero, and
 equivalence (:func:`equivalence_p`, TOST) against a stated margin; a family of tests is corrected with
 Holm's step-down method (:func:`holm`). Everything is seeded and independent of row order.
-``hagstudy.evaluation`` builds the study's tables from these.
+``hagstudy.report.evaluation`` builds the study's tables from these.
 """
 
 from __future__ import annotations

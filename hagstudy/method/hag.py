@@ -18,7 +18,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
-from hagstudy import dataset
 from hagstudy.decoding import (
     GREEDY,
     HYPERPARAMETERS,
@@ -27,6 +26,7 @@ from hagstudy.decoding import (
     ParseResult,
     parse_config,
 )
+from hagstudy.method import dataset
 from hagstudy.scoring import Engine
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def stage1_requests(
 ) -> list[Any]:
     """One greedy request per query, prompt = the instruction set's [system, user] rendered by ``engine``,
     followed by ``prefill`` (the start of the assistant's reply, which the model continues)."""
-    from hagstudy.generation import Request
+    from hagstudy.engine.generation import Request
 
     to_messages = messages_fn or dataset.stage1_messages
     config = stage1_config(max_new_tokens)

@@ -1,0 +1,1 @@
+"""Reporting: statistics, tables, findings, figures and the rendered README. Reads tables, never generates."""
