@@ -175,7 +175,7 @@ def load_tokenizer(spec: str = EMBEDDED) -> Any:
     if isinstance(source, Path):
         _check_folder(spec, source, tokenizer_only=True)
     tokenizer = _attempt(spec, source, "tokenizer", lambda: AutoTokenizer.from_pretrained(source))
-    _prepare_tokenizer(tokenizer)
+    prepare_tokenizer(tokenizer)
     return tokenizer
 
 
@@ -220,14 +220,14 @@ def load(spec: str = EMBEDDED, dtype: str = "float32", seed: int = 0) -> tuple[A
             spec, source, "weights", lambda: AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
         )
         tokenizer = _attempt(spec, source, "tokenizer", lambda: AutoTokenizer.from_pretrained(source))
-        _prepare_tokenizer(tokenizer, keep_template=spec not in (EMBEDDED,))
+        prepare_tokenizer(tokenizer, keep_template=spec not in (EMBEDDED,))
     model.eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.hagstudy_spec = spec
     return model, tokenizer
 
 
-def _prepare_tokenizer(tokenizer: Any, keep_template: bool = False) -> None:
+def prepare_tokenizer(tokenizer: Any, keep_template: bool = False) -> None:
     """ChatML with generation markers for the embedded tokenizer; a pad token; left padding for generation."""
     if not keep_template or not tokenizer.chat_template:
         tokenizer.chat_template = CHATML_TEMPLATE

@@ -250,7 +250,7 @@ class VLLMBackend:
             name = f"{spec}+lora:{self.adapter_digest}"
         self.identity = f"{name}|{worker.load_msg['dtype']}|{folder_digest(folder)}"
         self.tokenizer = AutoTokenizer.from_pretrained(self.adapter or folder)
-        models._prepare_tokenizer(self.tokenizer, keep_template=self.adapter is not None or spec != models.EMBEDDED)
+        models.prepare_tokenizer(self.tokenizer, keep_template=self.adapter is not None or spec != models.EMBEDDED)
         try:
             gen = GenerationConfig.from_pretrained(folder)
         except OSError:

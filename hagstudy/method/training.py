@@ -518,7 +518,7 @@ def adapter_tokenizer(adapter_dir: str | Path) -> Any:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
-    models._prepare_tokenizer(tokenizer, keep_template=True)
+    models.prepare_tokenizer(tokenizer, keep_template=True)
     return tokenizer
 
 

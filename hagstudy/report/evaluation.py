@@ -37,10 +37,10 @@ from hagstudy.files import atomic_write
 from hagstudy.report.stats import (
     MARGIN,
     PairedResult,
-    _check_boot_args,
-    _difference_p,
-    _item_means,
-    _tost_p,
+    check_boot_args,
+    difference_p,
+    item_means,
+    tost_p,
     bootstrap_ci,
     equivalence_p,
     holm,
@@ -245,7 +245,7 @@ def relative_table(
 
     Tasks lacking the target or a baseline are skipped.
     """
-    _check_boot_args(n_boot, alpha)
+    check_boot_args(n_boot, alpha)
     if not (isinstance(floor, (int, float)) and floor >= 0):
         raise ValueError(f"floor must be a number >= 0, got {floor!r}")
     frame = validate_scores(scores)
@@ -255,17 +255,17 @@ def relative_table(
         methods = set(sub["method"])
         if target not in methods:
             continue
-        t_mean = float(_item_means(sub.loc[sub["method"] == target]).mean())
+        t_mean = float(item_means(sub.loc[sub["method"] == target]).mean())
         for base in baselines:
             if base not in methods or base == target:
                 continue
-            b_mean = float(_item_means(sub.loc[sub["method"] == base]).mean())
+            b_mean = float(item_means(sub.loc[sub["method"] == base]).mean())
             m = _margin_for(margin, str(task))
             if members:
                 diff, reps = pooled_paired_replicates(frame, members, base, str(task), n_boot, rng_seed)
                 lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-                res = PairedResult(diff, float(lo), float(hi), _difference_p(reps))
-                p_tost = _tost_p(reps, m)
+                res = PairedResult(diff, float(lo), float(hi), difference_p(reps))
+                p_tost = tost_p(reps, m)
             else:
                 res = paired_bootstrap(frame, target, base, task, n_boot, alpha, rng_seed, validated=True)
                 p_tost = equivalence_p(frame, target, base, task, m, n_boot, rng_seed, validated=True)
@@ -396,7 +396,7 @@ def headroom_table(
     beat the one per-task config: no per-query method among those candidates has room to beat it.
     The headroom can be negative: the item oracle chooses on a few noisy draws and is scored on others.
     """
-    _check_boot_args(n_boot, alpha)
+    check_boot_args(n_boot, alpha)
     target, base = "item_oracle", "task_oracle"
     oracle = validate_scores(oracle_scores)
     others = sorted(set(map(str, oracle["method"])) - {target})
@@ -423,8 +423,8 @@ def headroom_table(
                 "task": task,
                 "n_items": int(mine["item_id"].nunique()),
                 "n_seeds": int(mine["seed"].nunique()),
-                "item_oracle_mean": float(_item_means(mine).mean()),
-                "task_oracle_mean": float(_item_means(paired.loc[paired["method"] == base]).mean()),
+                "item_oracle_mean": float(item_means(mine).mean()),
+                "task_oracle_mean": float(item_means(paired.loc[paired["method"] == base]).mean()),
                 "headroom": res.diff_mean,
                 "headroom_ci_low": res.ci_low,
                 "headroom_ci_high": res.ci_high,

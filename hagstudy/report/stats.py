@@ -135,7 +135,7 @@ def _item_matrix(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return mat, counts
 
 
-def _item_means(frame: pd.DataFrame) -> pd.Series:
+def item_means(frame: pd.DataFrame) -> pd.Series:
     """Mean over seeds per item, indexed by item_id (sorted)."""
     return frame.groupby("item_id", sort=True)["score"].mean()
 
@@ -177,7 +177,7 @@ def _item_replicates(values: np.ndarray, n_boot: int, rng: np.random.Generator) 
     return out
 
 
-def _check_boot_args(n_boot: int, alpha: float) -> None:
+def check_boot_args(n_boot: int, alpha: float) -> None:
     if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
     if not 0.0 < alpha < 1.0:
@@ -199,7 +199,7 @@ def bootstrap_ci(
     independent and give CIs that are too narrow. Fully vectorised (chunks of replicates, no Python
     loop per replicate), seeded with ``rng_seed``, and independent of row order.
     """
-    _check_boot_args(n_boot, alpha)
+    check_boot_args(n_boot, alpha)
     for col in ("task", "method"):
         if col in scores_frame.columns and scores_frame[col].nunique(dropna=False) > 1:
             raise ValueError(
@@ -230,19 +230,19 @@ def _paired_diffs(frame: pd.DataFrame, method_a: str, method_b: str, task: str) 
     for m in (method_a, method_b):
         if m not in set(sub["method"]):
             raise ValueError(f"method {m!r} has no scores on task {task!r}; methods there: {have}")
-    a = _item_means(sub.loc[sub["method"] == method_a])
-    b = _item_means(sub.loc[sub["method"] == method_b])
+    a = item_means(sub.loc[sub["method"] == method_a])
+    b = item_means(sub.loc[sub["method"] == method_b])
     return (a - b.reindex(a.index)).to_numpy(dtype=float)
 
 
-def _difference_p(reps: np.ndarray) -> float:
+def difference_p(reps: np.ndarray) -> float:
     """Two-sided bootstrap p-value of 'mean difference = 0' (see :func:`paired_bootstrap`)."""
     below = int((reps <= 0.0).sum()) + 1
     above = int((reps >= 0.0).sum()) + 1
     return min(1.0, 2.0 * min(below, above) / (len(reps) + 1))
 
 
-def _tost_p(reps: np.ndarray, margin: float) -> float:
+def tost_p(reps: np.ndarray, margin: float) -> float:
     """Bootstrap TOST p-value of 'the mean difference lies outside (-margin, margin)' (see :func:`equivalence_p`)."""
     if not (isinstance(margin, (int, float, np.floating)) and math.isfinite(margin) and margin > 0):
         raise ValueError(f"equivalence margin must be a positive number, got {margin!r}")
@@ -274,12 +274,12 @@ def paired_bootstrap(
     outside the (1 - alpha) interval, so a table's verdict never contradicts its CI. Identical
     methods give p = 1. The p-value is not corrected for multiple comparisons (see :func:`holm`).
     """
-    _check_boot_args(n_boot, alpha)
+    check_boot_args(n_boot, alpha)
     frame = scores if validated else validate_scores(scores)
     d = _paired_diffs(frame, method_a, method_b, task)
     reps = _item_replicates(d, n_boot, np.random.default_rng(rng_seed))
     lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-    return PairedResult(float(d.mean()), float(lo), float(hi), _difference_p(reps))
+    return PairedResult(float(d.mean()), float(lo), float(hi), difference_p(reps))
 
 
 def equivalence_p(
@@ -303,10 +303,10 @@ def equivalence_p(
     lies inside (-margin, margin): equivalence is shown, not assumed from a failure to reject.
     ``margin`` is absolute, on the score scale (see :data:`MARGIN`).
     """
-    _check_boot_args(n_boot, 0.05)
+    check_boot_args(n_boot, 0.05)
     frame = scores if validated else validate_scores(scores)
     d = _paired_diffs(frame, method_a, method_b, task)
-    return _tost_p(_item_replicates(d, n_boot, np.random.default_rng(rng_seed)), margin)
+    return tost_p(_item_replicates(d, n_boot, np.random.default_rng(rng_seed)), margin)
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -349,7 +349,7 @@ def _member_matrix(frame: pd.DataFrame, members: Sequence[str], task: str | None
         got = sub.loc[sub["method"] == m]
         if got.empty:
             raise ValueError(f"pooled method member {m!r} has no scores" + (f" on task {task!r}" if task else ""))
-        means = _item_means(got)
+        means = item_means(got)
         index = means.index if index is None else index
         if not means.index.equals(index):
             raise ValueError(f"pooled members are not scored on the same items: {m!r} differs from {members[0]!r}")
@@ -384,7 +384,7 @@ def pooled_ci(
     (shared by the drawn members). Seeds are averaged within an item first: with a few adapters, the
     adapter level and the item level carry the variation that matters for "would HAG help again?".
     """
-    _check_boot_args(n_boot, alpha)
+    check_boot_args(n_boot, alpha)
     if not members:
         raise ValueError("pooled_ci: no member methods")
     mat = _member_matrix(scores, members)
@@ -400,14 +400,14 @@ def pooled_paired_replicates(
 
     Differences are paired per item (each member's item mean minus the baseline's), then resampled
     like :func:`pooled_ci`: members, then items. Feed the replicates to the same p-value rules as
-    :func:`paired_bootstrap` (``_difference_p``) and :func:`equivalence_p` (``_tost_p``).
+    :func:`paired_bootstrap` (``difference_p``) and :func:`equivalence_p` (``tost_p``).
     """
     sub = scores.loc[scores["task"] == task]
     mat = _member_matrix(sub, members)
-    base = _item_means(sub.loc[sub["method"] == baseline])
+    base = item_means(sub.loc[sub["method"] == baseline])
     if base.empty:
         raise ValueError(f"method {baseline!r} has no scores on task {task!r}")
-    index = _item_means(sub.loc[sub["method"] == members[0]]).index
+    index = item_means(sub.loc[sub["method"] == members[0]]).index
     d = mat - base.reindex(index).to_numpy(dtype=float)[None, :]
     if np.isnan(d).any():
         raise ValueError(f"task {task!r}: {baseline!r} is not scored on every item of the pooled method")
