@@ -37,16 +37,16 @@ from hagstudy.files import atomic_write
 from hagstudy.report.stats import (
     MARGIN,
     PairedResult,
+    bootstrap_ci,
     check_boot_args,
     difference_p,
-    item_means,
-    tost_p,
-    bootstrap_ci,
     equivalence_p,
     holm,
+    item_means,
     paired_bootstrap,
     pooled_ci,
     pooled_paired_replicates,
+    tost_p,
     validate_scores,
 )
 
