@@ -115,11 +115,18 @@ class DecodingConfig:
             return replace(self, top_p=1.0, top_k=0, min_p=0.0, edt_theta=0.0)
         return self
 
+    def identity(self) -> str:
+        """THE identity of a config: the canonical text of the config that decodes the same (``effective``).
+
+        Two configs are the same config exactly when their identities are equal; the search's memo and
+        prune table, the label check, the ablations and the item oracle all key configs by it. The token
+        budget is not part of it (it is the task's, not the config's); ``key`` adds it for the cache."""
+        return self.effective().to_json()
+
     def key(self) -> str:
-        """A stable string for hashing: effective hyperparameters plus the token budget (plus the adaptive
-        baselines when on: a config without them keeps its key byte for byte)."""
-        eff = self.effective()
-        return json.dumps({**eff.hyperparameters(), **eff.adaptive(), "max_new_tokens": eff.max_new_tokens}, sort_keys=True)
+        """The cache key: ``identity`` plus the token budget, keys sorted (a stable string for hashing; a
+        config without the adaptive baselines keeps its key byte for byte)."""
+        return json.dumps({**json.loads(self.identity()), "max_new_tokens": self.max_new_tokens}, sort_keys=True)
 
     def with_(self, **changes: Any) -> "DecodingConfig":
         return replace(self, **changes)
@@ -137,8 +144,9 @@ class DecodingConfig:
         return total
 
 
-# transformers' sampling defaults; SmolLM2's GGUF carries no sampling values of its own.
-TRANSFORMERS_DEFAULT = DecodingConfig(temperature=1.0, top_p=1.0, top_k=50, repetition_penalty=1.0)
+# transformers' sampling defaults, which are DecodingConfig's own field defaults (the one definition);
+# SmolLM2's GGUF carries no sampling values of its own.
+TRANSFORMERS_DEFAULT = DecodingConfig()
 
 
 def default_config(generation_config: Any = None) -> tuple[DecodingConfig, str]:
@@ -180,7 +188,7 @@ class SearchSpace:
         seen: dict[str, DecodingConfig] = {}
         for values in _product([self.coarse[h] for h in HYPERPARAMETERS]):
             cfg = DecodingConfig(**dict(zip(HYPERPARAMETERS, values)))
-            seen.setdefault(cfg.effective().key(), cfg.effective())
+            seen.setdefault(cfg.identity(), cfg.effective())
         return list(seen.values())
 
     def sample(self, rng: Any) -> DecodingConfig:

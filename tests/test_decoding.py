@@ -1,6 +1,7 @@
 import json
 import random
 
+import numpy as np
 import pytest
 
 from hagstudy.decoding import (
@@ -187,3 +188,54 @@ def test_greedy_drops_the_adaptive_fields():
     g = GREEDY.with_(min_p=0.2, edt_theta=2.0)
     assert g.effective() == GREEDY and g.key() == GREEDY.key()
     assert DecodingConfig(temperature=0.5, min_p=0.2).effective().min_p == 0.2
+
+
+def _identity_configs() -> list[DecodingConfig]:
+    """Many configs for the identity check: the grid, seeded draws, greedy variants, float noise (0.1 + 0.2),
+    ints where floats go and floats where ints go, the adaptive fields, other budgets, and parsed partial texts
+    (missing values, None in the JSON, filled in from the fallback)."""
+    rng = random.Random(0)
+    out = list(SearchSpace().grid()) + [TRANSFORMERS_DEFAULT, GREEDY, DecodingConfig()]
+    out += [SearchSpace().sample(np.random.default_rng(s)) for s in range(50)]
+    out += [
+        DecodingConfig(temperature=0.1 + 0.2, top_p=0.1 + 0.2, repetition_penalty=1 + 0.1 + 0.2),
+        DecodingConfig(temperature=1, top_p=1, top_k=50.0, repetition_penalty=1, max_new_tokens=16.0),
+        DecodingConfig(temperature=0, top_p=0.5, top_k=7, min_p=0.3, edt_theta=2),
+        DecodingConfig(temperature=-0.0, repetition_penalty=1.004999),
+        GREEDY.with_(min_p=0.2, edt_theta=2.0, max_new_tokens=128),
+    ]
+    for _ in range(300):
+        out.append(DecodingConfig(
+            temperature=rng.choice([0, 0.0, rng.uniform(0, 2)]), top_p=rng.uniform(0.01, 1.0), top_k=rng.randint(0, 1000),
+            repetition_penalty=rng.uniform(1.0, 2.0), max_new_tokens=rng.randint(1, 512),
+            min_p=rng.choice([0.0, rng.uniform(0, 0.99)]), edt_theta=rng.choice([0.0, rng.uniform(0, 10)]),
+        ))
+    for text in ('{"temperature": 0.7}', '{"temperature": null, "top_k": 5}', "top_p = 0.3", '{"t": 1e999}'):
+        parsed = parse_config(text)
+        assert parsed.config is not None
+        out.append(parsed.config)
+    return out
+
+
+def test_identity_and_key_are_byte_identical_to_the_formulas_they_replace():
+    """``identity`` replaces the search's, ablations' and label check's ``_key`` (``effective().to_json()``) and
+    ``key`` is now built from it: both strings feed seeds, file keys and the cache, so they must not move."""
+
+    def old_key(c: DecodingConfig) -> str:
+        eff = c.effective()
+        return json.dumps({**eff.hyperparameters(), **eff.adaptive(), "max_new_tokens": eff.max_new_tokens}, sort_keys=True)
+
+    configs = _identity_configs()
+    assert len(configs) > 400
+    for c in configs:
+        assert c.identity() == c.effective().to_json()
+        assert c.key() == old_key(c)
+    assert DecodingConfig(temperature=0.1 + 0.2).identity() == DecodingConfig(temperature=0.3).identity()
+    assert GREEDY.with_(top_k=40, top_p=0.5, min_p=0.1).identity() == GREEDY.identity()
+    assert GREEDY.with_(max_new_tokens=8).identity() == GREEDY.identity() != GREEDY.with_(max_new_tokens=8).key()
+    with pytest.raises(ConfigError):
+        DecodingConfig(temperature=None)
+
+
+def test_the_default_config_is_defined_once():
+    assert TRANSFORMERS_DEFAULT == DecodingConfig() and default_config(None)[0] is TRANSFORMERS_DEFAULT

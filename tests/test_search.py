@@ -17,7 +17,7 @@ from hagstudy.decoding import (
     DecodingConfig,
     SearchSpace,
 )
-from hagstudy.method import ablations, preliminary, search
+from hagstudy.method import ablations, preliminary, search, strategies
 from hagstudy.scoring import EPS, Cost
 from hagstudy.seeds import OFFSET_REPEAT, draw_seeds
 
@@ -132,10 +132,10 @@ def test_random_search_is_seeded_and_within_budget() -> None:
     task = FakeTask(target_score(DecodingConfig(0.5, 0.9, 10, 1.1), noise_weight=0.3))
     items = task.items("search", 3)
     engine = FakeEngine()
-    a = search.random_search(engine, task, items, DEFAULT, draws=2, generations=12, seed=3)
+    a = strategies.random_search(engine, task, items, DEFAULT, draws=2, generations=12, seed=3)
     assert engine.calls and len(engine.calls) == 1
-    b = search.random_search(FakeEngine(), task, items, DEFAULT, draws=2, generations=12, seed=3)
-    c = search.random_search(FakeEngine(), task, items, DEFAULT, draws=2, generations=12, seed=4)
+    b = strategies.random_search(FakeEngine(), task, items, DEFAULT, draws=2, generations=12, seed=3)
+    c = strategies.random_search(FakeEngine(), task, items, DEFAULT, draws=2, generations=12, seed=4)
     assert a == b and a != c
     for lab in a:
         assert lab.method == "random" and lab.search_evals <= 6
@@ -147,9 +147,9 @@ def test_tpe_is_seeded_batched_and_within_budget() -> None:
     task = FakeTask(target_score(DecodingConfig(0.5, 0.9, 10, 1.1), noise_weight=0.2))
     items = task.items("search", 2)
     engine = FakeEngine()
-    a = search.tpe_search(engine, task, items, DEFAULT, draws=1, generations=10, seed=0, batch=4, n_startup=4)
+    a = strategies.tpe_search(engine, task, items, DEFAULT, draws=1, generations=10, seed=0, batch=4, n_startup=4)
     assert len(engine.calls) == 1 + math.ceil(10 / 4)  # default round + ask rounds, all items per call
-    b = search.tpe_search(FakeEngine(), task, items, DEFAULT, draws=1, generations=10, seed=0, batch=4, n_startup=4)
+    b = strategies.tpe_search(FakeEngine(), task, items, DEFAULT, draws=1, generations=10, seed=0, batch=4, n_startup=4)
     assert a == b
     for lab in a:
         assert lab.method == "tpe" and 1 <= lab.search_evals <= 10

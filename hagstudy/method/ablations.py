@@ -18,7 +18,7 @@ import pandas as pd
 from hagstudy import methods, study
 from hagstudy.config import TrainSettings
 from hagstudy.decoding import HYPERPARAMETERS, DecodingConfig
-from hagstudy.method import dataset, gate, label_check, search
+from hagstudy.method import dataset, gate, label_check, search, strategies
 from hagstudy.method.label_check import heldout_means
 from hagstudy.method.search import ItemLabel, PruneResult, generations_per_item
 from hagstudy.report import evaluation
@@ -28,9 +28,6 @@ from hagstudy.seeds import OFFSET_REPEAT
 if TYPE_CHECKING:
     from hagstudy.tasks.base import Item
 
-
-def _key(config: DecodingConfig) -> str:
-    return config.effective().to_json()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,9 +103,9 @@ def reliability(
         row.update(
             search_a=a.score,
             search_b=b.score,
-            heldout_a=held[(item.id, _key(a.config))],
-            heldout_b=held[(item.id, _key(b.config))],
-            heldout_default=held[(item.id, _key(default))],
+            heldout_a=held[(item.id, a.config.identity())],
+            heldout_b=held[(item.id, b.config.identity())],
+            heldout_default=held[(item.id, default.identity())],
         )
         rows.append(row)
     return Reliability(task=task.name, rows=rows, labels_a=list(labels_a), labels_b=list(labels_b))
@@ -157,8 +154,8 @@ def label_quality(
                     "item_id": lab.item_id,
                     "generations": cost,
                     "search_score": lab.score,
-                    "heldout": held[(lab.item_id, _key(lab.config))],
-                    "heldout_default": held[(lab.item_id, _key(default))],
+                    "heldout": held[(lab.item_id, lab.config.identity())],
+                    "heldout_default": held[(lab.item_id, default.identity())],
                 }
             )
     return pd.DataFrame(rows)
@@ -201,8 +198,8 @@ def search_strategies(run: study.Run, labels: pd.DataFrame) -> tuple[pd.DataFram
         default = search.engine_default(base)
         by_strategy = {
             "greedy": search.item_labels(task_labels),
-            "random": search.random_search(base, task, items, default, draws, budget, seed=p.seed),
-            "tpe": search.tpe_search(base, task, items, default, draws, budget, seed=p.seed),
+            "random": strategies.random_search(base, task, items, default, draws, budget, seed=p.seed),
+            "tpe": strategies.tpe_search(base, task, items, default, draws, budget, seed=p.seed),
         }
         for k, v in by_strategy.items():
             strategy_labels[k].extend(v)

@@ -80,21 +80,18 @@ def heldout_means(
     for item, configs in wanted:
         seen: list[str] = []
         for c in configs:
-            if _key(c) not in seen:
-                seen.append(_key(c))
+            if c.identity() not in seen:
+                seen.append(c.identity())
                 pairs.append((item, c))
     evals, _ = evaluate(engine, task, pairs, draws, OFFSET_HELDOUT, stage=stage)
-    return {(ev.item_id, _key(ev.config)): ev.mean for ev in evals}
+    return {(ev.item_id, ev.config.identity()): ev.mean for ev in evals}
 
-
-def _key(config: DecodingConfig) -> str:
-    return config.effective().to_json()
 
 
 def _search_mean(label: ItemLabel, config: DecodingConfig) -> float:
-    key = _key(config)
+    key = config.identity()
     for ev in label.evaluations:
-        if _key(ev.config) == key:
+        if ev.config.identity() == key:
             return ev.mean
     return math.nan
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from hagstudy.decoding import GREEDY, DecodingConfig
+from hagstudy.decoding import GREEDY, TRANSFORMERS_DEFAULT, DecodingConfig
 from hagstudy.files import atomic_write
 from hagstudy.methods import per_item
 from hagstudy.scoring import Engine, Task, evaluate, pick_best
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 # task oracle is added per task when it is not among them.
 CANDIDATES: tuple[DecodingConfig, ...] = (
     GREEDY,
-    DecodingConfig(temperature=1.0, top_p=1.0, top_k=50, repetition_penalty=1.0),
+    TRANSFORMERS_DEFAULT,
     GREEDY.with_(repetition_penalty=1.3),
     DecodingConfig(temperature=0.3, top_p=0.9, top_k=0, repetition_penalty=1.0),
     DecodingConfig(temperature=0.5, top_p=0.9, top_k=50, repetition_penalty=1.0),
@@ -154,7 +154,7 @@ def item_oracle(
     Returns the score rows (method ``item_oracle``) and one row per item with the chosen config, its
     selection mean and the number of candidates.
     """
-    unique = list({c.effective().to_json(): c.effective() for c in candidates}.values())
+    unique = list({c.identity(): c.effective() for c in candidates}.values())
     pairs = [(item, c) for item in items for c in unique]
     evals, _ = evaluate(engine, task, pairs, selection_draws, OFFSET_ORACLE, stage="item_oracle")
     chosen: dict[str, DecodingConfig] = {}
@@ -171,8 +171,8 @@ def item_oracle(
 
 def candidates_for(task_oracle_config: DecodingConfig) -> list[DecodingConfig]:
     """``CANDIDATES`` plus the task's oracle config when it is not already one of them."""
-    keys = {c.effective().to_json() for c in CANDIDATES}
-    extra = [] if task_oracle_config.effective().to_json() in keys else [task_oracle_config]
+    keys = {c.identity() for c in CANDIDATES}
+    extra = [] if task_oracle_config.identity() in keys else [task_oracle_config]
     return [*CANDIDATES, *extra]
 
 

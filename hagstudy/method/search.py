@@ -4,7 +4,7 @@ The pipeline per task is (1) *pruning*: the coarse grid is scored on a few searc
 config that does worse than the default is dropped; the survivors define a few candidate values per
 hyperparameter; then (2) *greedy* search per item: one hyperparameter at a time, keep a change only
 when the mean score over R seeded draws strictly improves. Random search and Optuna TPE are the
-alternatives compared at an equal generation budget (notebook 05).
+alternatives compared at an equal generation budget (notebook 05), in ``method.strategies``.
 
 Every step scores through ``scoring.score`` (one engine call per step, all items batched), on the
 search's draw seeds (``seeds.draw_seeds``: common random numbers, so two configs of one item are
@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,6 @@ from hagstudy.decoding import (
 )
 from hagstudy.files import atomic_write
 from hagstudy.scoring import EPS, Cost, Engine, Evaluation, Task, evaluate, pick_best
-from hagstudy.seeds import stable_hash
 
 if TYPE_CHECKING:
     from hagstudy.config import Profile
@@ -43,10 +42,6 @@ if TYPE_CHECKING:
 
 LABEL_COLUMNS = ("task", "item_id", "query", "config", "score", "default_score", "n_evals", "search_evals")
 
-
-def _key(config: DecodingConfig) -> str:
-    """Identity of a config for the search: greedy's ignored top_p/top_k do not make a new config."""
-    return config.effective().to_json()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,17 +155,17 @@ def prune(
     """Score the coarse grid (plus the default if the grid lacks it); keep configs at least as good as the default."""
     space = space or SearchSpace()
     grid = [c.effective() for c in space.grid()]
-    keys = [_key(c) for c in grid]
+    keys = [c.identity() for c in grid]
     default = default.effective()
-    if _key(default) not in keys:
+    if default.identity() not in keys:
         grid.append(default)
-        keys.append(_key(default))
+        keys.append(default.identity())
     evals = _evaluate(engine, task, [(i, c) for i in items for c in grid], draws, 0, "prune", budget)
     per_config: dict[str, list[float]] = {k: [] for k in keys}
     for ev in evals:
-        per_config[_key(ev.config)].extend(ev.scores)
+        per_config[ev.config.identity()].extend(ev.scores)
     table = {k: math.fsum(v) / len(v) for k, v in per_config.items()}
-    threshold = table[_key(default)]
+    threshold = table[default.identity()]
     survivors = tuple(k for k in keys if table[k] >= threshold - EPS)
     configs = {k: c for k, c in zip(keys, grid)}
     candidates = {h: tuple(sorted({getattr(configs[k], h) for k in survivors})) for h in HYPERPARAMETERS}
@@ -188,7 +183,7 @@ def prune(
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-item searches: greedy, random, TPE
+# Per-item search: greedy (random and TPE: ``method.strategies``)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -214,7 +209,7 @@ class ItemLabel:
         return row
 
 
-class _ItemState:
+class ItemState:
     """One item's memo of evaluations (by effective config) and the order they were made in."""
 
     def __init__(self, item: Item) -> None:
@@ -226,19 +221,19 @@ class _ItemState:
     def missing(self, configs: Iterable[DecodingConfig]) -> list[DecodingConfig]:
         out: dict[str, DecodingConfig] = {}
         for c in configs:
-            k = _key(c)
+            k = c.identity()
             if k not in self.memo and k not in out:
                 out[k] = c.effective()
         return list(out.values())
 
     def record(self, evals: Iterable[Evaluation]) -> None:
         for ev in evals:
-            if _key(ev.config) not in self.memo:
-                self.memo[_key(ev.config)] = ev
+            if ev.config.identity() not in self.memo:
+                self.memo[ev.config.identity()] = ev
                 self.order.append(ev)
 
     def mean(self, config: DecodingConfig) -> float:
-        return self.memo[_key(config)].mean
+        return self.memo[config.identity()].mean
 
     def label(self, task: Task, config: DecodingConfig, default: DecodingConfig, method: str) -> ItemLabel:
         return ItemLabel(
@@ -255,10 +250,10 @@ class _ItemState:
         )
 
 
-def _run_round(
+def run_round(
     engine: Engine,
     task: Task,
-    states: Sequence[_ItemState],
+    states: Sequence[ItemState],
     wanted: Sequence[Sequence[DecodingConfig]],
     draws: int,
     seed_offset: int,
@@ -298,20 +293,20 @@ def greedy(
     """
     default = default.effective()
     start = pruned.best()
-    states = [_ItemState(item) for item in items]
+    states = [ItemState(item) for item in items]
     current = [start for _ in items]
-    _run_round(engine, task, states, [[default, start]] * len(states), draws, seed_offset, stage, budget)
+    run_round(engine, task, states, [[default, start]] * len(states), draws, seed_offset, stage, budget)
     for state in states:
-        state.considered.add(_key(start))
+        state.considered.add(start.identity())
     for name in order:
         values = pruned.candidates[name]
         trials = [[c.with_(**{name: v}).effective() for v in values] for c in current]
-        _run_round(engine, task, states, trials, draws, seed_offset, stage, budget)
+        run_round(engine, task, states, trials, draws, seed_offset, stage, budget)
         for i, state in enumerate(states):
             options = []
             seen: set[str] = set()
             for c in trials[i]:
-                k = _key(c)
+                k = c.identity()
                 state.considered.add(k)
                 if k not in seen:
                     seen.add(k)
@@ -320,115 +315,6 @@ def greedy(
             if best_mean > state.mean(current[i]) + EPS:
                 current[i] = best
     return [state.label(task, current[i], default, "greedy") for i, state in enumerate(states)]
-
-
-def random_search(
-    engine: Engine,
-    task: Task,
-    items: Sequence[Item],
-    default: DecodingConfig,
-    draws: int,
-    generations: int,
-    seed: int = 0,
-    space: SearchSpace | None = None,
-    *,
-    budget: Budget | None = None,
-) -> list[ItemLabel]:
-    """Uniform random configs per item (``generations // draws`` of them), best one wins; one engine call."""
-    space = space or SearchSpace()
-    default = default.effective()
-    n = max(1, generations // draws)
-    states = [_ItemState(item) for item in items]
-    wanted = []
-    for state in states:
-        rng = np.random.default_rng(stable_hash(task.name, state.item.id, "random", seed))
-        configs = [space.sample(rng).effective() for _ in range(n)]
-        state.considered.update(_key(c) for c in configs)
-        wanted.append([default, *configs])
-    _run_round(engine, task, states, wanted, draws, 0, "random", budget)
-    labels = []
-    for state, configs in zip(states, wanted):
-        options = [(c, state.mean(c)) for c in configs[1:]]
-        best, _ = options[pick_best(options, default)]
-        labels.append(state.label(task, best, default, "random"))
-    return labels
-
-
-def tpe_search(
-    engine: Engine,
-    task: Task,
-    items: Sequence[Item],
-    default: DecodingConfig,
-    draws: int,
-    generations: int,
-    seed: int = 0,
-    space: SearchSpace | None = None,
-    *,
-    batch: int = 4,
-    n_startup: int | None = None,
-    budget: Budget | None = None,
-) -> list[ItemLabel]:
-    """Optuna TPE per item (``generations // draws`` trials), asked in rounds of ``batch`` trials per item.
-
-    Each round asks every item's study for ``batch`` trials and evaluates them all in one engine
-    call, so TPE gets the same batching as greedy. Samplers are seeded per item.
-    """
-    import optuna
-
-    space = space or SearchSpace()
-    bounds = space.bounds()
-    default = default.effective()
-    n_trials = max(1, generations // draws)
-    startup = n_startup if n_startup is not None else max(1, min(10, n_trials // 2))
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        states = [_ItemState(item) for item in items]
-        studies = [
-            optuna.create_study(
-                direction="maximize",
-                sampler=optuna.samplers.TPESampler(
-                    seed=stable_hash(task.name, s.item.id, "tpe", seed), n_startup_trials=startup
-                ),
-            )
-            for s in states
-        ]
-        tried: list[list[DecodingConfig]] = [[] for _ in states]
-        _run_round(engine, task, states, [[default]] * len(states), draws, 0, "tpe", budget)
-        done = 0
-        while done < n_trials:
-            k = min(batch, n_trials - done)
-            asked = []
-            for study in studies:
-                trials = [study.ask() for _ in range(k)]
-                configs = [_suggest(t, bounds) for t in trials]
-                asked.append((trials, configs))
-            _run_round(engine, task, states, [c for _, c in asked], draws, 0, "tpe", budget)
-            for i, (study, (trials, configs)) in enumerate(zip(studies, asked)):
-                for trial, config in zip(trials, configs):
-                    states[i].considered.add(_key(config))
-                    tried[i].append(config)
-                    study.tell(trial, states[i].mean(config))
-            done += k
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    labels = []
-    for state, configs in zip(states, tried):
-        options = [(c, state.mean(c)) for c in configs]
-        best, _ = options[pick_best(options, default)]
-        labels.append(state.label(task, best, default, "tpe"))
-    return labels
-
-
-def _suggest(trial: Any, bounds: Mapping[str, tuple[float, float]]) -> DecodingConfig:
-    values: dict[str, Any] = {}
-    for name in HYPERPARAMETERS:
-        lo, hi = bounds[name]
-        if name == "top_k":
-            values[name] = trial.suggest_int(name, int(lo), int(hi))
-        else:
-            values[name] = trial.suggest_float(name, float(lo), float(hi))
-    return DecodingConfig(**values).effective()
 
 
 def generations_per_item(labels: Sequence[ItemLabel], draws: int) -> float:
@@ -626,8 +512,8 @@ def prune_frame(pruned: PruneResult | Sequence[PruneResult]) -> pd.DataFrame:
                     "mean": mean,
                     "threshold": p.threshold,
                     "survived": config in survivors,
-                    "is_default": config == p.default.to_json(),
-                    "is_start": config == best.to_json(),
+                    "is_default": config == p.default.identity(),
+                    "is_start": config == best.identity(),
                 }
             )
     frame = pd.DataFrame(rows, columns=["task", "config", "mean", "threshold", "survived", "is_default", "is_start"])
