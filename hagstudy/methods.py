@@ -1,10 +1,13 @@
-"""The compared methods, as per-generation score rows on shared test items and shared seeds.
+"""The compared methods' scoring: how each one's score rows are made.
 
 Every method answers the same items with the same generation seeds (common random numbers), so
 differences between methods are paired and come from the decoding configs alone. A method is just a
 config per (item, seed): ``default`` and ``greedy`` fix one, ``random`` draws one, ``task_oracle``
 uses the best fixed config found on the search split (``hagstudy.method.oracles``), ``zero_shot`` and ``hag``
 read one from stage 1. ``chance`` generates nothing: it is the task's best model-free answer (:func:`chance`).
+
+Each method's name, kind, colour and order are in ``hagstudy.registry`` (adding a method: one entry
+there and, if no function here fits, one scoring function here).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pandas as pd
 
 from hagstudy.decoding import DecodingConfig, SearchSpace
 from hagstudy.method import hag
+from hagstudy.registry import CHANCE, HAG, RANDOM
 from hagstudy.scoring import Engine, Task, eval_cell, score
 from hagstudy.seeds import stable_hash
 from hagstudy.tasks.base import chance_output
@@ -79,7 +83,7 @@ def fixed(engine: Engine, task: Task, items: Sequence[Item], seeds: Sequence[int
 
 
 def random_configs(
-    engine: Engine, task: Task, items: Sequence[Item], seeds: Sequence[int], space: SearchSpace | None = None, method: str = "random"
+    engine: Engine, task: Task, items: Sequence[Item], seeds: Sequence[int], space: SearchSpace | None = None, method: str = RANDOM.name
 ) -> pd.DataFrame:
     """A uniform draw from the search space per item and seed, seeded by (task, item, seed)."""
     space = space or SearchSpace()
@@ -104,7 +108,7 @@ def per_item(
     return run_configs(engine, task, items, seeds, lambda item, s: configs[item.id], method, status=status)
 
 
-def chance(task: ChanceTask, items: Sequence[Item], seeds: Sequence[int], search_items: Sequence[Item], method: str = "chance") -> pd.DataFrame:
+def chance(task: ChanceTask, items: Sequence[Item], seeds: Sequence[int], search_items: Sequence[Item], method: str = CHANCE.name) -> pd.DataFrame:
     """The chance baseline: the task's best model-free answer, chosen on the search split, scored on ``items``.
 
     The candidates are the task's ``chance_answers(search_items)`` (always yes / always no, the
@@ -188,7 +192,7 @@ def stage1_then_answer(
     return scores, proposed
 
 
-def pooled(scores: pd.DataFrame, members: Sequence[str], method: str = "hag") -> pd.DataFrame:
+def pooled(scores: pd.DataFrame, members: Sequence[str], method: str = HAG.name) -> pd.DataFrame:
     """A method trained several times (one member method per adapter) as one method: per (task, item,
     seed), the mean score over its members, and their mean token count.
 

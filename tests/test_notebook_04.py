@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pandas as pd
 from test_evaluation import make_scores
 
-from hagstudy import decoding, methods, tasks
+from hagstudy import decoding, methods, registry, tasks
 from hagstudy.config import repo_root
 from hagstudy.method import oracles
 from hagstudy.report import evaluation, findings, plots
@@ -86,7 +86,7 @@ def test_statistics_cells_run_on_synthetic_scores(tmp_path: Path) -> None:
     scores = synthetic_scores()
     item_scores = synthetic_item_oracle(scores)
     proposals = scores.loc[scores["method"].isin(["hag", "zero_shot"]) & (scores["seed"] == 0), ["task", "method", "item_id"]]
-    ns = {"evaluation": evaluation, "findings": findings, "plots": plots, "pd": pd, "run": FakeRun(tmp_path),
+    ns = {"evaluation": evaluation, "findings": findings, "registry": registry, "plots": plots, "pd": pd, "run": FakeRun(tmp_path),
           "scores": scores, "item_scores": item_scores, "proposals": proposals.assign(status="ok"), "learned": ["hag"], "gates": {}}  # fmt: skip
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

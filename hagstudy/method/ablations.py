@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from hagstudy import methods, study
+from hagstudy import methods, registry, study
 from hagstudy.config import TrainSettings
 from hagstudy.decoding import HYPERPARAMETERS, DecodingConfig
 from hagstudy.method import dataset, gate, label_check, search, strategies
@@ -317,13 +317,13 @@ def default_arm(run: study.Run) -> pd.DataFrame:
     """The default config on the ablation items and seeds (the reference every arm is read against)."""
     base = run.engine()
     frames = [
-        methods.fixed(base, t, t.items("test", run.profile.ablation.n_test), arm_seeds(run), search.engine_default(base), "default")
+        methods.fixed(base, t, t.items("test", run.profile.ablation.n_test), arm_seeds(run), search.engine_default(base), registry.DEFAULT.name)
         for t in run.tasks()
     ]
     return pd.concat(frames, ignore_index=True)
 
 
-def versus(scores: pd.DataFrame, variants: Sequence[str], reference: str = "hag") -> pd.DataFrame:
+def versus(scores: pd.DataFrame, variants: Sequence[str], reference: str = registry.HAG.name) -> pd.DataFrame:
     """Each variant against the reference method (paired bootstrap per task)."""
     frames = [evaluation.relative_table(scores, target=v, baselines=(reference,)).assign(variant=v) for v in variants]
     out = pd.concat(frames, ignore_index=True)

@@ -24,6 +24,7 @@ import pandas as pd
 from hagstudy.decoding import GREEDY, TRANSFORMERS_DEFAULT, DecodingConfig
 from hagstudy.files import atomic_write
 from hagstudy.methods import per_item
+from hagstudy.registry import EDT, ITEM_ORACLE, MIN_P
 from hagstudy.scoring import Engine, Task, evaluate, pick_best
 from hagstudy.seeds import OFFSET_ORACLE
 
@@ -56,8 +57,8 @@ CANDIDATES: tuple[DecodingConfig, ...] = (
 # at T = 1. EDT: T = T0 * N^(theta / H) with N = decoding.EDT_N (Zhang et al. 2024).
 _PLAIN = DecodingConfig(temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0)
 ADAPTIVE: dict[str, tuple[DecodingConfig, ...]] = {
-    "min_p": tuple(_PLAIN.with_(min_p=v) for v in (0.02, 0.05, 0.1, 0.2, 0.3)),
-    "edt": tuple(_PLAIN.with_(temperature=t0, edt_theta=theta) for t0, theta in
+    MIN_P.name: tuple(_PLAIN.with_(min_p=v) for v in (0.02, 0.05, 0.1, 0.2, 0.3)),
+    EDT.name: tuple(_PLAIN.with_(temperature=t0, edt_theta=theta) for t0, theta in
                  ((1.0, 0.5), (1.0, 1.0), (1.0, 2.0), (0.7, 1.0), (1.5, 1.0))),
 }
 
@@ -156,7 +157,7 @@ def item_oracle(
     """
     unique = list({c.identity(): c.effective() for c in candidates}.values())
     pairs = [(item, c) for item in items for c in unique]
-    evals, _ = evaluate(engine, task, pairs, selection_draws, OFFSET_ORACLE, stage="item_oracle")
+    evals, _ = evaluate(engine, task, pairs, selection_draws, OFFSET_ORACLE, stage=ITEM_ORACLE.name)
     chosen: dict[str, DecodingConfig] = {}
     rows = []
     for k, item in enumerate(items):
@@ -165,7 +166,7 @@ def item_oracle(
         chosen[item.id] = best
         rows.append({"task": task.name, "item_id": item.id, "config": best.to_json(), "selection_mean": mean,
                      "n_candidates": len(unique)})
-    scores = per_item(engine, task, items, seeds, chosen, "item_oracle")
+    scores = per_item(engine, task, items, seeds, chosen, ITEM_ORACLE.name)
     return scores, pd.DataFrame(rows)
 
 

@@ -33,6 +33,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from hagstudy import registry
 from hagstudy.files import atomic_write
 from hagstudy.report.stats import (
     MARGIN,
@@ -50,10 +51,7 @@ from hagstudy.report.stats import (
     validate_scores,
 )
 
-METHOD_ORDER: tuple[str, ...] = (
-    "chance", "default", "greedy", "random", "best_single_config", "task_oracle", "item_oracle",
-    "zero_shot", "zero_shot_json", "hag",
-)
+METHOD_ORDER: tuple[str, ...] = registry.ORDER  # the registry's ranked methods; the rest sort by name after them
 MAIN_COLUMNS: tuple[str, ...] = ("task", "method", "mean", "ci_low", "ci_high", "n_items", "n_seeds")
 VERDICTS: tuple[str, str, str, str] = ("better", "worse", "equivalent", "not significant")
 EQUIVALENCE: tuple[str, str] = ("equivalent", "not shown")
@@ -213,8 +211,8 @@ def _check_resolution(m: int, n_boot: int, alpha: float) -> None:
 
 def relative_table(
     scores: pd.DataFrame,
-    target: str = "hag",
-    baselines: Iterable[str] = ("default", "random"),
+    target: str = registry.HAG.name,
+    baselines: Iterable[str] = registry.names(registry.WEAK),
     n_boot: int = 2000,
     alpha: float = 0.05,
     rng_seed: int = 0,
@@ -298,8 +296,8 @@ def relative_table(
 
 def difficulty_vs_improvement(
     scores: pd.DataFrame,
-    target: str = "hag",
-    base: str = "default",
+    target: str = registry.HAG.name,
+    base: str = registry.DEFAULT.name,
     n_boot: int = 2000,
     alpha: float = 0.05,
     rng_seed: int = 0,
@@ -333,7 +331,7 @@ def difficulty_vs_improvement(
     return out
 
 
-def at_chance(main: pd.DataFrame, chance: str = "chance") -> pd.DataFrame:
+def at_chance(main: pd.DataFrame, chance: str = registry.CHANCE.name) -> pd.DataFrame:
     """Per task with a ``chance`` row in a main table: is any method above the best constant answer?
 
     Columns (:data:`AT_CHANCE_COLUMNS`): task, chance_mean, best_method and best_mean (the highest
@@ -397,7 +395,7 @@ def headroom_table(
     The headroom can be negative: the item oracle chooses on a few noisy draws and is scored on others.
     """
     check_boot_args(n_boot, alpha)
-    target, base = "item_oracle", "task_oracle"
+    target, base = registry.ITEM_ORACLE.name, registry.TASK_ORACLE.name
     oracle = validate_scores(oracle_scores)
     others = sorted(set(map(str, oracle["method"])) - {target})
     if others:

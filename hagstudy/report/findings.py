@@ -7,10 +7,12 @@ other non-significant difference is called "not significant", never "equal". Los
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import pandas as pd
 
+from hagstudy import registry
 from hagstudy.report.evaluation import difficulty_correlation, flags
 
 _ORDER = {"worse": 0, "better": 1, "equivalent": 2, "not significant": 3}
@@ -66,6 +68,25 @@ def _chance_sentence(row: pd.Series) -> str:
         f"CI lower bound {row['best_ci_low']:.3f}). A method that wins there has found a constant answer, "
         "not a better decoding."
     )
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """What a sentence reads of an adapter's gate: its name, whether it passed, and why not.
+
+    ``gate.Gate`` offers the same three fields; this is the same verdict read back from ``train_gate.csv``
+    (the report reads tables, not the training wing)."""
+
+    adapter: str
+    passed: bool
+    reason: str
+
+
+def gate_outcomes(table: pd.DataFrame) -> dict[str, GateOutcome]:
+    """``train_gate.csv``'s rows (columns adapter, passed, reason) as outcomes by adapter name."""
+    _need(table, ("adapter", "passed", "reason"), "the gate")
+    return {str(r.adapter): GateOutcome(str(r.adapter), str(r.passed).lower() == "true", str(r.reason))
+            for r in table.itertuples()}
 
 
 def lines(
@@ -154,7 +175,7 @@ def headroom_lines(headroom: pd.DataFrame) -> list[str]:
     return out
 
 
-def difficulty_line(difficulty: pd.DataFrame, target: str = "HAG", base: str = "default") -> str:
+def difficulty_line(difficulty: pd.DataFrame, target: str = "HAG", base: str = registry.DEFAULT.name) -> str:
     """RQ4 in one sentence: the Spearman rank correlation between task difficulty and the target's improvement.
 
     ``difficulty`` is ``evaluation.difficulty_vs_improvement``'s table. With one point per task the test has
@@ -171,8 +192,8 @@ def difficulty_line(difficulty: pd.DataFrame, target: str = "HAG", base: str = "
             f"is {rho:+.2f} (p = {p:.2f}, {n} tasks): {verdict}.")
 
 
-FIXED = ("task_oracle", "best_single_config")  # the best fixed choices a per-query method must beat
-ADAPTIVE = ("min_p", "edt")  # training-free per-step adaptation
+FIXED = registry.names(registry.BEST_FIXED)  # the best fixed choices a per-query method must beat
+ADAPTIVE = registry.names(registry.ADAPTIVE)  # training-free per-step adaptation
 
 
 def answer(

@@ -24,6 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from hagstudy import registry
 from hagstudy.decoding import HYPERPARAMETERS
 from hagstudy.files import atomic_open
 from hagstudy.report.evaluation import difficulty_correlation, flags, method_key
@@ -68,33 +69,9 @@ def _methods(values: pd.Series) -> list[str]:
     return sorted(pd.unique(values), key=method_key)
 
 
-# One colour per method in every figure: a fixed map for the methods the study runs, so "hag" is the
-# same blue in main.png as in any ablation figure; HAG and its seeds are shades of one hue.
-METHOD_COLORS: dict[str, str] = {
-    "chance": "#8c8c8c",
-    "default": "#ca9161",
-    "greedy": "#de8f05",
-    "random": "#ece133",
-    "best_single_config": "#029e73",
-    "task_oracle": "#cc78bc",
-    "item_oracle": "#fbafe4",
-    "zero_shot": "#d55e00",
-    "zero_shot_json": "#7f3c8d",
-    "min_p": "#e7298a",
-    "edt": "#66a61e",
-    "hag": "#08519c",
-    "hag_seed0": "#9ecae1",
-    "hag_seed1": "#6baed6",
-    "hag_seed2": "#3182bd",
-    # ablation arms (notebook 05)
-    "hag_train25": "#17becf",
-    "hag_train50": "#0e7c86",
-    "hag_random_labels": "#bcbd22",
-    "hag_tpe_labels": "#8c6d31",
-    "hag_per_task_labels": "#393b79",
-    "hag_temperature_only": "#ad494a",
-    "hag_adapter_stage2": "#000000",
-}
+# One colour per method in every figure, from the registry: "hag" is the same blue in main.png as in any
+# ablation figure; HAG and its seeds are shades of one hue.
+METHOD_COLORS: dict[str, str] = registry.colours()
 _MIN_DISTANCE = 0.12  # RGB distance under which two colours read as the same in a legend
 
 
@@ -153,10 +130,10 @@ def _metric_of(main_table: pd.DataFrame, task: str, metrics: Mapping[str, str] |
             return str(values[0])
     if metrics is not None and task in metrics:
         return str(metrics[task])
-    from hagstudy import tasks as registry
+    from hagstudy import tasks as task_registry
 
     try:
-        return registry.get(str(task)).metric
+        return task_registry.get(str(task)).metric
     except KeyError:  # a task outside the registry (a synthetic table): a neutral label
         return "score"
 

@@ -167,16 +167,18 @@ def parse_rate_table(parse_rates: pd.DataFrame) -> pd.DataFrame:
     return out[["task", "method", "n", "ok", "clamped", "failed", "parsed_share", "fallback_share"]]
 
 
-def config_counts(hag_configs: pd.DataFrame, top: int = 3, prefix: str = "hag") -> pd.DataFrame:
+def config_counts(hag_configs: pd.DataFrame, top: int = 3, prefix: str | None = None) -> pd.DataFrame:
     """The configs HAG wrote per task and adapter: the ``top`` most frequent, with counts and shares.
 
-    Rows of methods not starting with ``prefix`` (the zero-shot baselines) are left out; their parse
-    outcomes are in :func:`parse_rate_table`. ``distinct`` counts every different config the adapter wrote.
+    Rows of methods not starting with ``prefix`` (HAG's name by default), such as the zero-shot baselines, are
+    left out; their parse outcomes are in :func:`parse_rate_table`. ``distinct`` counts every different config the adapter wrote.
     """
     import pandas as pd  # noqa: F811
 
     from hagstudy.decoding import HYPERPARAMETERS
+    from hagstudy.registry import HAG
 
+    prefix = HAG.name if prefix is None else prefix
     missing = [c for c in ("task", "method", *HYPERPARAMETERS) if c not in hag_configs.columns]
     if missing:
         raise ValueError(f"hag_configs.csv: missing column(s) {missing}; got {list(hag_configs.columns)}")
@@ -213,8 +215,6 @@ def _answer_lines(tables: Path) -> list[str]:
 
 def _findings_lines(tables: Path, target: str = "HAG") -> list[str]:
     """The findings sentences from relative*.csv, at_chance.csv, train_gate.csv and headroom.csv."""
-    from types import SimpleNamespace
-
     from hagstudy.report import findings
 
     relative, strong, at_chance, gates, headroom, difficulty = (
@@ -225,8 +225,7 @@ def _findings_lines(tables: Path, target: str = "HAG") -> list[str]:
     if relative is not None:
         gate_map = None
         if gates is not None and {"adapter", "passed", "reason"} <= set(gates.columns):
-            gate_map = {str(r.adapter): SimpleNamespace(adapter=r.adapter, passed=str(r.passed).lower() == "true",
-                                                        reason=r.reason) for r in gates.itertuples()}
+            gate_map = findings.gate_outcomes(gates)
         out += findings.lines(relative, strong, target=target, at_chance=at_chance, gates=gate_map)
     if headroom is not None:
         out += findings.headroom_lines(headroom)
