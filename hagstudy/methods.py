@@ -89,7 +89,7 @@ def random_configs(
     space = space or SearchSpace()
 
     def draw(item: Item, s: int) -> DecodingConfig:
-        rng = np.random.default_rng(stable_hash(task.name, item.id, "random", s))
+        rng = np.random.default_rng(stable_hash(task.name, item.id, RANDOM.name, s))
         return space.sample(rng)
 
     return run_configs(engine, task, items, seeds, draw, method)
