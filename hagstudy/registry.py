@@ -58,8 +58,8 @@ ZERO_SHOT_JSON = Method("zero_shot_json", STAGE1, "#7f3c8d",
                         "methods.stage1_then_answer with the untuned model, prefilled with hag.JSON_PREFILL")
 HAG = Method("hag", HAG_ADAPTER, "#08519c", "methods.stage1_then_answer per adapter, then methods.pooled",
              shades=("#9ecae1", "#6baed6", "#3182bd"))
-# min_p and edt came after the table order was fixed: they sort by name among the unranked names
-# (edt, hag_seed0, ..., min_p), as every committed table has them.
+# min_p and edt have no fixed rank: they sort by name among the unranked names (edt, hag_seed0, ..., min_p),
+# where every committed table has them; a rank would reorder those tables.
 MIN_P = Method("min_p", ADAPTIVE_SAMPLER, "#e7298a", "methods.fixed with oracles.tune_adaptive's setting", ranked=False)
 EDT = Method("edt", ADAPTIVE_SAMPLER, "#66a61e", "methods.fixed with oracles.tune_adaptive's setting", ranked=False)
 

@@ -185,7 +185,7 @@ def test_method_colours_fixed_and_fallbacks_never_collide() -> None:
     assert not set(colors[u] for u in unknown) & set(fixed.values())
     assert len(set(colors.values())) == len(colors)
     assert plots.method_colors(["arm_3"]) == plots.method_colors(["arm_3"])  # deterministic
-    with pytest.raises(ValueError, match="METHOD_COLORS"):
+    with pytest.raises(ValueError, match="hagstudy.registry"):
         plots.method_colors([f"x{i}" for i in range(len(plots._FALLBACK) + 1)])
 
 

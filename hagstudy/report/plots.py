@@ -111,7 +111,7 @@ def method_colors(names: Sequence[str]) -> dict[str, str]:
             if color not in used:
                 break
         else:
-            raise ValueError(f"method_colors: more than {len(_FALLBACK)} methods without a fixed colour: add to METHOD_COLORS")
+            raise ValueError(f"method_colors: more than {len(_FALLBACK)} methods without a fixed colour: give them one in hagstudy.registry")
         out[name] = color
         used.add(color)
     return out
