@@ -1,6 +1,6 @@
 """TRL SFT steps on CPU, timed: round 2's step against each lever ``training.train`` now pulls.
 
-Usage: ``.venv/bin/python scripts/bench_train.py [--steps 7] [--profile default]``.
+Usage: ``.venv/bin/python scripts/benchmarks/bench_train.py [--steps 7] [--profile default]``.
 
 Arms, each a fresh trainer on the same rows and seed (the profile's dataset, or generated rows if
 notebook 02 has not run), cumulative:
@@ -27,7 +27,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from transformers import TrainerCallback
