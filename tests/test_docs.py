@@ -47,3 +47,20 @@ def test_the_link_check_can_fail(tmp_path: Path) -> None:
     page = tmp_path / "x.md"
     page.write_text("# Top\n[a](missing.md) [b](#top) [c](https://example.org) `[d](nowhere.md)`\n")
     assert links(page) == ["missing.md", "#top"] and "top" in anchors(page)
+
+
+def test_every_script_is_listed_in_scripts_readme() -> None:
+    listed = (ROOT / "scripts" / "README.md").read_text(encoding="utf-8")
+    missing = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "scripts").rglob("*.py")) if f"`{p.name}`" not in listed]
+    assert not missing, f"scripts/README.md does not list {missing}"
+
+
+def test_every_named_script_exists() -> None:
+    """A ``scripts/...py`` path named in the docs, the Makefile, the package, the profiles or the tests exists."""
+    sources = [ROOT / "Makefile", ROOT / "pyproject.toml", ROOT / "data" / "README.md", *PAGES]
+    for folder, pattern in (("hagstudy", "*.py"), ("configs", "*.yaml"), ("tests", "*.py"), ("scripts", "*.py")):
+        sources += sorted((ROOT / folder).rglob(pattern))
+    stale = sorted({f"{src.relative_to(ROOT)}: {m}" for src in sources
+                    for m in re.findall(r"scripts/[\w/]+\.py", src.read_text(encoding="utf-8"))
+                    if not (ROOT / m).exists()})
+    assert not stale, "named scripts that do not exist: " + "; ".join(stale)
