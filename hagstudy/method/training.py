@@ -106,7 +106,7 @@ def sft_config(
     """TRL's ``SFTConfig`` for a LoRA run, with bf16 autocast where ``settings.bf16`` (always on CUDA).
 
     On the AMX CPU, ``bf16`` also loads the base weights in bf16 and ``train`` adds two more CPU levers
-    (a loss head over label tokens only, eager attention); ``scripts/bench_train.py`` times each against
+    (a loss head over label tokens only, eager attention); ``scripts/benchmarks/bench_train.py`` times each against
     round 2's fp32-weights-plus-autocast step in one run. The LoRA weights and the optimizer stay fp32.
     TRL's defaults that would hurt here are overridden: activation (gradient)
     checkpointing (on by default; only slows a 135M model down), ``logging_steps`` (10; we log every
@@ -280,7 +280,7 @@ def train(
     model, tokenizer = models.load(base_spec, dtype="bfloat16" if _cuda() or settings.bf16 else "float32")
     if not _cuda():
         # Rows here are ~100 tokens: the plain matmul attention beats SDPA's CPU flash kernel, whose backward
-        # alone took ~0.7 s of a 4.4 s step (scripts/bench_train.py).
+        # alone took ~0.7 s of a 4.4 s step (scripts/benchmarks/bench_train.py).
         model.set_attn_implementation("eager")
     train_rows, dropped_train = fit_rows(tokenizer, list(train_rows), settings.max_length)
     val_rows, dropped_val = fit_rows(tokenizer, list(val_rows or []), settings.max_length)

@@ -4,8 +4,8 @@ Plain batched ``model.generate`` (bf16, left padding), no cache, no engine. Used
 variants (``--set module.NAME=literal`` overrides a module constant before items are built) and to
 fill the table in docs/tasks.md. Never run on the test split.
 
-    .venv/bin/python scripts/measure_tasks.py --n 30 --seeds 0 1
-    .venv/bin/python scripts/measure_tasks.py --tasks arithmetic --set arithmetic.DIGITS="(1, 1)" --n 16 --show 4
+    .venv/bin/python scripts/tools/measure_tasks.py --n 30 --seeds 0 1
+    .venv/bin/python scripts/tools/measure_tasks.py --tasks arithmetic --set arithmetic.DIGITS="(1, 1)" --n 16 --show 4
 """
 
 from __future__ import annotations

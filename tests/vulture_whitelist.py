@@ -1,4 +1,4 @@
-"""Names the dead-code check must not report: used by frameworks or by name, not by a call it can see."""
+"""Names the dead-code check (tests/test_lint.py) must not report: used by frameworks or by name, not by a call it can see."""
 
 _ = object()
 _.get_seq_length  # transformers calls it on our KV cache layer (generation.py)
@@ -11,6 +11,6 @@ majority_exact_match  # Gate fields, read from the gate table (gate.py; notebook
 majority_distance  # likewise
 _.on_train_begin  # transformers' TrainerCallback hooks, called by the Trainer (training.py)
 _.on_step_end  # likewise
-_.on_step_begin  # likewise (scripts/bench_train.py)
-_.should_training_stop  # TrainerControl flag the Trainer reads after each step (scripts/gpu_check.py)
+_.on_step_begin  # likewise (scripts/benchmarks/bench_train.py)
+_.should_training_stop  # TrainerControl flag the Trainer reads after each step (scripts/benchmarks/gpu_check.py)
 _restore_logging  # an autouse pytest fixture (tests/test_runlog.py): pytest calls it by being autouse

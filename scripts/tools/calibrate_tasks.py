@@ -9,7 +9,7 @@ within items) for:
 The test split is never generated on. Generation is ``measure_tasks.generate`` (plain batched
 ``model.generate``, bf16, left padding), not the study's engine, so the numbers are independent of it.
 
-    nice -n 19 .venv/bin/python scripts/calibrate_tasks.py --tasks number_words taboo --n 60 --json calib.jsonl
+    nice -n 19 .venv/bin/python scripts/tools/calibrate_tasks.py --tasks number_words taboo --n 60 --json calib.jsonl
 """
 
 from __future__ import annotations

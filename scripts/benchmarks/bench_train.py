@@ -1,10 +1,10 @@
-"""TRL SFT steps on CPU, timed: round 2's step against each lever ``training.train`` now pulls.
+"""TRL SFT steps on CPU, timed: a plain fp32-autocast step against each lever ``training.train`` pulls.
 
-Usage: ``.venv/bin/python scripts/bench_train.py [--steps 7] [--profile default]``.
+Usage: ``.venv/bin/python scripts/benchmarks/bench_train.py [--steps 7] [--profile default]``.
 
 Arms, each a fresh trainer on the same rows and seed (the profile's dataset, or generated rows if
 notebook 02 has not run), cumulative:
-  fp32-autocast  fp32 base weights, bf16 autocast, SDPA attention, loss head over every position (round 2)
+  fp32-autocast  fp32 base weights, bf16 autocast, SDPA attention, loss head over every position (the baseline)
   bf16-weights   base weights loaded in bf16
   label-head     + TRL's fused LM head over label positions only (``training.label_positions_only``)
   eager-attn     + eager attention (what ``training.train`` runs on CPU)
@@ -27,7 +27,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from transformers import TrainerCallback

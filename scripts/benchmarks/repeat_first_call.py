@@ -1,9 +1,9 @@
 """Decode the smoke chain's first call (coinflip prune, 20 requests) in N fresh processes and compare the texts.
 
-A diagnostic for the run-to-run defect in the README (Caching and resuming): once, a cold smoke chain
+A diagnostic for the run-to-run defect in docs/known-issues.md: once, a cold smoke chain
 decoded other texts from this very call. Each repeat runs in a fresh study root with an empty cache and
 prints a digest of its (key, text) rows; a run whose digest differs from the first keeps its rows in
-``--keep`` for a diff. ``python scripts/repeat_first_call.py -n 20``.
+``--keep`` for a diff. ``python scripts/benchmarks/repeat_first_call.py -n 20``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def once(keep: Path | None) -> str:

@@ -1,6 +1,6 @@
-"""vLLM against the in-house engine on ``make bench``'s workload (scripts/bench_generation.py's requests).
+"""vLLM against the in-house engine on ``make bench``'s workload (scripts/benchmarks/bench_generation.py's requests).
 
-Usage: ``make bench-vllm`` (= ``HAGSTUDY_VLLM_PYTHON=.venv-vllm/bin/python .venv/bin/python scripts/bench_vllm.py``).
+Usage: ``make bench-vllm`` (= ``HAGSTUDY_VLLM_PYTHON=.venv-vllm/bin/python .venv/bin/python scripts/benchmarks/bench_vllm.py``).
 Writes results/benchmarks/vllm_<platform>.json; the last printed line is ``vllm_speedup_vs_engine: X.XX``.
 
 Both backends get the same requests (16 task prompts x 8 configs, max_new_tokens 64, one dtype, cache
@@ -93,7 +93,7 @@ def main() -> None:
     print("mean useful tokens per request, by config (engine/vLLM): " + "  ".join(
         f"{a:.0f}/{b:.0f}" for a, b in zip(runs["engine"][-1]["mean_tokens_per_config"], runs["vllm"][-1]["mean_tokens_per_config"])))
     result = {
-        "workload": "scripts/bench_generation.py build_requests",
+        "workload": "scripts/benchmarks/bench_generation.py build_requests",
         "model": engine.identity,
         "dtype": args.dtype,
         "requests": len(reqs),

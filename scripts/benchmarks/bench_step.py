@@ -1,8 +1,8 @@
 """One decode step, timed: the eager forward against ``decode_step`` on the same batch and cache.
 
-Usage: ``.venv/bin/python scripts/bench_step.py [--batches 8,32,96] [--reps 5] [--threads 1] [--compiled]``.
+Usage: ``.venv/bin/python scripts/benchmarks/bench_step.py [--batches 8,32,96] [--reps 5] [--threads 1] [--compiled]``.
 
-End-to-end tokens/s (scripts/bench_generation.py) mixes the step's speed with the texts' lengths,
+End-to-end tokens/s (scripts/benchmarks/bench_generation.py) mixes the step's speed with the texts' lengths,
 which differ between steps (another rounding ends rows at other tokens). This times the forward
 alone: a batch of task prompts is prefilled once, and each arm runs ``--reps`` steps from the same
 cache state, interleaved, at each batch size. Prints ms per step and the ratio to eager; "fused" uses
@@ -23,9 +23,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_generation.py
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "scripts" / "benchmarks"))
 
 from bench_generation import task_prompts
 

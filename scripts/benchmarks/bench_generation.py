@@ -1,7 +1,7 @@
 """Generation benchmark: the engine against transformers' ``model.generate`` on the same requests.
 
-Usage: ``.venv/bin/python scripts/bench_generation.py [--repeats 2] [--prompts 16] [--no-cb] [--quick]``
-(``make bench``; ``scripts/gpu_check.py`` runs it on a GPU with ``--prompts 256``, 2,048 requests). Writes
+Usage: ``.venv/bin/python scripts/benchmarks/bench_generation.py [--repeats 2] [--prompts 16] [--no-cb] [--quick]``
+(``make bench``; ``scripts/benchmarks/gpu_check.py`` runs it on a GPU with ``--prompts 256``, 2,048 requests). Writes
 results/benchmarks/generation.json; the last printed line is ``engine_speedup_vs_per_config_generate: X.XX``.
 ``--quick --model tiny-random --out PATH`` checks the script end to end in seconds
 (tests/test_bench_generation.py); ``--quick`` alone writes no JSON.
@@ -55,7 +55,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from hagstudy.decoding import DecodingConfig  # noqa: E402
@@ -90,7 +90,7 @@ CB_LIMITS = (
 
 def task_prompts(engine: Engine, n_prompts: int) -> list[str]:
     """``n_prompts`` rendered task prompts, round-robin over the six tasks (search split), or the first
-    ``n_prompts`` of ``--prompts-file`` (``scripts/gpu_check.py --prepare`` writes one from the same tasks)."""
+    ``n_prompts`` of ``--prompts-file`` (``scripts/benchmarks/gpu_check.py --prepare`` writes one from the same tasks)."""
     if PROMPTS_FILE is not None:
         prompts = json.loads(PROMPTS_FILE.read_text())
         if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):

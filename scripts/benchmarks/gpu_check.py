@@ -4,15 +4,15 @@ Written for a lent GPU machine with a few minutes of device time, no network, it
 transformers, and maybe no TRL, PEFT or ``datasets``: a part whose package is missing is skipped or
 falls back, and the JSON says which and why. Usage::
 
-    python scripts/gpu_check.py --prepare              # here (study machine): writes artifacts/gpu_check/
-    python scripts/gpu_check.py                        # there, carrying artifacts/gpu_check -> $OUT/gpu_check.json
-    python scripts/gpu_check.py --dry-run              # = --device cpu --tiny: the same code paths in seconds
+    python scripts/benchmarks/gpu_check.py --prepare              # here (study machine): writes artifacts/gpu_check/
+    python scripts/benchmarks/gpu_check.py                        # there, carrying artifacts/gpu_check -> $OUT/gpu_check.json
+    python scripts/benchmarks/gpu_check.py --dry-run              # = --device cpu --tiny: the same code paths in seconds
 
 Parts, each in its own process under its own time budget (killed past it; the whole run stays under
 ``--budget`` seconds, 450 by default), results written to ``gpu_check.json`` after every part:
 
   env       GPU name, memory, versions, and a bf16 matmul's TFLOP/s (a sanity figure for the card)
-  bench     ``scripts/bench_generation.py`` on the device: the engine against ``model.generate``,
+  bench     ``scripts/benchmarks/bench_generation.py`` on the device: the engine against ``model.generate``,
             random weights of SmolLM2-135M's shape, ``--prompts 256`` (2,048 requests x 64 tokens);
             its full JSON lands beside as ``bench_generation.json``
   train_1b  LoRA training steps on a random-weight Llama of Llama-3.2-1B's shape, bf16 weights
@@ -49,7 +49,7 @@ from typing import Any, Callable
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 BUNDLE = ROOT / "artifacts" / "gpu_check"
@@ -130,7 +130,7 @@ def bench_summary(raw: dict[str, Any]) -> dict[str, Any]:
 
 def bench_command(args: argparse.Namespace, out_json: Path) -> tuple[list[str], list[str]]:
     """bench_generation.py's command line, and notes on what it was given."""
-    cmd = [sys.executable, str(ROOT / "scripts" / "bench_generation.py"), "--device", args.device, "--out", str(out_json)]
+    cmd = [sys.executable, str(ROOT / "scripts" / "benchmarks" / "bench_generation.py"), "--device", args.device, "--out", str(out_json)]
     notes = []
     if args.tiny:
         cmd += ["--model", "tiny-random", "--quick"]
@@ -153,7 +153,7 @@ def main_parent(args: argparse.Namespace) -> int:
     deadline = started + args.budget
     report: dict[str, Any] = {
         "schema": 1,
-        "script": "scripts/gpu_check.py",
+        "script": "scripts/benchmarks/gpu_check.py",
         "argv": sys.argv[1:],
         "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "mode": "tiny" if args.tiny else "full",
@@ -486,7 +486,7 @@ def main_child(args: argparse.Namespace) -> int:
 
 def prepare(bundle: Path, n_prompts: int) -> None:
     """Write what the GPU machine lacks: the embedded tokenizer and ``n_prompts`` rendered task prompts."""
-    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT / "scripts" / "benchmarks"))
     import bench_generation
 
     from hagstudy.engine import models
