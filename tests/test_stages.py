@@ -44,6 +44,12 @@ def test_a_read_before_its_writer_is_reported():
     assert stages.unwritten_reads(chain) == ["01_x reads tables/b.csv, which no earlier notebook writes"]
 
 
+def test_the_readme_reads_what_the_manifest_says():
+    source = (REPO / "hagstudy" / "report" / "render.py").read_text(encoding="utf-8")
+    named = set(re.findall(r"\bstages\.([A-Z0-9_]+)\b", source)) - {"Handoff"}
+    assert named == {k for k, v in vars(stages).items() if v in stages.README_READS}
+
+
 def test_each_file_has_one_writer_and_one_constant():
     writes = [h for s in stages.STAGES for h in s.writes]
     assert len(writes) == len(set(writes)) == len({h.label for h in writes})
