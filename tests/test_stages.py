@@ -69,6 +69,28 @@ def test_the_notebooks_use_what_they_declare():
         assert sorted(h.label for h in shown - named) == [], stage.notebook
 
 
+def make_order_gaps(makefile: str) -> list[str]:
+    """Reads whose writing notebook is not upstream of the reader in the Makefile's chain of rendered notebooks."""
+    rule = re.compile(r"^\$\(RESULTS\)/(\d\d_\w+)\.ipynb:(.*)$", re.M)
+    upstream = {m[1]: set(re.findall(r"\$\(RESULTS\)/(\d\d_\w+)\.ipynb", m[2])) for m in rule.finditer(makefile)}
+
+    def before(name: str) -> set[str]:
+        direct = upstream.get(name, set())
+        return direct.union(*(before(d) for d in direct))
+
+    writer = {h: s.notebook for s in stages.STAGES for h in s.writes}
+    return [f"{s.notebook} reads {h.label} but make does not run {writer[h]} first"
+            for s in stages.STAGES for h in s.reads if writer[h] not in before(s.notebook)]
+
+
+def test_make_runs_every_writer_before_its_readers():
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    assert make_order_gaps(makefile) == []
+    cut = makefile.replace("$(RESULTS)/00_preliminary.ipynb $(RESULTS)/05_ablations.ipynb", "$(RESULTS)/05_ablations.ipynb")
+    assert cut != makefile and make_order_gaps(cut) == ["06_figures reads tables/sensitivity.csv but make does not "
+                                                        "run 00_preliminary first"]
+
+
 # ------------------------------------------------------------------------- no file name outside stages.py
 
 
