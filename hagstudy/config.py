@@ -176,25 +176,26 @@ class Paths:
     cache: Path  # content-addressed completion cache, shared by all profiles
     model_cache: Path  # dequantized embedded model
     results: Path  # rendered tables, figures, benchmarks
+    # The run's own results folder, where `make all` renders (results/ for the default run): the same as
+    # ``results`` except under `make lab`, whose readers fall back to it (hagstudy.stages.Handoff.find).
+    committed: Path
 
     @classmethod
     def for_profile(cls, profile: str, model: str = "") -> "Paths":
         """The folders of ``profile``'s run; ``model``: a model that replaced the profile's (its run's own folders).
 
         Tables and figures go to ``$HAGSTUDY_OUTPUT/<run>/`` when that is set (``make lab``), else to
-        ``results/`` for the default run and ``artifacts/<run>/results/`` for any other. Artifacts stay
-        in ``artifacts/<run>/`` either way, so an exploring notebook reads the run's search and adapters.
+        ``results/`` for the default run and ``artifacts/<run>/results/`` for any other (``committed``).
+        Artifacts stay in ``artifacts/<run>/`` either way, so an exploring notebook reads the run's search
+        and adapters, and the stage readers fall back to ``committed`` for tables the lab has not written.
         """
         root = repo_root()
         artifacts = root / "artifacts"
         run = run_folder(profile, model)
+        committed = root / "results" if run == "default" else artifacts / run / "results"
         output = os.environ.get(OUTPUT_ENV, "").strip()
-        if output:
-            results = root / Path(output).expanduser() / run  # an absolute folder stays as it is
-        elif run == "default":
-            results = root / "results"
-        else:
-            results = artifacts / run / "results"
+        # An absolute output folder stays as it is.
+        results = root / Path(output).expanduser() / run if output else committed
         return cls(
             root=root,
             data=root / "data",
@@ -202,6 +203,7 @@ class Paths:
             cache=artifacts / "cache",
             model_cache=artifacts / "models",
             results=results,
+            committed=committed,
         )
 
     def tables(self) -> Path:

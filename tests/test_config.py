@@ -228,6 +228,10 @@ def test_only_default_writes_committed_results(monkeypatch):
     assert load_profile("default").paths.results == root / "artifacts" / "lab" / "default"
     assert load_profile("default").paths.artifacts == root / "artifacts" / "default"
     assert other.paths.results == root / "artifacts" / "lab" / "default@tiny-random"
+    # What the lab's readers fall back to (hagstudy.stages): the run's own results folder, as without the lab.
+    assert load_profile("default").paths.committed == root / "results"
+    assert load_profile("smoke").paths.committed == root / "artifacts" / "smoke" / "results"
+    assert other.paths.committed == root / "artifacts" / "default@tiny-random" / "results"
 
 
 def test_run_folders_never_share_a_name():

@@ -213,17 +213,19 @@ def test_arms_that_did_not_learn_are_listed_without_a_score():
 
 
 def test_ablation_arms_train_as_many_steps_as_the_reference_adapter(tmp_path):
+    import dataclasses
     from types import SimpleNamespace
 
+    from hagstudy import stages
     from hagstudy.config import load_profile
     from hagstudy.method import gate
 
     profile = load_profile("smoke")
     q = {"n": 4, "parse_rate": 1.0, "exact_all": 0.8, "mean_distance": 0.1}
+    paths = dataclasses.replace(profile.paths, artifacts=tmp_path)
     gate.write([gate.judge("hag_seed0", 0, 11, {**q, "parse_rate": 0.5}, q, 0.99),
-                gate.judge("hag_seed1", 1, 7, q, q, 0.99)], tmp_path / gate.FILE)
-    run = SimpleNamespace(profile=profile, artifact=lambda *parts: tmp_path.joinpath(*parts[1:]),
-                          hag_adapters=lambda: [("hag_seed0", 0), ("hag_seed1", 1)])
+                gate.judge("hag_seed1", 1, 7, q, q, 0.99)], stages.GATES.path(paths))
+    run = SimpleNamespace(profile=profile, paths=paths, hag_adapters=lambda: [("hag_seed0", 0), ("hag_seed1", 1)])
     assert ablations.reference_adapter(run) == "hag_seed1"  # the first that passed
     assert ablations.arm_settings(run).max_steps == 7
     same_epochs = SimpleNamespace(**{**vars(run), "profile": load_profile("smoke", ablation={"equal_steps": False})})

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pandas as pd
 from test_evaluation import make_scores
 
-from hagstudy import decoding, methods, registry, tasks
-from hagstudy.config import repo_root
+from hagstudy import decoding, methods, registry, stages, tasks
+from hagstudy.config import Paths, repo_root
 from hagstudy.method import oracles
 from hagstudy.report import evaluation, findings, plots
 
@@ -27,11 +27,11 @@ def code_cells() -> dict[str, str]:
 
 
 class FakeRun:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    """Tables in ``folder/tables``, artifacts in ``folder/<part>/`` (stages resolves both from ``paths``)."""
 
-    def table(self, name: str) -> Path:
-        return self.folder / name
+    def __init__(self, folder: Path) -> None:
+        self.paths = Paths(root=folder, data=folder, artifacts=folder, cache=folder, model_cache=folder, results=folder,
+                           committed=folder)
 
 
 def synthetic_scores() -> pd.DataFrame:
@@ -67,16 +67,16 @@ def test_the_item_oracle_cell_runs_each_task_on_the_profiles_prefix(tmp_path: Pa
         return rows, pd.DataFrame({"task": [task.name], "item_id": [items[0].id], "config": ["{}"]})
 
     stub = SimpleNamespace(item_oracle=item_oracle, candidates_for=oracles.candidates_for)
-    run = SimpleNamespace(table=lambda name: tmp_path / name, artifact=lambda *parts: tmp_path / parts[-1])
+    run = FakeRun(tmp_path)
     p = SimpleNamespace(oracle_items=3, seeds=(0, 1), search=SimpleNamespace(draws=2))
     ns = {"oracles": stub, "tasks": [tasks.get("coinflip"), tasks.get("arithmetic")], "base": "engine",
           "oracle": {"coinflip": decoding.GREEDY, "arithmetic": oracles.CANDIDATES[5]}, "p": p, "run": run, "pd": pd,
-          "evaluation": evaluation}  # fmt: skip
+          "evaluation": evaluation, "stages": stages}  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(source, "04_inference[item oracle]", "exec"), ns)
     assert calls == [("coinflip", 3, (0, 1), 12, 2, decoding.GREEDY), ("arithmetic", 3, (0, 1), 12, 2, oracles.CANDIDATES[5])]
-    assert len(pd.read_csv(tmp_path / "item_oracle_scores.csv")) == 6
-    assert (tmp_path / "item_oracle_choices.csv").is_file() and "scores" not in ns
+    assert len(pd.read_csv(tmp_path / "eval" / "item_oracle_scores.csv")) == 6
+    assert (tmp_path / "tables" / "item_oracle_choices.csv").is_file() and "scores" not in ns
 
 
 def test_statistics_cells_run_on_synthetic_scores(tmp_path: Path) -> None:
@@ -87,26 +87,27 @@ def test_statistics_cells_run_on_synthetic_scores(tmp_path: Path) -> None:
     item_scores = synthetic_item_oracle(scores)
     proposals = scores.loc[scores["method"].isin(["hag", "zero_shot"]) & (scores["seed"] == 0), ["task", "method", "item_id"]]
     ns = {"evaluation": evaluation, "findings": findings, "registry": registry, "plots": plots, "pd": pd, "run": FakeRun(tmp_path),
+          "stages": stages,
           "scores": scores, "item_scores": item_scores, "proposals": proposals.assign(status="ok"), "learned": ["hag"], "gates": {}}  # fmt: skip
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         for cell_id in after_scores:
             exec(compile(cells[cell_id], f"04_inference[{cell_id}]", "exec"), ns)
 
-    main = pd.read_csv(tmp_path / "main.csv")
+    main = pd.read_csv(tmp_path / "tables" / "main.csv")
     assert list(main.loc[main["task"] == "coinflip", "method"])[0] == "chance"
     assert list(main["task"].drop_duplicates()) == ["coinflip", "arithmetic"]
-    chance = pd.read_csv(tmp_path / "at_chance.csv")
+    chance = pd.read_csv(tmp_path / "tables" / "at_chance.csv")
     assert chance.set_index("task")["at_chance"].to_dict() == {"coinflip": True, "arithmetic": False}
     for name in ("relative.csv", "relative_strong.csv"):
-        rel = pd.read_csv(tmp_path / name)
+        rel = pd.read_csv(tmp_path / "tables" / name)
         assert list(rel.columns) == list(evaluation.RELATIVE_COLUMNS)
         assert set(rel["verdict"]) <= set(evaluation.VERDICTS)
-    assert "p_holm" in pd.read_csv(tmp_path / "difficulty.csv").columns
+    assert "p_holm" in pd.read_csv(tmp_path / "tables" / "difficulty.csv").columns
     io_rows = main.loc[main["method"] == "item_oracle"]
     assert list(io_rows["n_items"]) == [30, 30] and set(main.loc[main["method"] == "hag", "n_items"]) == {100}
     assert "item_oracle" not in set(chance["best_method"])
-    headroom = pd.read_csv(tmp_path / "headroom.csv").set_index("task")
+    headroom = pd.read_csv(tmp_path / "tables" / "headroom.csv").set_index("task")
     assert list(headroom.columns) == list(evaluation.HEADROOM_COLUMNS[1:])
     assert headroom["headroom_shown"].to_dict() == {"coinflip": False, "arithmetic": True}
     text = out.getvalue()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from hagstudy import methods, registry, study
+from hagstudy import methods, registry, stages, study
 from hagstudy.config import TrainSettings
 from hagstudy.decoding import HYPERPARAMETERS, DecodingConfig
 from hagstudy.method import dataset, gate, label_check, search, strategies
@@ -225,7 +225,7 @@ def checked_labels(run: study.Run, labels: Sequence[ItemLabel]) -> pd.DataFrame:
         own = [lab for lab in labels if lab.task == task.name]
         if not own:
             continue
-        start = search.read_prune(run.artifact("search"), task.name).best()
+        start = search.read_prune(stages.SEARCH.find(run), task.name).best()
         out += label_check.check(base, task, task.items("search", p.n_search), own, start,
                                  p.search.heldout_draws, p.search.keep_margin)
     return label_check.frame_of(out)
@@ -247,7 +247,7 @@ def train_arm(run: study.Run, name: str, labels: pd.DataFrame) -> tuple[Engine, 
     p = run.profile
     rows_train, rows_val = dataset.build(labels, p.train.validation_fraction, p.seed)
     _, verdict, _ = gate.train_and_judge(run, name, p.seed, rows_train, rows_val, settings=arm_settings(run))
-    return run.engine(adapter=gate.adapter_path(run.artifact("adapters", name), verdict)), verdict
+    return run.engine(adapter=gate.adapter_path(stages.ADAPTERS.find(run) / name, verdict)), verdict
 
 
 def arm_settings(run: study.Run) -> TrainSettings:
@@ -257,7 +257,7 @@ def arm_settings(run: study.Run) -> TrainSettings:
     reference = reference_adapter(run)
     if not p.ablation.equal_steps or reference is None:
         return p.train
-    steps = gate.read(run.artifact("adapters", gate.FILE))[reference].steps
+    steps = gate.read(stages.GATES.find(run))[reference].steps
     return replace(p.train, max_steps=int(steps))
 
 
@@ -279,7 +279,7 @@ def hag_arm(
 
 def reference_adapter(run: study.Run) -> str | None:
     """The HAG adapter the ablations are read against: the first of notebook 03's that passed the gate."""
-    gates = gate.read(run.artifact("adapters", gate.FILE))
+    gates = gate.read(stages.GATES.find(run))
     return next((name for name, _ in run.hag_adapters() if name in gates and gates[name].passed), None)
 
 

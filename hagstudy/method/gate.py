@@ -30,12 +30,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
+from hagstudy import stages
 from hagstudy.decoding import DecodingConfig, ParseResult
 from hagstudy.files import atomic_write
 from hagstudy.method import dataset, hag
 from hagstudy.scoring import Engine
 
-FILE = "gate.json"
+FILE = stages.GATES.name  # in the adapters folder (stages.GATES)
 
 
 def majority(train_rows: Sequence[Mapping[str, Any]]) -> dict[str, DecodingConfig]:
@@ -182,10 +183,10 @@ def adapter_path(folder: Path | str, verdict: Gate) -> Path:
 
 def used_path(run: Any, name: str) -> Path:
     """The folder of adapter ``name`` as notebook 03/05 judged it (``adapter_path`` via the gate file)."""
-    folder = run.artifact("adapters", name)
-    gates = read(run.artifact("adapters", FILE))
+    folder = stages.ADAPTERS.find(run) / name
+    gates = read(stages.GATES.find(run))
     if name not in gates:
-        raise KeyError(f"{run.artifact('adapters', FILE)} has no gate for adapter {name!r}: run notebook 03")
+        raise KeyError(f"{stages.GATES.find(run)} has no gate for adapter {name!r}: run notebook 03")
     return adapter_path(folder, gates[name])
 
 
@@ -204,7 +205,7 @@ def train_and_judge(
 
     settings = settings or run.profile.train
     result = study.train_once(run, name, list(train_rows), list(val_rows), settings, seed=seed)
-    folder = run.artifact("adapters", name)
+    folder = stages.ADAPTERS.path(run) / name
 
     def engine_for(path: Path | None) -> Engine:
         return run.engine() if path is None else run.engine(adapter=path)

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from hagstudy import stages
 from hagstudy.config import TrainSettings
 from hagstudy.engine import models
 from hagstudy.files import shown
@@ -571,13 +572,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.max_steps is not None:
         overrides["train"] = {"max_steps": args.max_steps}
     profile = load_profile(args.profile, **overrides)
-    data = args.dataset or profile.paths.artifacts / "dataset"
-    files = [data / "train.jsonl", data / "validation.jsonl"]
+    data = args.dataset or stages.TRAIN_ROWS.find(profile).parent
+    files = [data / stages.TRAIN_ROWS.name, data / stages.VALIDATION_ROWS.name]
     for f in files:
         if not f.is_file():
             raise SystemExit(f"{f} is missing: run notebook 02 (make all PROFILE={profile.name}) or pass --dataset")
     train_rows, val_rows = (dataset.read_jsonl(f) for f in files)
-    out = args.out or profile.paths.artifact("adapters", args.name)
+    out = args.out or stages.ADAPTERS.path(profile) / args.name
     seed = profile.seed if args.seed is None else args.seed
     result = train_if_changed(profile.model, train_rows, val_rows, profile.train, out, seed)
     if _world()[1]:

@@ -26,15 +26,12 @@ because the notebooks build score tables task by task.
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from hagstudy import registry
-from hagstudy.files import atomic_write
 from hagstudy.report.stats import (
     MARGIN,
     PairedResult,
@@ -50,6 +47,8 @@ from hagstudy.report.stats import (
     tost_p,
     validate_scores,
 )
+from hagstudy.stages import rounded
+from hagstudy.stages import write_table as write_table  # the committed tables' format, for callers of this module
 
 METHOD_ORDER: tuple[str, ...] = registry.ORDER  # the registry's ranked methods; the rest sort by name after them
 MAIN_COLUMNS: tuple[str, ...] = ("task", "method", "mean", "ci_low", "ci_high", "n_items", "n_seeds")
@@ -450,32 +449,10 @@ def difficulty_correlation(frame: pd.DataFrame) -> tuple[float, float]:
 # Output
 
 
-def _rounded(df: pd.DataFrame, decimals: int) -> pd.DataFrame:
-    """Round float columns and turn -0.0 into 0.0, so equal numbers always print identically."""
-    out = df.copy()
-    for col in out.columns:
-        if pd.api.types.is_float_dtype(out[col]):
-            out[col] = out[col].round(decimals) + 0.0
-    return out
-
-
 def flags(values: pd.Series) -> pd.Series:
     """A boolean column as written by ``write_table`` and read back: bools, or "True"/"False" strings where a
     column mixed in other values (pandas then keeps it as text)."""
     return values.astype(str).str.lower() == "true"
-
-
-def write_table(df: pd.DataFrame, path: str | os.PathLike, decimals: int = 4) -> Path:
-    """Write ``df`` as CSV with fixed float formatting, atomically (temp file + os.replace).
-
-    Same numbers give a byte-identical file (fixed decimals, no index, "\\n" line endings), and an
-    interrupted run never leaves a half-written table behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = _rounded(df, decimals).to_csv(index=False, float_format=f"%.{decimals}f", lineterminator="\n")
-    atomic_write(path, text)
-    return path
 
 
 def _cell(value: object, decimals: int) -> str:
@@ -488,7 +465,7 @@ def _cell(value: object, decimals: int) -> str:
 
 def to_markdown(df: pd.DataFrame, decimals: int = 4) -> str:
     """A GitHub-flavoured Markdown table (no dependency on ``tabulate``); numbers right-aligned."""
-    df = _rounded(df, decimals)
+    df = rounded(df, decimals)
     header = [str(c) for c in df.columns]
     numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
     lines = [

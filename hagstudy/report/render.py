@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hagstudy import stages
 from hagstudy.config import Paths, load_profile, repo_root
 from hagstudy.files import atomic_write
 
@@ -196,12 +197,12 @@ def config_counts(hag_configs: pd.DataFrame, top: int = 3, prefix: str | None = 
     return pd.DataFrame(rows, columns=["task", "method", "config", "count", "share", "distinct", "n"])
 
 
-def _read_optional(tables: Path, name: str) -> pd.DataFrame | None:
+def _read_optional(tables: Path, table: stages.Handoff) -> pd.DataFrame | None:
     """A result table, or None when its notebook has not written it or wrote no rows (an empty file:
     e.g. difficulty.csv when no adapter passed the gate)."""
     import pandas as pd  # noqa: F811
 
-    path = tables / name
+    path = tables / table.name
     return pd.read_csv(path) if path.is_file() and path.read_text().strip() else None
 
 
@@ -209,7 +210,7 @@ def _answer_lines(tables: Path) -> list[str]:
     """``findings.answer`` from relative_strong.csv, headroom.csv and at_chance.csv (those present)."""
     from hagstudy.report import findings
 
-    strong, headroom, at_chance = (_read_optional(tables, n) for n in ("relative_strong.csv", "headroom.csv", "at_chance.csv"))
+    strong, headroom, at_chance = (_read_optional(tables, t) for t in (stages.RELATIVE_STRONG, stages.HEADROOM, stages.AT_CHANCE))
     return findings.answer(strong, headroom, at_chance)
 
 
@@ -218,8 +219,8 @@ def _findings_lines(tables: Path, target: str = "HAG") -> list[str]:
     from hagstudy.report import findings
 
     relative, strong, at_chance, gates, headroom, difficulty = (
-        _read_optional(tables, n) for n in ("relative.csv", "relative_strong.csv", "at_chance.csv", "train_gate.csv",
-                                             "headroom.csv", "difficulty.csv")
+        _read_optional(tables, t) for t in (stages.RELATIVE, stages.RELATIVE_STRONG, stages.AT_CHANCE, stages.TRAIN_GATE,
+                                             stages.HEADROOM, stages.DIFFICULTY)
     )
     out: list[str] = []
     if relative is not None:
@@ -265,43 +266,43 @@ def write_readme(profile: str = "default") -> Path:
         lines += ["## Findings", "", "Generated from the tables below (`hagstudy.report.findings`); losses first.", ""]
         lines += [f"- {line}" for line in found] + [""]
     sections = [  # (file, heading, columns or None for all): what a reader needs first comes first
-        ("train_gate.csv", "Did HAG's stage 1 learn its labels? (notebook 03's gate, validation rows)",
+        (stages.TRAIN_GATE, "Did HAG's stage 1 learn its labels? (notebook 03's gate, validation rows)",
          ["adapter", "seed", "steps", "selected_step", "parse_rate", "exact_match", "majority_exact_match", "distance",
           "majority_distance", "passed", "beats_majority"]),
-        ("label_check.csv", "Labels kept per item after the held-out check (notebook 01)", None),
+        (stages.LABEL_CHECK, "Labels kept per item after the held-out check (notebook 01)", None),
     ]
-    for name, heading, columns in sections:
-        if (df := _read_optional(tables, name)) is not None:
+    for table, heading, columns in sections:
+        if (df := _read_optional(tables, table)) is not None:
             lines += [f"## {heading}", "", to_markdown(df[[c for c in columns if c in df.columns]] if columns else df, decimals=3)]
-    if (df := _read_optional(tables, "main.csv")) is not None:
+    if (df := _read_optional(tables, stages.MAIN)) is not None:
         lines += ["## Main table (95 % bootstrap CIs over items and seeds)", "", to_markdown(df, decimals=3)]
     compared = ["task", "baseline", "target_mean", "base_mean", "diff", "diff_ci_low", "diff_ci_high", "p_holm",
                 "p_tost_holm", "verdict"]
-    for name, heading in (("relative.csv", "HAG against default and random"),
-                          ("relative_strong.csv", "HAG against the strong baselines"),
-                          ("relative_item_oracle.csv", "HAG against the item oracle, on its items")):
-        if (df := _read_optional(tables, name)) is not None:
+    for table, heading in ((stages.RELATIVE, "HAG against default and random"),
+                           (stages.RELATIVE_STRONG, "HAG against the strong baselines"),
+                           (stages.RELATIVE_ITEM_ORACLE, "HAG against the item oracle, on its items")):
+        if (df := _read_optional(tables, table)) is not None:
             lines += [f"## {heading} (Holm per table; TOST at ±0.02)", "",
                       to_markdown(df[[c for c in compared if c in df.columns]], decimals=3)]
-    if (df := _read_optional(tables, "headroom.csv")) is not None:
+    if (df := _read_optional(tables, stages.HEADROOM)) is not None:
         lines += [f"## Headroom: item oracle - task oracle on the first {p.oracle_items} test items per task "
                   "(95 % paired CI; shown when above 0)", "", to_markdown(df, decimals=3)]
-    if (df := _read_optional(tables, "ablation_gate.csv")) is not None:
+    if (df := _read_optional(tables, stages.ABLATION_GATE)) is not None:
         lines += ["## Ablation arms: did each adapter learn its labels? (notebook 05)", "",
                   to_markdown(df[["method", "status", "parse_rate", "exact_match", "majority_exact_match", "distance",
                                   "majority_distance"]], decimals=3)]
-    if (df := _read_optional(tables, "parse_rates.csv")) is not None:
+    if (df := _read_optional(tables, stages.PARSE_RATES)) is not None:
         lines += ["## Stage 1: did the generated configs parse? (notebook 04, test queries)", "",
                   "*ok*: parsed and in range; *clamped*: parsed, a value moved into its range; *failed*: no config "
                   "parsed, so the default config was used (a fallback, counted here, not a choice).", "",
                   to_markdown(sort_canonical(parse_rate_table(df),
                                              task_order=list(selected(p))), decimals=3)]
-    if (df := _read_optional(tables, "hag_configs.csv")) is not None:
+    if (df := _read_optional(tables, stages.HAG_CONFIGS)) is not None:
         lines += ["## Configs HAG wrote per task (the three most frequent per adapter)", "",
                   "*distinct*: how many different configs the adapter wrote for the task's *n* test queries; "
                   "T = temperature, p = top_p, k = top_k (0 = off), rp = repetition_penalty.", "",
                   to_markdown(config_counts(df), decimals=3)]
-    if (df := _read_optional(tables, "ablation_search.csv")) is not None:
+    if (df := _read_optional(tables, stages.ABLATION_SEARCH)) is not None:
         lines += ["## Search strategies: cost and label quality (notebook 05)", "",
                   to_markdown(df, decimals=3)]
     figures = sorted((paths.results / "figures").glob("*.png")) if (paths.results / "figures").is_dir() else []
