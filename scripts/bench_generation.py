@@ -60,7 +60,8 @@ sys.path.insert(0, str(ROOT))
 
 from hagstudy.decoding import DecodingConfig  # noqa: E402
 from hagstudy.engine import models  # noqa: E402
-from hagstudy.engine.generation import Engine, Request  # noqa: E402
+from hagstudy.engine.engine import Engine
+from hagstudy.engine.requests import Request  # noqa: E402
 
 MAX_NEW = 64
 DEFAULT_OUT = ROOT / "results" / "benchmarks" / "generation.json"
@@ -308,7 +309,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW, help="new tokens per request of the main workload")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of every arm")
     ap.add_argument("--per-request", type=int, default=8, help="requests timed for (a), one per config")
-    ap.add_argument("--steps", default="eager,fused", help="engine decode steps to time, comma-separated (eager, fused, compiled)")
+    ap.add_argument("--steps", default="eager,fused", help="engine decode steps to time, comma-separated (eager, fused)")
     ap.add_argument("--search-items", type=int, default=4, help="items of the search-shaped workload (x 8 configs x --draws; 0: skip)")
     ap.add_argument("--draws", type=int, default=2, help="seeds per item and config in the search-shaped workload")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -358,12 +359,12 @@ def main() -> None:
         f"search-shaped: {len(search)} requests = {args.search_items} items x {len(CONFIGS)} configs x {args.draws} draws, 16-96 tokens"
     )
 
-    # Warm-up (and the compiled step's compile, timed): first-call costs hit whichever arm runs first otherwise.
+    # Warm-up, timed: first-call costs hit whichever arm runs first otherwise.
     compile_s = {}
     for s, e in engines.items():
         start = time.perf_counter()
         time_engine(e, reqs[: min(8, len(reqs))])
-        compile_s[s] = {"first_call_seconds": time.perf_counter() - start, "step": e.step, **{k: e.stats[k] for k in ("compile_seconds", "compile_fallbacks")}}
+        compile_s[s] = {"first_call_seconds": time.perf_counter() - start, "step": e.step}
         print(f"warm-up, step {s}: {compile_s[s]['first_call_seconds']:.1f} s", flush=True)
     run_generate(model, tok, reqs[:2], eos)
     if not args.no_cb:

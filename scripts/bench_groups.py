@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench_generation import build_requests  # noqa: E402
 
 from hagstudy.engine import models  # noqa: E402
-from hagstudy.engine.generation import GROUP_BATCHES, Engine  # noqa: E402
+from hagstudy.engine.engine import GROUP_BATCHES, Engine  # noqa: E402
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ import pytest
 from hagstudy.decoding import DecodingConfig
 from hagstudy.engine import models, vllm_backend
 from hagstudy.engine.cache import CompletionCache
-from hagstudy.engine.generation import Engine, Request, request_key
+from hagstudy.engine.engine import Engine
+from hagstudy.engine.requests import Request, request_key
 
 GREEDY = DecodingConfig(0.0, 1.0, 0, 1.0, max_new_tokens=12)
 SAMPLED = DecodingConfig(1.0, 0.9, 50, 1.0, max_new_tokens=12)
