@@ -42,7 +42,7 @@ def shipped(tmp_path_factory):
     training.train_if_changed("tiny-random", ROWS, ROWS[:2], SETTINGS, folder, seed=0, progress=False)
     cache = CompletionCache(cache_path)
     requests, texts = {}, {}
-    for path in [folder, *training.checkpoint_dirs(folder).values()]:
+    for path in [folder, *adapter.checkpoint_dirs(folder).values()]:
         model, tok = adapter.load_adapted("tiny-random", path)
         engine = Engine(model, tok, cache, progress=False, step="eager")
         prompts = [engine.render([{"role": "user", "content": f"Question {i}?"}]) for i in range(3)]
@@ -67,8 +67,8 @@ def _restore(shipped, tmp_path) -> Path:
 def test_a_restored_adapter_replays_every_completion_under_the_committed_keys(shipped, tmp_path):
     folder = _restore(shipped, tmp_path)
     assert adapter.replay_only(folder) and not (folder / adapter.ADAPTER_WEIGHTS).exists()
-    assert sorted(training.checkpoint_dirs(folder)) == sorted(training.checkpoint_dirs(shipped["folder"]))
-    for name in (training.TRAIN_LOG, training.FINGERPRINT):  # byte for byte: train_log.csv's columns keep their order
+    assert sorted(adapter.checkpoint_dirs(folder)) == sorted(adapter.checkpoint_dirs(shipped["folder"]))
+    for name in (adapter.TRAIN_LOG, adapter.FINGERPRINT):  # byte for byte: train_log.csv's columns keep their order
         assert (folder / name).read_bytes() == (shipped["folder"] / name).read_bytes(), name
     for original, requests in shipped["requests"].items():
         restored = folder / original.relative_to(shipped["folder"])
@@ -142,7 +142,7 @@ def test_the_export_is_deterministic_and_makes_missing_receipts(shipped, tmp_pat
         return receipts.of_engine(path, Engine(model, tok, None, progress=False, step="eager"))
 
     receipts.export(root, tmp_path / "a.json", receipt_of)
-    assert len(made) == 1 + len(training.checkpoint_dirs(root / "hag_seed0"))
+    assert len(made) == 1 + len(adapter.checkpoint_dirs(root / "hag_seed0"))
     receipts.export(root, tmp_path / "b.json", receipt_of)
     assert len(made) == 3  # the second export read the receipts the first one wrote
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes() == shipped["file"].read_bytes()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from hagstudy.decoding import DecodingConfig
+from hagstudy.engine import adapter as adapters
 from hagstudy.engine import models, vllm_backend
 from hagstudy.engine.cache import CompletionCache
 from hagstudy.engine.engine import Engine
@@ -296,7 +297,7 @@ def test_lora_adapter_goes_through_lora_request(worker, tiny_folder, tmp_path):
     settings = TrainSettings(epochs=1, learning_rate=1e-1, batch_size=4, lora_r=8, lora_alpha=16, lora_dropout=0.0,
                              max_length=128, max_steps=4)
     training.train(str(tiny_folder), rows(8), None, settings, adapter, 0, progress=False)
-    model, tok = training.load_adapted(str(tiny_folder), adapter, dtype="float32")
+    model, tok = adapters.load_adapted(str(tiny_folder), adapter, dtype="float32")
     engine = Engine(model, tok, cache=None, progress=False)
     tuned = vllm_backend.VLLMBackend(worker, str(tiny_folder), None, adapter=adapter)
     base = vllm_backend.VLLMBackend(worker, str(tiny_folder), None)
