@@ -360,12 +360,12 @@ def main() -> None:
     )
 
     # Warm-up, timed: first-call costs hit whichever arm runs first otherwise.
-    compile_s = {}
+    first_call = {}
     for s, e in engines.items():
         start = time.perf_counter()
         time_engine(e, reqs[: min(8, len(reqs))])
-        compile_s[s] = {"first_call_seconds": time.perf_counter() - start, "step": e.step}
-        print(f"warm-up, step {s}: {compile_s[s]['first_call_seconds']:.1f} s", flush=True)
+        first_call[s] = {"first_call_seconds": time.perf_counter() - start, "step": e.step}
+        print(f"warm-up, step {s}: {first_call[s]['first_call_seconds']:.1f} s", flush=True)
     run_generate(model, tok, reqs[:2], eos)
     if not args.no_cb:
         cb["error"] = cb_attempt(model, tok, reqs[: min(8, len(reqs))], eos, cb_set)
@@ -429,7 +429,7 @@ def main() -> None:
     print(f"  (a) model.generate per request : {med['a_generate_per_request']:8.1f}  (timed {len(subset)} of {len(reqs)} requests; all would take ~{a_total:.0f} s)")
     print(f"  (b) model.generate per config  : {med['b_generate_per_config']:8.1f}  ({len(CONFIGS)} batched calls)")
     for s in steps:
-        print(f"  (c) engine, step {s:9s}     : {med[f'c_engine_{s}']:8.1f}  (one call, batch {first.max_batch_size}; first call {compile_s[s]['first_call_seconds']:.1f} s)")
+        print(f"  (c) engine, step {s:9s}     : {med[f'c_engine_{s}']:8.1f}  (one call, batch {first.max_batch_size}; first call {first_call[s]['first_call_seconds']:.1f} s)")
     for s in steps if search else ():
         print(f"  (d) search-shaped, step {s:9s}: {med[f'd_search_engine_{s}']:8.1f}")
     if speed_cb is not None:
@@ -475,7 +475,7 @@ def main() -> None:
         "max_new_tokens": args.max_new_tokens,
         "engine_batch_size": first.max_batch_size,
         "steps": steps,
-        "first_call": compile_s,
+        "first_call": first_call,
         "repeats": args.repeats,
         "per_request_subset": len(subset),
         "useful_tok_s_median": med,

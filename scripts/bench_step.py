@@ -6,7 +6,7 @@ End-to-end tokens/s (scripts/bench_generation.py) mixes the step's speed with th
 which differ between steps (another rounding ends rows at other tokens). This times the forward
 alone: a batch of task prompts is prefilled once, and each arm runs ``--reps`` steps from the same
 cache state, interleaved, at each batch size. Prints ms per step and the ratio to eager; "fused" uses
-oneDNN-prepacked bf16 weights, "fused-plain" the same step with plain weights (what compile sees).
+oneDNN-prepacked bf16 weights, "fused-plain" the same step with plain weights (without oneDNN prepacking).
 """
 
 from __future__ import annotations

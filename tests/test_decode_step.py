@@ -1,8 +1,4 @@
-"""The fused decode step (hagstudy/engine/decode_step.py) keeps the engine's guarantees, and its keys apart.
-
-The real compile runs only in the slow test (inductor takes minutes on two cores); the others force
-the fallback by making ``torch.compile`` raise, or stand in a compile that returns the function.
-"""
+"""The fused decode step (hagstudy/engine/decode_step.py) keeps the engine's guarantees, and its keys apart."""
 
 from __future__ import annotations
 

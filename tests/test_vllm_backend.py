@@ -120,6 +120,13 @@ def test_keys_name_the_backend_and_its_version(fake, folder_model):
     assert {a.key(r) for r in reqs} == {fake(version="0.32.0").key(r) for r in reqs}  # stable
 
 
+def test_the_default_config_is_the_model_folders_like_the_engines(fake, folder_model):
+    """Both backends answer the protocol's ``generation_defaults``/``default_config`` from the same model."""
+    engine = Engine(*folder_model, cache=None, progress=False)
+    assert fake().generation_defaults() == engine.generation_defaults()
+    assert fake().default_config() == engine.default_config()
+
+
 def test_cache_serves_reruns_and_stores_the_seed_policy(fake, tmp_path):
     with CompletionCache(tmp_path / "c.sqlite") as cache:
         backend = fake(seeds=False, cache=cache, allow_unseeded=True)
