@@ -93,7 +93,7 @@ class Run:
         if key not in self._engines:
             self._engines[key] = factory.build(
                 self.profile, adapter, cache=self.cache(), model_spec=spec, workers=self._vllm_workers,
-                worker_log=self.artifact(self.notebook, "vllm_worker.log"),
+                worker_log=self.paths.artifacts / self.notebook / "vllm_worker.log",  # the worker makes its folder
             )
         return self._engines[key]
 
