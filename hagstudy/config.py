@@ -111,7 +111,7 @@ class GenerationSettings:
     """Which backend generates (``engine``: the in-house one; ``vllm``: docs/scaling.md) and how."""
 
     backend: str = "engine"
-    # engine: the decode step (hagstudy.engine.generation, ENGINE_STEPS). "fused" measured 1.23x "eager" end to end on
+    # engine: the decode step (hagstudy.engine.engine, ENGINE_STEPS). "fused" measured 1.23x "eager" end to end on
     # a quiet machine (results/benchmarks/generation.json); a model it cannot run falls back to "eager", logged.
     step: str = "fused"
     tensor_parallel_size: int = 1  # vllm: GPUs one model is split over
@@ -121,7 +121,7 @@ class GenerationSettings:
 
 
 BACKENDS = ("engine", "vllm")
-ENGINE_STEPS = ("eager", "fused", "compiled", "auto")  # hagstudy.engine.generation.Engine(step=...)
+ENGINE_STEPS = ("eager", "fused")  # hagstudy.engine.engine.Engine(step=...)
 SELECTIONS = ("best_validation", "final")  # train.select
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from hagstudy.decoding import DecodingConfig
+from hagstudy.engine.protocol import Engine, Messages
 from hagstudy.seeds import GREEDY_SEED, draw_seeds, eval_seed
 
 if TYPE_CHECKING:
@@ -27,22 +28,12 @@ if TYPE_CHECKING:
 
 EPS = 1e-9  # means closer than this are ties (float sums in another order must not flip a choice)
 
-Messages = list[dict[str, str]]
-
 
 class Completion(Protocol):
     text: str
     n_tokens: int
     finished: bool
     cached: bool
-
-
-class Engine(Protocol):
-    """What scoring needs from a generation backend (``generation.Engine`` is one)."""
-
-    def render(self, messages: Messages) -> str: ...
-
-    def generate(self, requests: Sequence[Any], desc: str = ...) -> list[Any]: ...
 
 
 class Task(Protocol):
@@ -121,9 +112,7 @@ class Cost:
 
 def score(engine: Engine, task: Task, cells: Sequence[Cell], *, stage: str = "", desc: str | None = None) -> tuple[list[Evaluation], Cost]:
     """Every cell in one engine call and one scoring call; one ``Evaluation`` per cell, in order."""
-    from hagstudy.engine.generation import (
-        Request,  # the engine module imports torch: only when used
-    )
+    from hagstudy.engine.requests import Request
 
     if not cells:
         return [], Cost()

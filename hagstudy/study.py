@@ -23,14 +23,12 @@ import torch
 from hagstudy import runlog
 from hagstudy.config import Paths, Profile, TrainSettings, load_profile, save_profile
 from hagstudy.decoding import SearchSpace
-from hagstudy.engine import decode_step, models
 from hagstudy.engine.cache import COSINES_DB
 from hagstudy.files import shown
-from hagstudy.replay import receipts
 
 if TYPE_CHECKING:
     from hagstudy.engine.cache import CompletionCache
-    from hagstudy.engine.generation import Engine
+    from hagstudy.engine.protocol import Engine
     from hagstudy.method.training import TrainResult
     from hagstudy.tasks.base import Task
 
@@ -82,40 +80,21 @@ class Run:
         return CompletionCache(self.paths.cache / "completions.sqlite")
 
     def engine(self, adapter: str | Path | None = None, model_spec: str | None = None) -> Engine:
-        """The generation backend for the profile's model (or ``model_spec``), optionally with a LoRA adapter.
+        """The generation backend for the profile's model (or ``model_spec``), optionally with a LoRA adapter
+        (``factory.build``: the in-house engine, its cache-only mode for a receipt-only adapter, or vLLM).
 
-        The profile's ``generation.backend`` picks the in-house engine or vLLM (``vllm_backend``).
         Engines are kept per (model, adapter) for the notebook's lifetime: a model loads once (with vLLM,
         one worker per model serves the base and its adapters).
         """
-        from hagstudy.engine.generation import Engine
+        from hagstudy.engine import factory
 
         spec = model_spec or self.profile.model
         key = f"{spec}|{adapter}"
-        if key not in self._engines and adapter is not None and receipts.replay_only(adapter):
-            if self.profile.generation.backend != "engine":
-                raise ValueError(f"adapter {shown(adapter)} is a receipt without weights: only the in-house engine "
-                                 f"replays it; train it with `python -m hagstudy.replay.receipts forget --profile {self.profile.name}`")
-            log.info("adapter %s: the committed run's receipt, no weights here: its completions are replayed from "
-                     "the cache", shown(adapter))
-            self._engines[key] = receipts.ReplayEngine(adapter, self.cache(), self.profile.name)
-        if key not in self._engines and self.profile.generation.backend == "vllm":
-            self._engines[key] = self._vllm(spec, adapter)
         if key not in self._engines:
-            if adapter is None:
-                model, tokenizer = models.load(spec, dtype=self.profile.dtype)
-            else:
-                from hagstudy.method.training import load_adapted
-
-                model, tokenizer = load_adapted(spec, adapter, dtype=self.profile.dtype)
-            step = self.profile.generation.step
-            if step == "fused" and (why := decode_step.unsupported(model)):
-                log.warning("decode step 'eager' for %s, not the profile's 'fused': %s", spec, why)
-                step = "eager"
-            # No progress bars in notebooks: they bloat the rendered copies; each call logs a summary line.
-            self._engines[key] = Engine(model, tokenizer, self.cache(), progress=False, step=step)
-            if adapter is not None and not (Path(adapter) / receipts.RECEIPT).is_file():
-                receipts.write(adapter, receipts.of_engine(adapter, self._engines[key]))  # for `make ship`
+            self._engines[key] = factory.build(
+                self.profile, adapter, cache=self.cache(), model_spec=spec, workers=self._vllm_workers,
+                worker_log=self.paths.artifacts / self.notebook / "vllm_worker.log",  # the worker makes its folder
+            )
         return self._engines[key]
 
     def drop_engine(self, adapter: str | Path | None = None, model_spec: str | None = None) -> None:
@@ -126,19 +105,6 @@ class Run:
     def hag_adapters(self) -> list[tuple[str, int]]:
         """HAG's stage-1 adapters and their training seeds: ``hag_seed0`` (the profile's seed), ``hag_seed1``, ..."""
         return [(f"hag_seed{k}", self.profile.seed + k) for k in range(self.profile.train.adapters)]
-
-    def _vllm(self, spec: str, adapter: str | Path | None) -> Any:
-        from hagstudy.engine import vllm_backend
-
-        g = self.profile.generation
-        if spec not in self._vllm_workers:
-            self._vllm_workers[spec] = vllm_backend.start_worker(
-                spec, self.profile.dtype, g, lora_rank_needed=self.profile.train.lora_r, seed=self.profile.seed,
-                log_path=self.artifact(self.notebook, "vllm_worker.log"),
-            )
-        return vllm_backend.VLLMBackend(
-            self._vllm_workers[spec], spec, self.cache(), adapter=adapter, allow_unseeded=g.allow_unseeded
-        )
 
 
 def start(profile: str | None = None, notebook: str = "notebook", **overrides: Any) -> Run:

@@ -137,3 +137,22 @@ def test_the_private_check_can_fail(tmp_path):
 def test_no_stand_in_objects_imitate_a_model():
     users = [str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*.py") if "SimpleNamespace" in p.read_text()]
     assert not users, f"SimpleNamespace stands in for a real type in {users}: give the protocol the method instead"
+
+
+# What a wing may not import (runtime imports, function-level ones included): the engine and the replay
+# know nothing of the study, so they can be changed, and reused, without reading it.
+FORBIDDEN = {
+    "hagstudy.engine": ("hagstudy.method", "hagstudy.report", "hagstudy.study"),
+    "hagstudy.replay": ("hagstudy.method", "hagstudy.report", "hagstudy.study"),
+}
+
+
+def test_wings_import_only_what_they_may():
+    wrong = {}
+    for name, imports in graph().items():
+        for wing, banned in FORBIDDEN.items():
+            if name == wing or name.startswith(wing + "."):
+                bad = sorted(m for m in imports if any(m == b or m.startswith(b + ".") for b in banned))
+                if bad:
+                    wrong[name] = bad
+    assert not wrong, f"wing modules importing what their wing may not: {wrong}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import sqlite3
@@ -16,9 +17,11 @@ import pytest
 
 from hagstudy.decoding import DecodingConfig as C
 from hagstudy.engine import cache as cache_mod
-from hagstudy.engine import generation, models
+from hagstudy.engine import models
+from hagstudy.engine import requests as requests_mod
 from hagstudy.engine.cache import CompletionCache
-from hagstudy.engine.generation import Engine, Request, request_key
+from hagstudy.engine.engine import Engine
+from hagstudy.engine.requests import Request, request_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,7 +76,7 @@ def test_request_key_names_everything_the_text_depends_on(monkeypatch):
     # Greedy ignores top_p / top_k, so those do not split the cache.
     g1, g2 = C(0.0, 0.5, 10, 1.0), C(0.0, 1.0, 0, 1.0)
     assert request_key("m", Request("p", g1)) == request_key("m", Request("p", g2))
-    monkeypatch.setattr(generation, "ENGINE_VERSION", "next")
+    monkeypatch.setattr(requests_mod, "ENGINE_VERSION", "next")
     assert request_key("model|bf16|abc", base) != key
 
 
@@ -146,7 +149,7 @@ def test_a_killed_process_keeps_its_committed_groups(tiny, tmp_path):
         sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
         from hagstudy.engine import models
         from hagstudy.engine.cache import CompletionCache
-        from hagstudy.engine.generation import Engine
+        from hagstudy.engine.engine import Engine
         from test_cache import requests
 
         model, tok = models.load("tiny-random", dtype="float32")
@@ -314,3 +317,33 @@ def test_many_processes_open_a_new_file_at_once(tmp_path):
         p.join()
     assert outcomes == ["ok"] * n
     assert len(CompletionCache(tmp_path / "c.sqlite")) == n
+
+
+def test_keys_and_row_meta_are_the_committed_bytes():
+    """``request_key`` and a cache row's meta, for eager and fused rows with and without min-p/EDT, are the
+    strings the shipped generations were keyed by (computed before the engine module was split)."""
+    ident = "smollm2|bfloat16|abcd"
+    reqs = [
+        Request("<|im_start|>user\nhi é<|im_end|>\n", C(0.7, 0.9, 50, 1.1, 64), 3),
+        Request("p", C(0.0, 1.0, 0, 1.0, 8), 0),
+        Request("q", C(1.0, 1.0, 0, 1.0, 8, min_p=0.1), 2**40),
+        Request("q", C(1.0, 1.0, 0, 1.0, 8, edt_theta=0.5), 7),
+    ]
+    want = [
+        ("641abeb626f7e5eebac849d686c6839eb209be8d4ab501f6ebb77a725ea79fc2", "8e709a640ee63a30"),
+        ("e87f8902879d9dbcded7643b5895eb46a30d75b9d727ca1890b8f13dd43b28d1", "8e709a640ee63a30"),
+        ("070a91a12cccfcf531d132aa7364709db8d893ccc3add42466e19a018d6cfb39", "148de9c5a7a44d19"),
+        ("f5fc63902acf1f4fcbe6bac6281f5fd2768df961563822390b42f23444c2abd8", "148de9c5a7a44d19"),
+        ("67d93c84f084da8303ef1496828eacd93cf933d5cc7b42495d0d2f1a428aff34", "8e35c2cd3bf6641b"),
+        ("becca9d4e391d1ee25f1479edb373432a34aaccd3d0c51c4a921a59b1699f0ca", "8e35c2cd3bf6641b"),
+        ("021c5fadb0a18dbdaa05fdc5434fec0e84db33e42c0c1a231c582cd4b64ccc27", "8e35c2cd3bf6641b"),
+        ("b530b7d8c3e8c09b87f5254cd6aede78ef427cc2a505854e52da76948c3761c8", "8e35c2cd3bf6641b"),
+    ]
+    got = []
+    for r in reqs:
+        for step in ("eager", "fused"):
+            meta = requests_mod.meta(ident, r, step)
+            assert meta["engine"] == ("2" if step == "eager" else "3") and meta.get("step") == (None if step == "eager" else step)
+            assert meta["model"] == ident and meta["seed"] == r.seed and meta["config"] == json.loads(r.config.key())
+            got.append((request_key(ident, r, step), meta["prompt_sha256"]))
+    assert got == want

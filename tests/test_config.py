@@ -100,7 +100,7 @@ def test_unknown_profile_lists_known_ones():
         ({"model": "  "}, "model: must name a model"),
         ({"ablation": {"n_seeds": 3}}, r"ablation.n_seeds: must be in \[1, 2\]"),
         ({"ablation": {"train_fractions": [0.5, 0]}}, r"ablation.train_fractions\[1\]: must be in \(0, 1\]"),
-        ({"generation": {"step": "warp"}}, r"generation.step: must be one of \['eager', 'fused', 'compiled', 'auto'\], got 'warp'"),
+        ({"generation": {"step": "warp"}}, r"generation.step: must be one of \['eager', 'fused'\], got 'warp'"),
     ],
 )
 def test_bad_values_fail_at_once_naming_the_file_and_field(override, message):

@@ -1,8 +1,4 @@
-"""The fused/compiled decode step (hagstudy/engine/decode_step.py) keeps the engine's guarantees, and its keys apart.
-
-The real compile runs only in the slow test (inductor takes minutes on two cores); the others force
-the fallback by making ``torch.compile`` raise, or stand in a compile that returns the function.
-"""
+"""The fused decode step (hagstudy/engine/decode_step.py) keeps the engine's guarantees, and its keys apart."""
 
 from __future__ import annotations
 
@@ -14,9 +10,10 @@ from test_cache import Crash
 from test_generation import mixed_requests, prompts
 
 from hagstudy.decoding import DecodingConfig as C
-from hagstudy.engine import decode_step, generation, models
+from hagstudy.engine import decode_step, factory, kv, models, requests
 from hagstudy.engine.cache import CompletionCache
-from hagstudy.engine.generation import Engine, Request, request_key
+from hagstudy.engine.engine import Engine
+from hagstudy.engine.requests import Request, request_key
 
 
 def test_fused_logits_match_the_transformers_forward(tiny):
@@ -70,8 +67,8 @@ def test_fused_greedy_equals_model_generate(tiny):
 def test_keys_name_the_step_and_eager_keys_are_unchanged(tiny):
     model, tok = tiny
     r = Request("p", C(1.0, 0.9, 0, 1.0, 8), seed=3)
-    keys = {s: request_key("m", r, s) for s in ("eager", "fused", "compiled")}
-    assert len(set(keys.values())) == 3
+    keys = {s: request_key("m", r, s) for s in ("eager", "fused")}
+    assert len(set(keys.values())) == 2
     # ENGINE_VERSION 2's payload, byte for byte: the committed caches keep serving the eager step.
     import hashlib
     import json
@@ -92,64 +89,20 @@ def test_cached_texts_are_not_served_across_steps(tiny, tmp_path):
     fused.generate(reqs)
     assert fused.stats["hits"] == 0 and fused.stats["misses"] == len(reqs)
     row = cache.get_many([fused.key(reqs[0])])[fused.key(reqs[0])]
-    assert row["meta"]["engine"] == generation.STEP_VERSION and row["meta"]["step"] == "fused"
+    assert row["meta"]["engine"] == requests.STEP_VERSION and row["meta"]["step"] == "fused"
     again = Engine(model, tok, cache, progress=False, step="fused")
     again.generate(reqs)
     assert again.stats["hits"] == len(reqs)
 
 
-def test_a_failing_compile_falls_back_to_the_fused_step_logged_and_counted(tiny, monkeypatch, caplog):
-    model, tok = tiny
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("no compiler here")
-
-    monkeypatch.setattr(torch, "compile", broken)
-    monkeypatch.setitem(decode_step.FALLBACKS, "compile", 0)
-    reqs = mixed_requests(Engine(model, tok, progress=False))[:8]
-    engine = Engine(model, tok, progress=False, step="compiled")
-    with caplog.at_level("WARNING"):
-        outs = engine.generate(reqs)
-        Engine(model, tok, progress=False, step="auto").generate(reqs[:2])
-    assert engine.step == "fused" and engine.stats["compile_fallbacks"] == 1
-    assert decode_step.FALLBACKS["compile"] == 2
-    assert sum("torch.compile failed" in rec.message for rec in caplog.records) == 1  # logged once per process
-    assert outs == Engine(model, tok, progress=False, step="fused").generate(reqs)
-    assert engine.key(reqs[0]) == request_key(models.identity(model), reqs[0], "fused")
-
-
-def test_the_compiled_path_runs_what_torch_compile_returns(tiny, monkeypatch):
-    """The compiled step's plumbing (warm-up, key, calls) with a stand-in compile that returns the function."""
-    model, tok = tiny
-    calls = []
-
-    def fake_compile(fn, **kwargs):
-        assert fn is decode_step.layer_step  # one layer's graph is compiled, not the unrolled model
-
-        def run(*args):
-            calls.append(args[0].shape[0])
-            return fn(*args)
-
-        return run
-
-    monkeypatch.setattr(torch, "compile", fake_compile)
-    reqs = mixed_requests(Engine(model, tok, progress=False))[:8]
-    engine = Engine(model, tok, progress=False, step="auto", max_batch_size=4)
-    outs = engine.generate(reqs)
-    assert engine.step == "compiled" and engine.stats["compile_fallbacks"] == 0
-    layers = model.config.num_hidden_layers
-    assert calls[: 2 * layers] == [5] * layers + [7] * layers  # the warm-up batches
-    assert len(calls) == layers * (2 + engine.stats["steps"])  # then every layer of every step
-    assert [o.text for o in outs] == [o.text for o in Engine(model, tok, progress=False, step="fused", max_batch_size=4).generate(reqs)]
-
-
-def test_auto_uses_the_eager_step_for_unsupported_models(tiny):
+def test_the_factory_uses_the_eager_step_for_unsupported_models(tiny, caplog):
     model, tok = tiny
     model.config.model_type = "not-llama"
     try:
-        engine = Engine(model, tok, progress=False, step="auto")
-        engine.generate([Request(prompts(engine)[0], C(0.0, 1.0, 0, 1.0, 2))])
-        assert engine.step == "eager"
+        with caplog.at_level("WARNING"):
+            assert factory.step_for(model, "fused", "tiny") == "eager"
+        assert "decode step 'eager' for tiny" in caplog.text
+        assert factory.step_for(model, "eager") == "eager"
         with pytest.raises(ValueError, match="not llama"):
             Engine(model, tok, progress=False, step="fused")
     finally:
@@ -198,27 +151,15 @@ def test_lora_adapters_are_merged_into_the_packed_weights(tiny):
     assert [a.text for a in eager] == [b.text for b in fused]
 
 
-@pytest.mark.slow
-def test_the_real_compile_gives_the_fused_texts(tiny):
-    """torch.compile (inductor) on the tiny model: same texts as the uncompiled step, in any batch (float32)."""
-    model, tok = tiny
-    reqs = mixed_requests(Engine(model, tok, progress=False))[:12]
-    engine = Engine(model, tok, progress=False, step="compiled", max_batch_size=6)
-    outs = engine.generate(reqs)
-    if engine.step != "compiled":
-        pytest.skip(f"torch.compile unavailable here (fell back to {engine.step})")
-    assert [o.text for o in outs] == [o.text for o in Engine(model, tok, progress=False, step="fused").generate(reqs)]
-
-
 def test_gpu_batch_is_sized_from_free_memory_without_the_old_256_cap(tiny, monkeypatch):
     model, _ = tiny
-    per_row = generation.row_bytes(model)
+    per_row = kv.row_bytes(model)
     assert per_row == 2 * 2 * 2 * 16 * 4 * 1024 + 8 * 4 * model.config.vocab_size  # 2 layers, 2 KV heads of 16, fp32
     gib = 1 << 30
-    assert generation.gpu_batch_size(80 * gib, 3 << 20) == 4096  # the ceiling, far above 256
-    assert generation.gpu_batch_size(12 * gib, 3 << 20) == 2048  # 0.5 x 12 GiB / 3 MiB, a multiple of 64
-    assert generation.gpu_batch_size(1 << 20, 3 << 20) == 1  # never zero
-    assert generation.gpu_batch_size(200 << 20, 3 << 20) == 33  # small counts are not rounded
+    assert kv.gpu_batch_size(80 * gib, 3 << 20) == 4096  # the ceiling, far above 256
+    assert kv.gpu_batch_size(12 * gib, 3 << 20) == 2048  # 0.5 x 12 GiB / 3 MiB, a multiple of 64
+    assert kv.gpu_batch_size(1 << 20, 3 << 20) == 1  # never zero
+    assert kv.gpu_batch_size(200 << 20, 3 << 20) == 33  # small counts are not rounded
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 * gib, 80 * gib))
-    rows = generation.default_batch_size(model, torch.device("cuda"))
-    assert rows == generation.gpu_batch_size(40 * gib, per_row) > 256
+    rows = kv.default_batch_size(model, torch.device("cuda"))
+    assert rows == kv.gpu_batch_size(40 * gib, per_row) > 256

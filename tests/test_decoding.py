@@ -164,7 +164,7 @@ def test_adaptive_out_of_range_names_the_field(field, value):
 def test_existing_texts_and_keys_are_unchanged_by_the_adaptive_fields():
     """Pinned strings (and a cache key, computed before min_p/edt_theta existed): every stored text and
     cached completion of a config without them stays valid."""
-    from hagstudy.engine.generation import Request, request_key
+    from hagstudy.engine.requests import Request, request_key
 
     cfg = DecodingConfig(0.7, 0.9, 40, 1.1, 32)
     assert cfg.to_json() == '{"temperature": 0.7, "top_p": 0.9, "top_k": 40, "repetition_penalty": 1.1}'

@@ -18,10 +18,10 @@ from transformers import (
 
 from hagstudy.decoding import EDT_MIN_TEMPERATURE, EDT_N
 from hagstudy.decoding import DecodingConfig as C
-from hagstudy.engine import generation, models
-from hagstudy.engine.generation import (
-    Engine,
-    Request,
+from hagstudy.engine import kv, models, sampling
+from hagstudy.engine.engine import Engine
+from hagstudy.engine.requests import Request
+from hagstudy.engine.sampling import (
     RowParams,
     Warp,
     filter_logits,
@@ -112,7 +112,7 @@ def test_filtered_logits_match_with_the_full_vocabulary_and_wide_nuclei():
     for r, cfg in enumerate(cfgs):
         theirs = transformers_processors(cfg)(seen[r : r + 1], logits[r : r + 1].clone())[0]
         assert torch.equal(ours[r], theirs)
-    assert int(torch.isfinite(ours[0]).sum()) > generation.TOPP_CANDIDATES  # the wide path was taken
+    assert int(torch.isfinite(ours[0]).sum()) > sampling.TOPP_CANDIDATES  # the wide path was taken
 
 
 def test_greedy_rows_take_the_argmax_of_penalised_logits():
@@ -429,13 +429,13 @@ def test_engine_first_tokens_follow_filter_logits_for_adaptive_rows(tiny):
 def test_a_memory_capped_cpu_batch_is_logged(monkeypatch, caplog):
     """Batch shape decides bf16 rounding and is not in the keys: a batch smaller than CPU_BATCH must be said."""
     model, _ = models.load("tiny-random")
-    per_row = generation.row_bytes(model)
-    monkeypatch.setattr(generation, "_available_memory", lambda: 4 * per_row * 10)
-    with caplog.at_level("WARNING", logger="hagstudy.engine.generation"):
-        assert generation.default_batch_size(model, torch.device("cpu")) == 10
+    per_row = kv.row_bytes(model)
+    monkeypatch.setattr(kv, "available_memory", lambda: 4 * per_row * 10)
+    with caplog.at_level("WARNING", logger="hagstudy.engine.kv"):
+        assert kv.default_batch_size(model, torch.device("cpu")) == 10
     assert "capped at 10 rows" in caplog.text
     caplog.clear()
-    monkeypatch.setattr(generation, "_available_memory", lambda: 4 * per_row * (generation.CPU_BATCH + 1))
-    with caplog.at_level("WARNING", logger="hagstudy.engine.generation"):
-        assert generation.default_batch_size(model, torch.device("cpu")) == generation.CPU_BATCH
+    monkeypatch.setattr(kv, "available_memory", lambda: 4 * per_row * (kv.CPU_BATCH + 1))
+    with caplog.at_level("WARNING", logger="hagstudy.engine.kv"):
+        assert kv.default_batch_size(model, torch.device("cpu")) == kv.CPU_BATCH
     assert "capped" not in caplog.text

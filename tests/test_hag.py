@@ -16,7 +16,7 @@ from hagstudy.decoding import (
     ParseResult,
     parse_config,
 )
-from hagstudy.engine.generation import Engine
+from hagstudy.engine.engine import Engine
 from hagstudy.method import hag
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")

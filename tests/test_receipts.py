@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from hagstudy.config import TrainSettings
+from hagstudy.config import TrainSettings, load_profile
 from hagstudy.decoding import DecodingConfig
-from hagstudy.engine import models
+from hagstudy.engine import adapter, factory, models
 from hagstudy.engine.cache import CompletionCache
-from hagstudy.engine.generation import Engine, Request
+from hagstudy.engine.engine import Engine
+from hagstudy.engine.requests import ReplayMiss, Request
 from hagstudy.method import training
 from hagstudy.replay import receipts
 
@@ -41,16 +42,16 @@ def shipped(tmp_path_factory):
     training.train_if_changed("tiny-random", ROWS, ROWS[:2], SETTINGS, folder, seed=0, progress=False)
     cache = CompletionCache(cache_path)
     requests, texts = {}, {}
-    for path in [folder, *training.checkpoint_dirs(folder).values()]:
-        model, tok = training.load_adapted("tiny-random", path)
+    for path in [folder, *adapter.checkpoint_dirs(folder).values()]:
+        model, tok = adapter.load_adapted("tiny-random", path)
         engine = Engine(model, tok, cache, progress=False, step="eager")
         prompts = [engine.render([{"role": "user", "content": f"Question {i}?"}]) for i in range(3)]
         requests[path] = [Request(p, c, seed=7) for p in prompts for c in (SAMPLED, GREEDY)]
         texts[path] = [c.text for c in engine.generate(requests[path])]
-        receipts.write(path, receipts.of_engine(path, engine))
+        adapter.write_receipt(path, receipts.of_engine(path, engine))
     out = base / receipts.FILE_NAME
 
-    def no_engine(path: Path) -> receipts.Receipt:
+    def no_engine(path: Path) -> adapter.Receipt:
         raise AssertionError(f"every folder has its receipt already: {path}")
 
     assert receipts.export(root, out, no_engine) == 1
@@ -65,27 +66,29 @@ def _restore(shipped, tmp_path) -> Path:
 
 def test_a_restored_adapter_replays_every_completion_under_the_committed_keys(shipped, tmp_path):
     folder = _restore(shipped, tmp_path)
-    assert receipts.replay_only(folder) and not (folder / training.ADAPTER_WEIGHTS).exists()
-    assert sorted(training.checkpoint_dirs(folder)) == sorted(training.checkpoint_dirs(shipped["folder"]))
-    for name in (training.TRAIN_LOG, training.FINGERPRINT):  # byte for byte: train_log.csv's columns keep their order
+    assert adapter.replay_only(folder) and not (folder / adapter.ADAPTER_WEIGHTS).exists()
+    assert sorted(adapter.checkpoint_dirs(folder)) == sorted(adapter.checkpoint_dirs(shipped["folder"]))
+    for name in (adapter.TRAIN_LOG, adapter.FINGERPRINT):  # byte for byte: train_log.csv's columns keep their order
         assert (folder / name).read_bytes() == (shipped["folder"] / name).read_bytes(), name
     for original, requests in shipped["requests"].items():
         restored = folder / original.relative_to(shipped["folder"])
-        replay = receipts.ReplayEngine(restored, shipped["cache"])
-        model, tok = training.load_adapted("tiny-random", original)
+        replay = factory.replay(restored, shipped["cache"])
+        model, tok = adapter.load_adapted("tiny-random", original)
         live = Engine(model, tok, None, progress=False, step="eager")
         assert [replay.key(r) for r in requests] == [live.key(r) for r in requests]
         prompt = [{"role": "user", "content": "Question 1?"}]
         assert replay.render(prompt) == live.render(prompt)
+        assert replay.generation_defaults() == live.generation_defaults()
+        assert replay.default_config() == live.default_config()
         out = replay.generate(requests)
         assert [c.text for c in out] == shipped["texts"][original] and all(c.cached for c in out)
 
 
 def test_a_request_the_cache_lacks_is_a_miss_naming_the_adapter_and_the_fix(shipped, tmp_path):
     folder = _restore(shipped, tmp_path)
-    replay = receipts.ReplayEngine(folder, shipped["cache"], profile="smoke")
+    replay = factory.replay(folder, shipped["cache"], profile="smoke")
     unseen = Request(replay.render([{"role": "user", "content": "A question nobody asked?"}]), GREEDY, seed=7)
-    with pytest.raises(receipts.ReplayMiss, match=r"hag_seed0.*1 of these 2 requests.*receipts forget --profile smoke"):
+    with pytest.raises(ReplayMiss, match=r"hag_seed0.*1 of these 2 requests.*receipts forget --profile smoke"):
         replay.generate([shipped["requests"][shipped["folder"]][0], unseen], desc="stage 1")
 
 
@@ -108,7 +111,7 @@ def test_the_import_leaves_existing_adapters_alone_and_refuses_other_tokenizers(
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
     assert receipts.import_into(shipped["file"], root, models.resolve("tiny-random")) == []
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
-    assert (root / "hag_seed0" / training.ADAPTER_WEIGHTS).is_file()
+    assert (root / "hag_seed0" / adapter.ADAPTER_WEIGHTS).is_file()
 
     other = tmp_path / "tokenizer"
     shutil.copytree(models.resolve("tiny-random"), other)
@@ -129,17 +132,17 @@ def test_forget_removes_only_receipt_only_adapters(shipped, tmp_path):
 def test_the_export_is_deterministic_and_makes_missing_receipts(shipped, tmp_path):
     root = tmp_path / "adapters"
     shutil.copytree(shipped["root"], root)
-    for path in root.rglob(receipts.RECEIPT):
+    for path in root.rglob(adapter.RECEIPT):
         path.unlink()
     made = []
 
-    def receipt_of(path: Path) -> receipts.Receipt:
+    def receipt_of(path: Path) -> adapter.Receipt:
         made.append(path)
-        model, tok = training.load_adapted("tiny-random", path)
+        model, tok = adapter.load_adapted("tiny-random", path)
         return receipts.of_engine(path, Engine(model, tok, None, progress=False, step="eager"))
 
     receipts.export(root, tmp_path / "a.json", receipt_of)
-    assert len(made) == 1 + len(training.checkpoint_dirs(root / "hag_seed0"))
+    assert len(made) == 1 + len(adapter.checkpoint_dirs(root / "hag_seed0"))
     receipts.export(root, tmp_path / "b.json", receipt_of)
     assert len(made) == 3  # the second export read the receipts the first one wrote
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes() == shipped["file"].read_bytes()
@@ -157,23 +160,37 @@ def test_a_bad_receipts_file_names_the_file_and_the_field(shipped, tmp_path, edi
     edit(raw)
     bad = tmp_path / receipts.FILE_NAME
     bad.write_text(json.dumps(raw))
-    with pytest.raises(receipts.ReceiptError, match=message) as err:
+    with pytest.raises(adapter.ReceiptError, match=message) as err:
         receipts.import_into(bad, tmp_path / "adapters", models.resolve("tiny-random"))
     assert str(bad) in str(err.value)
     assert not (tmp_path / "adapters" / "a_valid").exists()  # a damaged file restores nothing
     bad.write_text("{not json")
-    with pytest.raises(receipts.ReceiptError, match="not JSON"):
+    with pytest.raises(adapter.ReceiptError, match="not JSON"):
         receipts.import_into(bad, tmp_path / "adapters", models.resolve("tiny-random"))
+
+
+def test_the_shipped_receipt_is_what_the_factory_builds(shipped, tmp_path):
+    """``make ship`` records the identity and step of the engine the notebooks get from ``factory.build``."""
+    root = tmp_path / "adapters"
+    shutil.copytree(shipped["root"], root)
+    smoke = load_profile("smoke")
+    profile = replace(smoke, model="tiny-random", dtype="float32", generation=replace(smoke.generation, step="eager"))
+    for path in [root / "hag_seed0", *adapter.checkpoint_dirs(root / "hag_seed0").values()]:
+        committed = adapter.read_receipt(path)
+        (path / adapter.RECEIPT).unlink()
+        engine = factory.build(profile, path)
+        assert not (path / adapter.RECEIPT).exists()  # building an engine writes nothing: `make ship` does
+        assert receipts.of_engine(path, engine) == committed
 
 
 def test_run_engine_replays_a_receipt_only_folder(shipped, tmp_path, monkeypatch):
     from hagstudy import study
-    from hagstudy.config import load_profile
 
     folder = _restore(shipped, tmp_path)
     run = study.Run(profile=load_profile("smoke"), notebook="test")
     monkeypatch.setattr(study.Run, "cache", lambda self: shipped["cache"])
-    assert isinstance(run.engine(adapter=folder), receipts.ReplayEngine)
+    engine = run.engine(adapter=folder)
+    assert isinstance(engine, Engine) and engine.model is None  # the cache-only mode: no weights to decode with
     vllm = replace(run.profile, generation=replace(run.profile.generation, backend="vllm"))
     with pytest.raises(ValueError, match="receipt without weights"):
         study.Run(profile=vllm, notebook="test").engine(adapter=folder)

@@ -1,7 +1,7 @@
 """A killed run resumes from the completion cache and ends with byte-identical texts and files.
 
 bf16 rounding depends on batch shape, so "identical" holds only because the engine commits whole
-decode groups and a rerun rebuilds the same groups (generation.Engine._decode). The first test fails
+decode groups and a rerun rebuilds the same groups (engine.Engine._decode). The first test fails
 if that breaks: dropping finished rows from a call changes other rows' bf16 texts on this model.
 """
 
@@ -13,9 +13,10 @@ from test_cache import Crash, CrashingModel
 from hagstudy import tasks
 from hagstudy.config import Profile, SearchSettings
 from hagstudy.decoding import TRANSFORMERS_DEFAULT, DecodingConfig, SearchSpace
-from hagstudy.engine import generation, models
+from hagstudy.engine import models
 from hagstudy.engine.cache import CompletionCache
-from hagstudy.engine.generation import Engine, Request
+from hagstudy.engine.engine import Engine
+from hagstudy.engine.requests import Request, request_key
 from hagstudy.method import search
 
 FILES = ("evaluations.jsonl", "labels.csv", "prune.json")  # budget.json holds wall time and cache misses
@@ -42,7 +43,7 @@ def test_a_killed_bf16_call_resumes_to_the_uninterrupted_texts(tmp_path):
         Engine(CrashingModel(model, limit=40), tok, cache, **opts).generate(reqs)
     saved = len(cache)
     assert 0 < saved < len(reqs) and saved % 8 == 0, "only whole groups reach the cache"
-    left = [i for i, r in enumerate(reqs) if generation.request_key(ident, r) not in cache]
+    left = [i for i, r in enumerate(reqs) if request_key(ident, r) not in cache]
 
     resumed = Engine(model, tok, cache, **opts)
     assert [c.text for c in resumed.generate(reqs)] == clean
@@ -69,18 +70,18 @@ def test_a_search_killed_midway_resumes_to_the_same_files(tiny, tmp_path):
     model, tok = tiny
     ident = models.identity(model)
 
-    clean = generation.Engine(model, tok, CompletionCache(tmp_path / "a.sqlite"), progress=False, max_batch_size=8)
+    clean = Engine(model, tok, CompletionCache(tmp_path / "a.sqlite"), progress=False, max_batch_size=8)
     _search(clean, tmp_path / "clean")
 
     cache = CompletionCache(tmp_path / "b.sqlite")
-    crashing = generation.Engine(CrashingModel(model, limit=45), tok, cache, progress=False, max_batch_size=8,
+    crashing = Engine(CrashingModel(model, limit=45), tok, cache, progress=False, max_batch_size=8,
                                  group_rows=2, identity=ident)
     with pytest.raises(Crash):
         _search(crashing, tmp_path / "resumed")
     saved = len(cache)
     assert saved > 0
 
-    resumed = generation.Engine(model, tok, cache, progress=False, max_batch_size=8, identity=ident)
+    resumed = Engine(model, tok, cache, progress=False, max_batch_size=8, identity=ident)
     result = _search(resumed, tmp_path / "resumed")
     assert resumed.stats["hits"] >= saved and result.budget.generated < result.budget.requested
     for name in FILES:

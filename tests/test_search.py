@@ -258,11 +258,13 @@ def test_sensitivity_moves_one_hyperparameter_at_a_time() -> None:
 @pytest.mark.slow
 def test_run_search_on_tiny_random_and_a_real_task(tmp_path: Path) -> None:
     from hagstudy import tasks
-    from hagstudy.engine import generation, models
+    from hagstudy.engine import models
     from hagstudy.engine.cache import CompletionCache
+    from hagstudy.engine.engine import Engine
+    from hagstudy.engine.requests import Request
 
     model, tokenizer = models.load("tiny-random")
-    engine = generation.Engine(model, tokenizer, CompletionCache(tmp_path / "cache.sqlite"), progress=False)
+    engine = Engine(model, tokenizer, CompletionCache(tmp_path / "cache.sqlite"), progress=False)
     task = tasks.get("coinflip")
     space = SearchSpace(
         coarse={"temperature": (0.0, 1.0), "top_p": (0.9, 1.0), "top_k": (0, 50), "repetition_penalty": (1.0,)}
@@ -281,5 +283,5 @@ def test_run_search_on_tiny_random_and_a_real_task(tmp_path: Path) -> None:
     item = task.items("search", 1)[0]
     prompt = engine.render(task.messages(item))
     greedy = GREEDY.with_(max_new_tokens=8)
-    texts = {c.text for c in engine.generate([generation.Request(prompt, greedy, seed) for seed in (1, 2, 3)])}
+    texts = {c.text for c in engine.generate([Request(prompt, greedy, seed) for seed in (1, 2, 3)])}
     assert len(texts) == 1

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from hagstudy import config, study, tasks
 from hagstudy.config import ProfileError
+from hagstudy.engine import decode_step
 from hagstudy.report import evaluation, plots
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,10 +49,10 @@ def test_the_engine_runs_the_profiles_step_or_eager_where_fused_cannot(root, mon
     run = study.start("smoke", notebook="nb", model="tiny-random")
     logging.getLogger().addHandler(caplog.handler)  # study.start resets the root logger's handlers
     try:
-        assert run.engine().requested_step == "fused"
-        monkeypatch.setattr(study.decode_step, "unsupported", lambda model: "model type 'qwen2' is not llama")
+        assert run.engine().step == "fused"
+        monkeypatch.setattr(decode_step, "unsupported", lambda model: "model type 'qwen2' is not llama")
         run.drop_engine()
-        assert run.engine().requested_step == "eager"
+        assert run.engine().step == "eager"
     finally:
         logging.getLogger().removeHandler(caplog.handler)
     assert "not the profile's 'fused': model type 'qwen2' is not llama" in caplog.text

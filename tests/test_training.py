@@ -12,6 +12,7 @@ import torch
 
 from hagstudy.config import TrainSettings
 from hagstudy.decoding import DecodingConfig
+from hagstudy.engine import adapter as adapters
 from hagstudy.engine import models
 from hagstudy.method import training
 
@@ -113,13 +114,13 @@ def test_training_learns_and_saves_atomically(trained):
     assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "train_log.json"} <= names
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
     saved = training.read_result(out)
-    assert saved.adapter_digest == trained.adapter_digest == training.adapter_digest(out)
+    assert saved.adapter_digest == trained.adapter_digest == adapters.adapter_digest(out)
     assert json.loads((out / "adapter_config.json").read_text())["r"] == SETTINGS.lora_r
     # snapshots for the learning curve: evenly spaced, the last one is the final adapter
-    snaps = training.checkpoint_dirs(out)
+    snaps = adapters.checkpoint_dirs(out)
     assert sorted(snaps) == training.snapshot_steps(SETTINGS.max_steps, SETTINGS.checkpoints) == [4, 8]
-    assert training.adapter_digest(snaps[8]) == trained.adapter_digest
-    assert training.adapter_digest(snaps[4]) != trained.adapter_digest
+    assert adapters.adapter_digest(snaps[8]) == trained.adapter_digest
+    assert adapters.adapter_digest(snaps[4]) != trained.adapter_digest
 
 
 def test_the_adapter_digest_names_content_not_the_checkout_folder(trained, tmp_path):
@@ -128,22 +129,22 @@ def test_the_adapter_digest_names_content_not_the_checkout_folder(trained, tmp_p
     src = Path(trained.output_dir)
     moved = tmp_path / "elsewhere"
     moved.mkdir()
-    for name in (training.ADAPTER_WEIGHTS, "adapter_config.json"):
+    for name in (adapters.ADAPTER_WEIGHTS, "adapter_config.json"):
         (moved / name).write_bytes((src / name).read_bytes())
     config = json.loads((moved / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = "/another/clone/artifacts/models/base"
     (moved / "adapter_config.json").write_text(json.dumps(config, indent=2))
-    assert training.adapter_digest(moved) == trained.adapter_digest
+    assert adapters.adapter_digest(moved) == trained.adapter_digest
     config["lora_alpha"] = config["lora_alpha"] + 1
     (moved / "adapter_config.json").write_text(json.dumps(config))
-    assert training.adapter_digest(moved) != trained.adapter_digest
+    assert adapters.adapter_digest(moved) != trained.adapter_digest
 
 
 def test_snapshot_steps_are_evenly_spaced_and_end_at_the_last_step():
     assert training.snapshot_steps(54, 4) == [14, 27, 40, 54]
     assert training.snapshot_steps(3, 4) == [1, 2, 3]
     assert training.snapshot_steps(0, 4) == [] and training.snapshot_steps(10, 0) == []
-    assert training.checkpoint_dirs("/nonexistent") == {}
+    assert adapters.checkpoint_dirs("/nonexistent") == {}
 
 
 def test_training_is_seeded(trained, tmp_path):
@@ -155,12 +156,12 @@ def test_training_is_seeded(trained, tmp_path):
 
 
 def test_load_adapted_names_the_adapter(trained, tiny):
-    model, tok = training.load_adapted("tiny-random", trained.output_dir)
+    model, tok = adapters.load_adapted("tiny-random", trained.output_dir)
     assert model.hagstudy_spec == f"tiny-random+lora:{trained.adapter_digest}"
     assert models.identity(model) != models.identity(tiny[0])
     assert tok.padding_side == "left" and tok.pad_token == "<|im_end|>" and "generation" in tok.chat_template
     with pytest.raises(ValueError, match="trained on"):
-        training.load_adapted("smollm2-135m-instruct", trained.output_dir)
+        adapters.load_adapted("smollm2-135m-instruct", trained.output_dir)
 
 
 def test_adapter_round_trip_same_logits(trainer, tiny, tmp_path):
@@ -170,8 +171,8 @@ def test_adapter_round_trip_same_logits(trainer, tiny, tmp_path):
     with torch.no_grad():
         before = model(input_ids=batch["input_ids"]).logits
         base = tiny[0](input_ids=batch["input_ids"]).logits
-    digest = training.save_adapter(model, trainer.processing_class, tmp_path)
-    reloaded, _ = training.load_adapted("tiny-random", tmp_path)
+    digest = adapters.save_adapter(model, trainer.processing_class, tmp_path)
+    reloaded, _ = adapters.load_adapted("tiny-random", tmp_path)
     with torch.no_grad():
         after = reloaded(input_ids=batch["input_ids"]).logits
     assert not torch.allclose(before, base, atol=1e-4)  # the adapter changed something

@@ -12,6 +12,7 @@ import pytest
 
 from hagstudy.config import load_profile
 from hagstudy.decoding import DecodingConfig
+from hagstudy.engine import adapter as adapters
 from hagstudy.method import training
 from hagstudy.method.dataset import write_jsonl
 
@@ -60,9 +61,9 @@ def test_adapter_config_is_written_in_one_order(tmp_path):
         folder = tmp_path / "-".join(order)
         folder.mkdir()
         (folder / "adapter_config.json").write_text(json.dumps({"r": 8, "target_modules": order}))
-        (folder / training.ADAPTER_WEIGHTS).write_bytes(b"same weights")
-        training.canonical_adapter_config(folder)
-    digests = {training.adapter_digest(f) for f in tmp_path.iterdir()}
+        (folder / adapters.ADAPTER_WEIGHTS).write_bytes(b"same weights")
+        adapters.canonical_adapter_config(folder)
+    digests = {adapters.adapter_digest(f) for f in tmp_path.iterdir()}
     assert len(digests) == 1
 
 
@@ -88,8 +89,8 @@ def test_accelerate_launch_trains_the_adapter_that_the_notebook_then_reuses(tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = training.read_result(out)
     assert result.steps == 2 and result.base_spec == "tiny-random" and result.n_train == 6
-    assert result.adapter_digest == training.adapter_digest(out)
-    assert (out / training.FINGERPRINT).is_file()
+    assert result.adapter_digest == adapters.adapter_digest(out)
+    assert (out / adapters.FINGERPRINT).is_file()
     assert not list(out.parent.glob(".hag-*")), "temporary training folders left behind"
 
     # Notebook 03's call (study.train_once -> train_if_changed) with the same inputs reads it, never retrains.

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from hagstudy.decoding import DecodingConfig
+from hagstudy.engine import adapter as adapters
 from hagstudy.engine import models, vllm_backend
 from hagstudy.engine.cache import CompletionCache
-from hagstudy.engine.generation import Engine, Request, request_key
+from hagstudy.engine.engine import Engine
+from hagstudy.engine.requests import Request, request_key
 
 GREEDY = DecodingConfig(0.0, 1.0, 0, 1.0, max_new_tokens=12)
 SAMPLED = DecodingConfig(1.0, 0.9, 50, 1.0, max_new_tokens=12)
@@ -116,6 +118,13 @@ def test_keys_name_the_backend_and_its_version(fake, folder_model):
     assert engine.render(MESSAGES[0]) == a.render(MESSAGES[0])  # same prompt text as the engine
     assert not {a.key(r) for r in reqs} & {request_key(engine.identity, r) for r in reqs}
     assert {a.key(r) for r in reqs} == {fake(version="0.32.0").key(r) for r in reqs}  # stable
+
+
+def test_the_default_config_is_the_model_folders_like_the_engines(fake, folder_model):
+    """Both backends answer the protocol's ``generation_defaults``/``default_config`` from the same model."""
+    engine = Engine(*folder_model, cache=None, progress=False)
+    assert fake().generation_defaults() == engine.generation_defaults()
+    assert fake().default_config() == engine.default_config()
 
 
 def test_cache_serves_reruns_and_stores_the_seed_policy(fake, tmp_path):
@@ -295,7 +304,7 @@ def test_lora_adapter_goes_through_lora_request(worker, tiny_folder, tmp_path):
     settings = TrainSettings(epochs=1, learning_rate=1e-1, batch_size=4, lora_r=8, lora_alpha=16, lora_dropout=0.0,
                              max_length=128, max_steps=4)
     training.train(str(tiny_folder), rows(8), None, settings, adapter, 0, progress=False)
-    model, tok = training.load_adapted(str(tiny_folder), adapter, dtype="float32")
+    model, tok = adapters.load_adapted(str(tiny_folder), adapter, dtype="float32")
     engine = Engine(model, tok, cache=None, progress=False)
     tuned = vllm_backend.VLLMBackend(worker, str(tiny_folder), None, adapter=adapter)
     base = vllm_backend.VLLMBackend(worker, str(tiny_folder), None)

@@ -1,7 +1,7 @@
 """Names the dead-code check (tests/test_lint.py) must not report: used by frameworks or by name, not by a call it can see."""
 
 _ = object()
-_.get_seq_length  # transformers calls it on our KV cache layer (generation.py)
+_.get_seq_length  # transformers calls it on our KV cache layer (engine/kv.py)
 _.hf_quantizer  # set to None on the dequantized GGUF model so transformers treats it as plain weights (models.py)
 _.is_quantized  # likewise
 new_tokens  # Cost/Budget field, read through getattr when a stage's cost is booked (scoring.py, search.py)

@@ -1,7 +1,7 @@
 """Content-addressed stores in SQLite: completions, and the sentence vectors the scorers embed.
 
 Generation is nearly all of the study's cost, so every finished completion is kept under a key that
-names everything its text depends on (``generation.request_key``: model identity, rendered prompt,
+names everything its text depends on (``requests.request_key``: model identity, rendered prompt,
 config, seed, engine version). A run that is killed midway resumes from what it had written; a
 changed model, prompt or config is a different key, so stale text is never served.
 

@@ -1,4 +1,4 @@
-"""A Llama decode step as one pure function over packed weights, so it can be compiled.
+"""A Llama decode step as one pure function over packed weights (the engine's "fused" step).
 
 The engine's eager step calls the transformers model: per layer dozens of small ops (casts, RoPE,
 ``repeat_kv`` copies, an SDPA call with a mask) whose per-op cost, not arithmetic, dominates a CPU
@@ -12,9 +12,7 @@ decode step. ``decode_step`` does the same maths for one new token per row with 
 
 It is the same model, not the same floating-point program: rounding differs from transformers'
 forward (fused weights, another attention kernel), so texts decoded with it are keyed separately
-from the eager path's (``generation.request_key``). ``compile_step`` wraps it with ``torch.compile``
-(inductor: fused elementwise kernels, one graph for every batch size and cache length) and falls
-back to the plain function, logged and counted, where compiling is unavailable or fails.
+from the eager path's (``requests.request_key``).
 
 Supported: plain full-attention Llama-family models (``LlamaForCausalLM`` and its PEFT LoRA
 wrappers, whose adapters are merged into the packed weights). Anything else: ``unsupported`` says
@@ -23,9 +21,7 @@ why, and the engine uses its eager step.
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +30,6 @@ import torch
 log = logging.getLogger(__name__)
 
 ROPE_TABLE = 8192  # positions covered by the cos/sin table (grown on demand)
-FALLBACKS = {"compile": 0}  # compile attempts that failed and fell back to the plain function (per process)
 
 
 @dataclass
@@ -98,8 +93,7 @@ def pack(model: Any, prepack: bool = False) -> StepWeights:
     """The model's effective weights (LoRA deltas merged in), packed for ``decode_step``.
 
     ``prepack``: reorder the matmul weights once into oneDNN's blocked layout (bf16 on CPU only), which
-    saves the reorder a plain bf16 ``linear`` pays on every call; for the uncompiled step only (a
-    compiled graph cannot take oneDNN's opaque tensors).
+    saves the reorder a plain bf16 ``linear`` pays on every call.
     """
     base = _base_model(model)
     cfg = base.config
@@ -220,8 +214,7 @@ def layer_step(
     """One decoder layer for one new token per row: the residual stream h [B, H] after the layer.
 
     Writes the new key/value into ``keys``/``values`` [B, Hkv, L, D] (contiguous) at column ``col``
-    and attends over all L columns under the additive ``mask`` [B, 1, 1, L]. Every layer has this same
-    graph, so compiling it once serves all of them.
+    and attends over all L columns under the additive ``mask`` [B, 1, 1, L].
     """
     b = h.shape[0]
     d = keys.shape[-1]
@@ -253,38 +246,17 @@ def decode_step(
     values: list[torch.Tensor],
     col: torch.Tensor,
     bias: torch.Tensor,
-    layer: Callable[..., torch.Tensor] = layer_step,
 ) -> torch.Tensor:
     """Next-token logits (float32 [B, V]) for one new token per row.
 
     tokens [B]; cos/sin [B, D] for each row's position; ``keys``/``values`` per layer [B, Hkv, L, D]
     (contiguous: the cache's columns, spare ones zero), into which the new column is written at
-    ``col`` (a 0-dim int64 tensor, so compiling does not specialise on it); bias [B, L] additive
-    attention mask (0 or -inf) in float32. ``layer``: ``layer_step`` or its compiled version.
+    ``col`` (a 0-dim int64 tensor); bias [B, L] additive
+    attention mask (0 or -inf) in float32.
     """
     h = w.embed[tokens]
     cos, sin, mask = cos[:, None, :], sin[:, None, :], bias[:, None, None, :]
     for i in range(w.layers):
-        h = layer(h, cos, sin, mask, w.ln_in[i], w.qkv[i], w.o[i], w.ln_post[i], w.gate_up[i], w.down[i],
+        h = layer_step(h, cos, sin, mask, w.ln_in[i], w.qkv[i], w.o[i], w.ln_post[i], w.gate_up[i], w.down[i],
                   keys[i], values[i], col, w.n_heads, w.n_kv, w.eps)
     return _linear(_rms(h, w.norm, w.eps), w.lm_head).to(torch.float32)
-
-
-def compile_step() -> Callable[..., torch.Tensor]:
-    """``decode_step`` with ``layer_step`` under ``torch.compile`` (inductor, dynamic shapes).
-
-    One layer is compiled, not the unrolled model: every layer runs the same graph with its own
-    weights, so compile time does not grow with depth, and one graph serves every batch size and cache
-    length. Compiling happens on the first call; ``Engine`` makes it on a small warm-up batch so that
-    a failure shows (and falls back, see ``fallback``) before any text is decoded. Set
-    ``TORCHINDUCTOR_CACHE_DIR`` to keep inductor's compiled kernels across processes.
-    """
-    return functools.partial(decode_step, layer=torch.compile(layer_step, dynamic=True))
-
-
-def fallback(fn: Callable[..., torch.Tensor], err: BaseException) -> Callable[..., torch.Tensor]:
-    """Log (once per process) and count a failed compile; return the plain function."""
-    FALLBACKS["compile"] += 1
-    if FALLBACKS["compile"] == 1:
-        log.warning("torch.compile failed (%s: %s); decoding with the uncompiled step", type(err).__name__, err)
-    return fn

@@ -195,7 +195,7 @@ def search_strategies(run: study.Run, labels: pd.DataFrame) -> tuple[pd.DataFram
         items = task.items("search", p.n_search)[: len(task_labels)]
         draws = p.search.greedy_r  # the draws greedy's labels were chosen on: an equal budget in generations
         budget = max(1, int(round(task_labels["search_evals"].mean() * draws)))
-        default = search.engine_default(base)
+        default = base.default_config()
         by_strategy = {
             "greedy": search.item_labels(task_labels),
             "random": strategies.random_search(base, task, items, default, draws, budget, seed=p.seed),
@@ -270,7 +270,7 @@ def hag_arm(
     for task in run.tasks():
         items = task.items("test", run.profile.ablation.n_test)
         scores, proposed = methods.stage1_then_answer(
-            stage1, stage2 or base, task, items, arm_seeds(run), search.engine_default(base), method, keep=keep
+            stage1, stage2 or base, task, items, arm_seeds(run), base.default_config(), method, keep=keep
         )
         frames.append(scores)
         props.append(proposed)
@@ -317,7 +317,7 @@ def default_arm(run: study.Run) -> pd.DataFrame:
     """The default config on the ablation items and seeds (the reference every arm is read against)."""
     base = run.engine()
     frames = [
-        methods.fixed(base, t, t.items("test", run.profile.ablation.n_test), arm_seeds(run), search.engine_default(base), registry.DEFAULT.name)
+        methods.fixed(base, t, t.items("test", run.profile.ablation.n_test), arm_seeds(run), base.default_config(), registry.DEFAULT.name)
         for t in run.tasks()
     ]
     return pd.concat(frames, ignore_index=True)

@@ -66,7 +66,7 @@ def stage1_requests(
 ) -> list[Any]:
     """One greedy request per query, prompt = the instruction set's [system, user] rendered by ``engine``,
     followed by ``prefill`` (the start of the assistant's reply, which the model continues)."""
-    from hagstudy.engine.generation import Request
+    from hagstudy.engine.requests import Request
 
     to_messages = messages_fn or dataset.stage1_messages
     config = stage1_config(max_new_tokens)

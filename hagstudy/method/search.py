@@ -31,7 +31,6 @@ from hagstudy.decoding import (
     HYPERPARAMETERS,
     DecodingConfig,
     SearchSpace,
-    default_config,
 )
 from hagstudy.files import atomic_write
 from hagstudy.scoring import EPS, Cost, Engine, Evaluation, Task, evaluate, pick_best
@@ -344,13 +343,6 @@ class SearchResult:
         return out
 
 
-def engine_default(engine: Engine) -> DecodingConfig:
-    """The study's default config for the engine's model (its generation_config, else transformers')."""
-    model = getattr(engine, "model", None)
-    cfg, _ = default_config(getattr(model, "generation_config", None))
-    return cfg
-
-
 def run_search(
     engine: Engine,
     task: Task,
@@ -365,7 +357,7 @@ def run_search(
     ``budget.json`` holds run-dependent values (wall time, cache misses); rerunning is cheap (cache).
     """
     s = profile.search
-    default = default or engine_default(engine)
+    default = default or engine.default_config()
     items = task.items("search", profile.n_search)
     budget = Budget()
     start = time.perf_counter()

@@ -9,8 +9,9 @@ labels from the assistant mask before padding and pads labels with -100, so the 
 the loss; ``tests/test_training.py`` checks it on real tokens.
 
 ``train`` writes ``output_dir`` with the adapter, the tokenizer and ``train_log.json`` in one
-``os.replace``; ``load_adapted`` reloads it, unmerged, with an identity that names the adapter so the
-completion cache never confuses tuned and untuned generations.
+``os.replace``, in the folder format of ``hagstudy.engine.adapter`` (whose ``load_adapted`` reloads it,
+unmerged, with an identity that names the adapter so the completion cache never confuses tuned and
+untuned generations).
 
 The same training runs three ways, all through ``train_if_changed`` (same fingerprint, same folder):
 in-process from notebook 03 (``study.train_once``), as ``python -m hagstudy.method.training --profile P``,
@@ -38,6 +39,15 @@ from typing import Any, Iterator, Sequence
 from hagstudy import stages
 from hagstudy.config import TrainSettings
 from hagstudy.engine import models
+from hagstudy.engine.adapter import (
+    FINGERPRINT,
+    TRAIN_LOG,
+    adapter_digest,
+    canonical_adapter_config,
+    save_adapter,
+    snapshot_dir,
+)
+from hagstudy.engine.adapter import checkpoint_dirs as checkpoint_dirs  # gate reads snapshots through training
 from hagstudy.files import shown
 
 log = logging.getLogger(__name__)
@@ -46,9 +56,6 @@ TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 # Part of every training fingerprint: bump it whenever the same rows, settings and seed could train a
 # different adapter. 2: on CPU, bf16 base weights, eager attention and a loss head over label tokens only.
 TRAIN_VERSION = "2"
-TRAIN_LOG = "train_log.json"
-FINGERPRINT = "FINGERPRINT"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 @dataclass
@@ -180,27 +187,11 @@ def to_dataset(rows: Sequence[dict[str, Any]]) -> Any:
     return Dataset.from_list([{"messages": r["messages"]} for r in rows])
 
 
-CHECKPOINTS = "checkpoints"
-
-
 def snapshot_steps(total_steps: int, n: int) -> list[int]:
     """``n`` evenly spaced steps in ``1..total_steps``, the last one included (the learning curve's x)."""
     if total_steps < 1 or n < 1:
         return []
     return sorted({max(1, round(total_steps * k / n)) for k in range(1, n + 1)})
-
-
-def checkpoint_dirs(adapter_dir: str | Path) -> dict[int, Path]:
-    """The adapter snapshots saved during training, by step (``step-0012`` -> 12)."""
-    root = Path(adapter_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return {}
-    return {int(p.name.split("-")[1]): p for p in sorted(root.glob("step-*")) if p.is_dir()}
-
-
-def snapshot_dir(adapter_dir: str | Path, step: int) -> Path:
-    """Where the snapshot of ``step`` lives in an adapter folder (``checkpoint_dirs`` reads these names)."""
-    return Path(adapter_dir) / CHECKPOINTS / f"step-{int(step):04d}"
 
 
 def _snapshot_callback(tokenizer: Any, adapter_dir: Path, n: int) -> Any:
@@ -440,87 +431,12 @@ def train_if_changed(
     return result
 
 
-def save_adapter(model: Any, tokenizer: Any, directory: str | Path) -> str:
-    """Write the LoRA weights (not the base) and the tokenizer side by side; return the adapter digest."""
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    canonical_adapter_config(directory)
-    return adapter_digest(directory)
-
-
-def canonical_adapter_config(directory: str | Path) -> None:
-    """Sort ``target_modules`` in adapter_config.json: PEFT writes a set, whose order changes with each
-    process's hash seed, so the same weights would get another digest (and cache keys) in every run."""
-    path = Path(directory) / "adapter_config.json"
-    raw = json.loads(path.read_text())
-    if isinstance(raw.get("target_modules"), list):
-        raw["target_modules"] = sorted(raw["target_modules"])
-        path.write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
-
-
 def read_result(output_dir: str | Path) -> TrainResult:
     """The ``TrainResult`` saved with an adapter (so a notebook can skip training it already did)."""
     path = Path(output_dir) / TRAIN_LOG
     if not path.is_file():
         raise FileNotFoundError(f"no {TRAIN_LOG} in {output_dir}: not a finished training run")
     return TrainResult.from_dict(json.loads(path.read_text()))
-
-
-# adapter_config.json fields that say where the base model was on the training machine: a location, not
-# content (the base is named in the model's spec and digest), so the digest leaves them out. Hashing them
-# gave the same weights another digest, hence other cache keys, in every checkout folder.
-LOCATION_FIELDS = ("base_model_name_or_path",)
-
-
-def adapter_digest(adapter_dir: str | Path) -> str:
-    """sha256 of the adapter weights and config (without ``LOCATION_FIELDS``): names the adapter in cache keys,
-    so the same training gives the same keys in any checkout (shipped generations then serve it)."""
-    h = hashlib.sha256()
-    for name in (ADAPTER_WEIGHTS, "adapter_config.json"):
-        path = Path(adapter_dir) / name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: not a saved PEFT adapter")
-        data = path.read_bytes()
-        if name == "adapter_config.json":
-            config = {k: v for k, v in json.loads(data).items() if k not in LOCATION_FIELDS}
-            data = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
-        h.update(name.encode())
-        h.update(data)
-    return h.hexdigest()[:12]
-
-
-def load_adapted(base_spec: str, adapter_dir: str | Path, dtype: str = "float32") -> tuple[Any, Any]:
-    """Base model plus the saved LoRA adapter, unmerged, in eval mode, and the saved tokenizer.
-
-    ``model.hagstudy_spec`` becomes ``"<base>+lora:<digest>"``, so ``models.identity`` (and every cache key)
-    differs from the base model's. The adapter is cast to ``dtype`` with the base (PEFT would otherwise
-    keep bf16 adapters in fp32), so a bfloat16 run is bfloat16 throughout.
-    """
-    from peft import PeftModel
-
-    adapter_dir = Path(adapter_dir)
-    digest = adapter_digest(adapter_dir)
-    log_path = adapter_dir / TRAIN_LOG
-    if log_path.is_file():
-        trained_on = json.loads(log_path.read_text()).get("base_spec")
-        if trained_on and trained_on != base_spec:
-            raise ValueError(f"adapter {adapter_dir} was trained on {trained_on!r}, not {base_spec!r}")
-    base, _ = models.load(base_spec, dtype=dtype)
-    models.forget_digest(base)  # PeftModel forwards attribute reads to the base: no stale base digest
-    model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False, autocast_adapter_dtype=False)
-    model.to(models.DTYPES[dtype])
-    model.eval()
-    model.hagstudy_spec = f"{base_spec}+lora:{digest}"
-    return model, adapter_tokenizer(adapter_dir)
-
-
-def adapter_tokenizer(adapter_dir: str | Path) -> Any:
-    """The tokenizer saved with an adapter, its chat template kept: what its prompts are rendered with."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
-    models.prepare_tokenizer(tokenizer, keep_template=True)
-    return tokenizer
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

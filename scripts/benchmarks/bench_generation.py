@@ -60,7 +60,8 @@ sys.path.insert(0, str(ROOT))
 
 from hagstudy.decoding import DecodingConfig  # noqa: E402
 from hagstudy.engine import models  # noqa: E402
-from hagstudy.engine.generation import Engine, Request  # noqa: E402
+from hagstudy.engine.engine import Engine
+from hagstudy.engine.requests import Request  # noqa: E402
 
 MAX_NEW = 64
 DEFAULT_OUT = ROOT / "results" / "benchmarks" / "generation.json"
@@ -308,7 +309,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW, help="new tokens per request of the main workload")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of every arm")
     ap.add_argument("--per-request", type=int, default=8, help="requests timed for (a), one per config")
-    ap.add_argument("--steps", default="eager,fused", help="engine decode steps to time, comma-separated (eager, fused, compiled)")
+    ap.add_argument("--steps", default="eager,fused", help="engine decode steps to time, comma-separated (eager, fused)")
     ap.add_argument("--search-items", type=int, default=4, help="items of the search-shaped workload (x 8 configs x --draws; 0: skip)")
     ap.add_argument("--draws", type=int, default=2, help="seeds per item and config in the search-shaped workload")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -358,13 +359,13 @@ def main() -> None:
         f"search-shaped: {len(search)} requests = {args.search_items} items x {len(CONFIGS)} configs x {args.draws} draws, 16-96 tokens"
     )
 
-    # Warm-up (and the compiled step's compile, timed): first-call costs hit whichever arm runs first otherwise.
-    compile_s = {}
+    # Warm-up, timed: first-call costs hit whichever arm runs first otherwise.
+    first_call = {}
     for s, e in engines.items():
         start = time.perf_counter()
         time_engine(e, reqs[: min(8, len(reqs))])
-        compile_s[s] = {"first_call_seconds": time.perf_counter() - start, "step": e.step, **{k: e.stats[k] for k in ("compile_seconds", "compile_fallbacks")}}
-        print(f"warm-up, step {s}: {compile_s[s]['first_call_seconds']:.1f} s", flush=True)
+        first_call[s] = {"first_call_seconds": time.perf_counter() - start, "step": e.step}
+        print(f"warm-up, step {s}: {first_call[s]['first_call_seconds']:.1f} s", flush=True)
     run_generate(model, tok, reqs[:2], eos)
     if not args.no_cb:
         cb["error"] = cb_attempt(model, tok, reqs[: min(8, len(reqs))], eos, cb_set)
@@ -428,7 +429,7 @@ def main() -> None:
     print(f"  (a) model.generate per request : {med['a_generate_per_request']:8.1f}  (timed {len(subset)} of {len(reqs)} requests; all would take ~{a_total:.0f} s)")
     print(f"  (b) model.generate per config  : {med['b_generate_per_config']:8.1f}  ({len(CONFIGS)} batched calls)")
     for s in steps:
-        print(f"  (c) engine, step {s:9s}     : {med[f'c_engine_{s}']:8.1f}  (one call, batch {first.max_batch_size}; first call {compile_s[s]['first_call_seconds']:.1f} s)")
+        print(f"  (c) engine, step {s:9s}     : {med[f'c_engine_{s}']:8.1f}  (one call, batch {first.max_batch_size}; first call {first_call[s]['first_call_seconds']:.1f} s)")
     for s in steps if search else ():
         print(f"  (d) search-shaped, step {s:9s}: {med[f'd_search_engine_{s}']:8.1f}")
     if speed_cb is not None:
@@ -474,7 +475,7 @@ def main() -> None:
         "max_new_tokens": args.max_new_tokens,
         "engine_batch_size": first.max_batch_size,
         "steps": steps,
-        "first_call": compile_s,
+        "first_call": first_call,
         "repeats": args.repeats,
         "per_request_subset": len(subset),
         "useful_tok_s_median": med,

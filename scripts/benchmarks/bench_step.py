@@ -1,12 +1,12 @@
 """One decode step, timed: the eager forward against ``decode_step`` on the same batch and cache.
 
-Usage: ``.venv/bin/python scripts/benchmarks/bench_step.py [--batches 8,32,96] [--reps 5] [--threads 1] [--compiled]``.
+Usage: ``.venv/bin/python scripts/benchmarks/bench_step.py [--batches 8,32,96] [--reps 5] [--threads 1]``.
 
 End-to-end tokens/s (scripts/benchmarks/bench_generation.py) mixes the step's speed with the texts' lengths,
 which differ between steps (another rounding ends rows at other tokens). This times the forward
 alone: a batch of task prompts is prefilled once, and each arm runs ``--reps`` steps from the same
 cache state, interleaved, at each batch size. Prints ms per step and the ratio to eager; "fused" uses
-oneDNN-prepacked bf16 weights, "fused-plain" the same step with plain weights (what compile sees).
+oneDNN-prepacked bf16 weights, "fused-plain" the same step with plain weights (without oneDNN prepacking).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from bench_generation import task_prompts
 
 from hagstudy.decoding import DecodingConfig
 from hagstudy.engine import decode_step, models
-from hagstudy.engine.generation import Engine, Request
+from hagstudy.engine.engine import Engine
+from hagstudy.engine.requests import Request
 
 
 def main() -> None:
@@ -40,7 +41,6 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--compiled", action="store_true", help="also time the torch.compile'd step (compiles first, timed)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -52,12 +52,6 @@ def main() -> None:
     plain._weights, plain._weights_stamp = decode_step.pack(model, prepack=False), None
     plain._packed = lambda: plain._weights  # type: ignore[method-assign]
     arms["fused-plain"] = plain
-    if args.compiled:
-        comp = Engine(model, tok, cache=None, progress=False, step="compiled")
-        start = time.perf_counter()
-        comp._settle_step()
-        print(f"compiled step settled as {comp.step!r} in {time.perf_counter() - start:.1f} s")
-        arms["compiled"] = comp
     prompts = task_prompts(eager, 12)
     print(f"torch threads {torch.get_num_threads()}  load avg {os.getloadavg()[0]:.1f}")
     for b in [int(x) for x in args.batches.split(",")]:

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from hagstudy.config import GenerationSettings  # noqa: E402
 from hagstudy.engine import models, vllm_backend  # noqa: E402
-from hagstudy.engine.generation import Engine  # noqa: E402
+from hagstudy.engine.engine import Engine  # noqa: E402
 
 
 def timed(backend: Any, reqs: list) -> dict[str, Any]:

@@ -490,7 +490,7 @@ def prepare(bundle: Path, n_prompts: int) -> None:
     import bench_generation
 
     from hagstudy.engine import models
-    from hagstudy.engine.generation import Engine
+    from hagstudy.engine.engine import Engine
 
     tokenizer = models.load_tokenizer(models.EMBEDDED)
     model, _ = models.load(models.TINY)  # rendering needs an engine; its model does not matter

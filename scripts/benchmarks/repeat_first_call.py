@@ -38,7 +38,7 @@ def once(keep: Path | None) -> str:
     engine = run.engine()
     task = run.tasks()[0]
     items = task.items("search", run.profile.n_search)[: run.profile.search.prune_items]
-    search.prune(engine, task, items, search.engine_default(engine), run.profile.search.draws, run.search_space())
+    search.prune(engine, task, items, engine.default_config(), run.profile.search.draws, run.search_space())
     with sqlite3.connect(root / "artifacts" / "cache" / "completions.sqlite") as db:
         rows = sorted(db.execute("select key, text from completions"))
     if keep is not None:
