@@ -22,7 +22,7 @@ from hagstudy.engine.sampling import PARAM_FIELDS, RowParams
 log = logging.getLogger(__name__)
 
 KV_BUCKET = 16  # the fused step attends over the cache rounded up to this many columns (grown in these steps)
-CPU_BATCH = 96  # default rows per batch on CPU: on 2 cores 96 beat 48/64 and tied 128 (scripts/bench_generation.py)
+CPU_BATCH = 96  # default rows per batch on CPU: on 2 cores 96 beat 48/64 and tied 128 (scripts/benchmarks/bench_generation.py)
 
 
 def _kv_layer_class() -> type:
