@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hagstudy import runlog
+from hagstudy import registry, runlog, stages
 from hagstudy.config import Paths, Profile, TrainSettings, load_profile, save_profile
 from hagstudy.decoding import SearchSpace
 from hagstudy.engine.cache import COSINES_DB
@@ -104,7 +104,7 @@ class Run:
 
     def hag_adapters(self) -> list[tuple[str, int]]:
         """HAG's stage-1 adapters and their training seeds: ``hag_seed0`` (the profile's seed), ``hag_seed1``, ..."""
-        return [(f"hag_seed{k}", self.profile.seed + k) for k in range(self.profile.train.adapters)]
+        return [(registry.HAG.instance(k), self.profile.seed + k) for k in range(self.profile.train.adapters)]
 
 
 def start(profile: str | None = None, notebook: str = "notebook", **overrides: Any) -> Run:
@@ -166,6 +166,6 @@ def train_once(
 
     settings = settings or run.profile.train
     return training.train_if_changed(
-        run.profile.model, train_rows, val_rows, settings, run.artifact("adapters", name),
+        run.profile.model, train_rows, val_rows, settings, stages.ADAPTERS.path(run) / name,
         run.profile.seed if seed is None else seed,
     )
