@@ -39,6 +39,13 @@ def test_strip_volatile_removes_times_but_keeps_outputs():
     assert out["cells"][0]["outputs"][0]["text"] == "42"
 
 
+def test_strip_volatile_gives_papermills_injected_cell_a_fixed_id():
+    nb = {"cells": [{"id": "9c0b2d97", "metadata": {"tags": ["injected-parameters"]}, "outputs": []},
+                    {"id": "02-01", "metadata": {"tags": ["parameters"]}, "outputs": []}]}
+    out = render.strip_volatile(nb)
+    assert [c["id"] for c in out["cells"]] == ["injected-parameters", "02-01"]
+
+
 def test_update_html_writes_only_missing_or_stale_copies(tmp_path):
     import os
 

@@ -38,7 +38,8 @@ _VOLATILE_CELL_KEYS = ("start_time", "end_time", "duration", "exception", "statu
 
 
 def strip_volatile(nb: dict[str, Any]) -> dict[str, Any]:
-    """Drop what changes on every run though the results do not: papermill times, execution timing."""
+    """Drop what changes on every run though the results do not: papermill times, execution timing, and
+    the random id papermill gives its injected-parameters cell (it gets a fixed one)."""
     meta = nb.get("metadata", {})
     pm = meta.get("papermill")
     if isinstance(pm, dict):
@@ -51,6 +52,8 @@ def strip_volatile(nb: dict[str, Any]) -> dict[str, Any]:
             for key in _VOLATILE_CELL_KEYS:
                 cpm.pop(key, None)
         cmeta.pop("execution", None)
+        if "injected-parameters" in cmeta.get("tags", []):
+            cell["id"] = "injected-parameters"
         for out in cell.get("outputs", []):
             out.get("metadata", {}).pop("execution", None)
     return nb
