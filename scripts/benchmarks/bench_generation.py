@@ -20,6 +20,10 @@ Four ways to produce the same completions, timed in one process, interleaved per
 
   (c) is timed once per engine decode step (``--steps``, default eager and fused), and (d) times the
       engine on a second, search-shaped workload: items x 8 configs x ``--draws`` seeds, 16-96 tokens.
+  (f) the fuller-batch lever on one set of search-shaped requests (``--pooled-items`` items): decoded in
+      calls of ``--search-items`` items at the engine batch, as the search issues them, and in one call
+      at ``--pooled-batch`` rows. The rate of each engine arm is also printed as a fraction of the
+      decode-shaped bf16 matmul bound measured in the same run.
 
 Under load, ``--threads 1`` can be far faster than two threads (a parallel region waits for a
 descheduled thread); the JSON records threads and the load average per repeat. Bounds printed: matmul
@@ -282,6 +286,13 @@ def time_continuous_batching(model: Any, tok: Any, reqs: list[Request], eos: set
     }
 
 
+def time_calls(engine: Engine, reqs: list[Request], per_call: int) -> dict[str, Any]:
+    """``reqs`` in consecutive calls of ``per_call`` requests: the shape of the search's engine calls."""
+    parts = [time_engine(engine, reqs[i : i + per_call]) for i in range(0, len(reqs), per_call)]
+    seconds, tokens = sum(p["seconds"] for p in parts), sum(p["tokens"] for p in parts)
+    return {"seconds": seconds, "tokens": tokens, "tok_s": tokens / seconds, "calls": len(parts)}
+
+
 def memory_bandwidth(n_bytes: int = 256 << 20, reps: int = 3) -> float:
     """Copy bandwidth (bytes read + written per second) of a tensor far larger than the caches."""
     x = torch.ones(n_bytes // 2, dtype=torch.bfloat16)
@@ -312,6 +323,10 @@ def main() -> None:
     ap.add_argument("--steps", default="eager,fused", help="engine decode steps to time, comma-separated (eager, fused)")
     ap.add_argument("--search-items", type=int, default=4, help="items of the search-shaped workload (x 8 configs x --draws; 0: skip)")
     ap.add_argument("--draws", type=int, default=2, help="seeds per item and config in the search-shaped workload")
+    ap.add_argument("--pooled-items", type=int, default=16,
+                    help="(f): the search-shaped workload over this many items, decoded as the search issues it (one call per "
+                         "--search-items items, engine batch) and as one call at --pooled-batch rows (0: skip)")
+    ap.add_argument("--pooled-batch", type=int, default=256, help="(f): rows per batch of the pooled call")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda without embedded weights: random weights, same shape)")
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(models.DTYPES))
@@ -326,7 +341,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny run to check the script works (numbers meaningless)")
     args = ap.parse_args()
     if args.quick:
-        args.prompts, args.repeats, args.per_request, args.search_items = 2, 1, 2, 1
+        args.prompts, args.repeats, args.per_request, args.search_items, args.pooled_items = 2, 1, 2, 1, 2
     if args.threads:
         torch.set_num_threads(args.threads)
     global PROMPTS_FILE
@@ -343,6 +358,10 @@ def main() -> None:
     eos = set(first.eos_ids.tolist())
     reqs = build_requests(first, args.prompts, args.max_new_tokens)
     search = search_requests(first, args.search_items, args.draws) if args.search_items else []
+    # (f): the fuller-batch lever on one set of requests, fused step: today's per-call shape against one pooled call.
+    pooled = search_requests(first, args.pooled_items, args.draws) if args.pooled_items and args.search_items else []
+    per_call = args.search_items * len(CONFIGS) * args.draws
+    pooled_engine = Engine(model, tok, cache=None, progress=False, max_batch_size=args.pooled_batch, step=steps[-1]) if pooled else None
     cb_set = cb_settings(tok, reqs, first.max_batch_size, args.cb_page_size, args.cb_max_batch_tokens)
     cb: dict[str, Any] = {"limits": CB_LIMITS, "settings": cb_set, "error": None, "failed_at": None, "skipped": bool(args.no_cb),
                           "rows_not_engine_distribution": sum(not cb_same_distribution(r.config) for r in reqs),
@@ -375,6 +394,7 @@ def main() -> None:
     runs |= {f"c_engine_{s}": [] for s in steps}
     runs |= {f"d_search_engine_{s}": [] for s in steps} if search else {}
     runs |= {} if args.no_cb or cb["error"] else {"e_transformers_continuous_batching": []}
+    runs |= {"f_search_per_call": [], "f_search_pooled": []} if pooled else {}
     loads = []
     def arm(name: str, timing: dict[str, Any]) -> None:  # printed as it ends: a run cut short still shows its arms
         runs[name].append(timing)
@@ -387,6 +407,9 @@ def main() -> None:
             arm(f"c_engine_{s}", time_engine(e, reqs))
         for s, e in engines.items() if search else ():
             arm(f"d_search_engine_{s}", time_engine(e, search))
+        if pooled:
+            arm("f_search_per_call", time_calls(engines[steps[-1]], pooled, per_call))
+            arm("f_search_pooled", time_engine(pooled_engine, pooled))
         if "e_transformers_continuous_batching" in runs:
             cb["error"] = cb_attempt(model, tok, reqs, eos, cb_set, runs["e_transformers_continuous_batching"])
             if cb["error"]:  # the repeats it did finish are kept here, out of the medians and ratios
@@ -404,6 +427,8 @@ def main() -> None:
     speed_b, speed_a = ratio(best, "b_generate_per_config"), ratio(best, "a_generate_per_request")
     step_ratios = {f"{s}_vs_{steps[0]}": ratio(f"c_engine_{s}", f"c_engine_{steps[0]}") for s in steps[1:]}
     speed_cb = ratio(best, "e_transformers_continuous_batching") if "e_transformers_continuous_batching" in runs else None
+    if pooled:
+        step_ratios["search_pooled_vs_per_call"] = ratio("f_search_pooled", "f_search_per_call")
     if search:
         step_ratios |= {f"search_{s}_vs_{steps[0]}": ratio(f"d_search_engine_{s}", f"d_search_engine_{steps[0]}") for s in steps[1:]}
 
@@ -458,6 +483,16 @@ def main() -> None:
             f"({st['steps']} steps, {1e3 * st['forward_seconds'] / max(st['steps'], 1):.0f} ms each), sampling {st['sample_seconds']:.1f} s, "
             f"cache splicing {st['splice_seconds']:.1f} s; mean batch {st['row_steps'] / max(st['steps'], 1):.0f}"
         )
+    if pooled:
+        print(f"  (f) search-shaped, {len(pooled)} requests ({args.pooled_items} items), step {steps[-1]}: "
+              f"{med['f_search_per_call']:.1f} as the search issues them ({len(pooled) // per_call} calls of {per_call}, batch "
+              f"{first.max_batch_size}), {med['f_search_pooled']:.1f} in one call at batch {args.pooled_batch}")
+    fraction = {}
+    if "bfloat16" in bounds:
+        bound = bounds["bfloat16"]["token_bound_decode_shape"]
+        fraction = {k: med[k] / bound for k in runs if k.startswith(("c_engine", "d_search", "f_search"))}
+        print(f"  fraction of the decode-shaped bf16 matmul bound ({bound:.0f} tok/s): "
+              + ", ".join(f"{k} {v:.0%}" for k, v in fraction.items()))
     for k, v in step_ratios.items():
         print(f"  step ratio {k}: {v:.2f}")
     print(f"engine_speedup_vs_per_request_generate: {speed_a:.2f}")
@@ -486,6 +521,8 @@ def main() -> None:
         "transformers_continuous_batching": cb,
         "step_ratios": step_ratios,
         "compute_bound": bounds,
+        "fraction_of_decode_bound": fraction,
+        "pooled": {"items": args.pooled_items, "requests": len(pooled), "per_call": per_call, "batch": args.pooled_batch} if pooled else None,
         "machine": {
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
