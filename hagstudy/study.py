@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from hagstudy.tasks.base import Task
 
 log = logging.getLogger(__name__)
+TRACE_FILE = "prefill_trace.jsonl"  # beside the run log: each prefilled prompt's first-step logits digest
 LOG_FILE = "run.log"  # artifacts/<profile>/<notebook>/run.log: the run's full log (runlog.setup)
 
 
@@ -94,6 +95,7 @@ class Run:
             self._engines[key] = factory.build(
                 self.profile, adapter, cache=self.cache(), model_spec=spec, workers=self._vllm_workers,
                 worker_log=self.paths.artifacts / self.notebook / "vllm_worker.log",  # the worker makes its folder
+                trace=self.paths.artifacts / self.notebook / TRACE_FILE,
             )
         return self._engines[key]
 

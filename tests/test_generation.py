@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -439,3 +440,32 @@ def test_a_memory_capped_cpu_batch_is_logged(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="hagstudy.engine.kv"):
         assert kv.default_batch_size(model, torch.device("cpu")) == kv.CPU_BATCH
     assert "capped" not in caplog.text
+
+
+def test_the_prefill_trace_names_where_two_runs_diverge(tiny, tmp_path):
+    """Each prefilled prompt's first-step logits digest goes to the trace; the same work gives the same lines,
+    and a perturbed weight is named at its first prompt (scripts/benchmarks/compare_traces.py)."""
+    import copy
+    import importlib.util
+
+    from hagstudy.config import repo_root
+
+    model, tok = tiny
+    reqs = [Request(p, C(0.7, 0.9, 0, 1.0, max_new_tokens=4), seed=s) for p in ("a b c", "d e") for s in (0, 1)]
+    runs = {}
+    for name, m in (("a", model), ("b", model), ("c", copy.deepcopy(model))):
+        if name == "c":
+            with torch.no_grad():
+                m.lm_head.weight[0, 0] += 1.0
+        # c: other weights under the same identity, as when the same engine decodes differently
+        Engine(m, tok, step="eager", progress=False, identity=models.identity(model),
+               trace=tmp_path / f"{name}.jsonl").generate(reqs, desc="probe")
+        runs[name] = tmp_path / f"{name}.jsonl"
+    lines = [json.loads(x) for x in runs["a"].read_text().splitlines()]
+    assert len(lines) == 2 and {x["desc"] for x in lines} == {"probe"} and all(x["call"] == 1 for x in lines)
+    assert runs["a"].read_text() == runs["b"].read_text()
+    spec = importlib.util.spec_from_file_location("compare_traces", repo_root() / "scripts/benchmarks/compare_traces.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    assert "2 shared prompts prefilled alike" in compare.first_difference(runs["a"], runs["b"])
+    assert compare.first_difference(runs["a"], runs["c"]).startswith("first difference: engine")

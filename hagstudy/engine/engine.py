@@ -23,12 +23,15 @@ than one ``model.generate`` per config. Per-row sampling is ``sampling``'s, the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,10 +89,12 @@ class Engine:
         step: str = "eager",
         defaults: GenerationDefaults | None = None,
         miss: tuple[str, str] | None = None,
+        trace: Path | None = None,
     ) -> None:
         """``step``: how a decode step runs: "eager", the transformers forward (ENGINE_VERSION 2 keys), or
         "fused", ``decode_step`` (keys of their own). The step is part of every cache key, so texts from one
-        step are never served for another. ``model=None`` is the cache-only mode (``cache_only``)."""
+        step are never served for another. ``model=None`` is the cache-only mode (``cache_only``). ``trace``: a
+        JSON-lines file that gets one line per prompt prefilled (``prefill_trace``)."""
         if step not in STEPS:
             raise ValueError(f"step must be one of {STEPS}, got {step!r}")
         if step == "fused" and model is not None and (why := decode_step.unsupported(model)):
@@ -117,6 +122,10 @@ class Engine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(self.eos_ids[0])
         self._prompts: OrderedDict[tuple[int, ...], _PromptState] = OrderedDict()
         self._prompt_bytes = 0
+        self.trace = trace
+        self._traced: list[dict[str, Any]] = []
+        self._calls = 0  # generate calls that decoded something: the trace's call number
+        self._desc = ""
         self._weights: Any = None
         self._weights_stamp: Any = None
         self.stats: dict[str, Any] = {
@@ -164,6 +173,8 @@ class Engine:
         self.stats["hits"] += hits
         self.stats["misses"] += len(todo)
         if todo:
+            self._calls += 1
+            self._desc = desc
             try:
                 with torch.inference_mode():
                     self._decode(todo, done, desc)
@@ -171,6 +182,7 @@ class Engine:
                 # Prompt states live for one call: the model may change between calls (adapters, training).
                 self._prompts.clear()
                 self._prompt_bytes = 0
+                self._write_trace()
                 self.stats["seconds"] += time.perf_counter() - start
         else:
             self.stats["seconds"] += time.perf_counter() - start
@@ -403,6 +415,9 @@ class Engine:
                 logits_to_keep=1,
             )
             self.stats["prefill_tokens"] += int(mask.sum())
+            if self.trace is not None:
+                self._traced += [prefill_trace(self.identity, self._calls, self._desc, x, out.logits[r, -1])
+                                 for r, x in enumerate(missing)]
             for r, x in enumerate(missing):
                 keep = slice(width - len(x), width)
                 state = _PromptState(
@@ -420,6 +435,15 @@ class Engine:
             _, old = self._prompts.popitem(last=False)
             self._prompt_bytes -= old.nbytes()
         return states
+
+    def _write_trace(self) -> None:
+        """Append this call's prefill lines to ``trace`` (a diagnostic log: appended, like the run log)."""
+        if self.trace is None or not self._traced:
+            return
+        self.trace.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.trace, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(line, sort_keys=True) + "\n" for line in self._traced)
+        self._traced = []
 
     def _step(self, batch: Batch) -> None:
         """One decode step for every active row."""
@@ -466,6 +490,26 @@ class Engine:
             g = p.greedy.nonzero().squeeze(1)
             tokens[g] = greedy_tokens(x, w, g)
         return tokens
+
+
+def prefill_trace(identity: str, call: int, desc: str, prompt: tuple[int, ...], logits: torch.Tensor) -> dict[str, Any]:
+    """One prompt's prefill, as a line of the engine's trace: its first-step logits' digest.
+
+    Two runs that decode the same prompts give the same lines (in the same order, when neither resumed);
+    the first line whose ``logits`` digest differs names the engine, call, prompt and that the divergence
+    began at prefill (``scripts/benchmarks/compare_traces.py``). Same digests with other texts put it in the
+    decode steps.
+    """
+    values = logits.detach().float().cpu().contiguous().numpy()
+    return {
+        "engine": identity.rsplit("|", 1)[-1],
+        "call": call,
+        "desc": desc,
+        "prompt": hashlib.sha256(repr(prompt).encode()).hexdigest()[:12],
+        "tokens": len(prompt),
+        "logits": hashlib.sha256(values.tobytes()).hexdigest()[:16],
+        "argmax": int(values.argmax()),
+    }
 
 
 class _NoBar:

@@ -35,11 +35,12 @@ def build(
     model_spec: str | None = None,
     workers: dict[str, Any] | None = None,
     worker_log: Path | None = None,
+    trace: Path | None = None,
 ) -> EngineProtocol:
     """The engine for the profile's model (or ``model_spec``), optionally with a LoRA adapter folder.
 
     ``workers``: the vLLM workers already started, by model spec (a new one is added); ``worker_log``: where
-    a new worker logs. No progress bars: they bloat rendered notebooks; each call logs a summary line.
+    a new worker logs; ``trace``: the in-house engine's prefill trace (``engine.prefill_trace``). No progress bars: they bloat rendered notebooks; each call logs a summary line.
     """
     spec = model_spec or profile.model
     g = profile.generation
@@ -63,7 +64,7 @@ def build(
         model, tokenizer = models.load(spec, dtype=profile.dtype)
     else:
         model, tokenizer = adapters.load_adapted(spec, adapter, dtype=profile.dtype)
-    return Engine(model, tokenizer, cache, progress=False, step=step_for(model, g.step, spec))
+    return Engine(model, tokenizer, cache, progress=False, step=step_for(model, g.step, spec), trace=trace)
 
 
 def step_for(model: Any, step: str, spec: str = "model") -> str:
