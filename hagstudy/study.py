@@ -53,9 +53,6 @@ class Run:
         """A path under ``artifacts/<profile>/`` (git-ignored; how notebooks hand data to each other)."""
         return self.paths.artifact(*parts)
 
-    def table(self, name: str) -> Path:
-        return self.paths.tables() / name
-
     def figure_dir(self) -> Path:
         return self.paths.figures()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hagstudy import methods
+from hagstudy import methods, stages
 from hagstudy.report import evaluation as ev
 from hagstudy.report import stats as st
 
@@ -401,12 +401,12 @@ def test_extra_columns_are_ignored() -> None:
 
 def test_write_table_byte_identical(tmp_path) -> None:
     table = ev.relative_table(study_frame(), n_boot=200)
-    a = ev.write_table(table, tmp_path / "a" / "rel.csv")
-    b = ev.write_table(ev.relative_table(study_frame(), n_boot=200), tmp_path / "b" / "rel.csv")
+    a = stages.write_table(table, tmp_path / "a" / "rel.csv")
+    b = stages.write_table(ev.relative_table(study_frame(), n_boot=200), tmp_path / "b" / "rel.csv")
     assert a.read_bytes() == b.read_bytes()
     text = a.read_text()
     assert "\r" not in text and text.endswith("\n")
-    assert "-0.0000" not in ev.write_table(pd.DataFrame({"x": [-1e-9]}), tmp_path / "z.csv").read_text()
+    assert "-0.0000" not in stages.write_table(pd.DataFrame({"x": [-1e-9]}), tmp_path / "z.csv").read_text()
     assert not [p for p in tmp_path.rglob("*.tmp")]  # no temp files left behind
     header = text.splitlines()[0].split(",")
     assert header[:3] == ["task", "baseline", "target_mean"]
@@ -546,7 +546,7 @@ def test_at_chance_leaves_out_rows_over_fewer_items() -> None:
 
 
 def test_flags_reads_bools_back_from_csv_in_either_form(tmp_path):
-    path = ev.write_table(pd.DataFrame({"a": [True, False], "b": ["True", "x"]}), tmp_path / "t.csv")
+    path = stages.write_table(pd.DataFrame({"a": [True, False], "b": ["True", "x"]}), tmp_path / "t.csv")
     back = pd.read_csv(path)
     assert ev.flags(back["a"]).tolist() == [True, False]
     assert ev.flags(back["b"]).tolist() == [True, False]

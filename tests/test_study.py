@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from hagstudy import config, study, tasks
+from hagstudy import config, stages, study, tasks
 from hagstudy.config import ProfileError
 from hagstudy.engine import decode_step
-from hagstudy.report import evaluation, plots
+from hagstudy.report import plots
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,8 +77,8 @@ def listing(folder: Path) -> dict[str, tuple[str, int] | str]:
 
 
 def write_like_05(run: study.Run) -> tuple[Path, Path]:
-    """What notebook 05 writes to its run's results: a table through run.table, a figure into run.figure_dir."""
-    table = evaluation.write_table(pd.DataFrame({"arm": ["hag"], "score": [0.7]}), run.table("ablation.csv"))
+    """What notebook 05 writes to its run's results: a table through its stage, a figure into run.figure_dir."""
+    table = stages.ABLATION.write(run, pd.DataFrame({"arm": ["hag"], "score": [0.7]}))
     fig = Figure()
     fig.add_subplot().plot([0, 1], [0, 1])
     png, _ = plots.save(fig, "ablation", run.figure_dir())

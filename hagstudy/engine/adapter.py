@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from hagstudy import data
 from hagstudy.engine import models
 from hagstudy.files import atomic_write
 
@@ -155,13 +156,9 @@ class Receipt:
         return cls(str(raw["identity"]), str(raw["step"]), dict(raw["tokenizer"]), dict(raw["generation"]), RECEIPT_VERSION)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def tokenizer_digests(folder: Path | str) -> dict[str, str]:
     folder = Path(folder)
-    return {name: _sha256(folder / name) for name in TOKENIZER_FILES if (folder / name).is_file()}
+    return {name: data.sha256(folder / name) for name in TOKENIZER_FILES if (folder / name).is_file()}
 
 
 def write_receipt(folder: Path | str, receipt: Receipt) -> Path:

@@ -10,7 +10,7 @@ The unit of analysis is the *item*: a method's score on a task is the mean over 
 mean over seeds. Items are the random sample we want to generalise over; seeds only measure decoding
 noise inside an item. Hence the two-level bootstrap (:func:`bootstrap_ci`) and the item-paired
 comparison (:func:`paired_bootstrap`). Everything is seeded, and numbers do not depend on row order,
-so a rerun gives identical numbers and byte-identical CSV files (:func:`write_table`).
+so a rerun gives identical numbers and byte-identical CSV files (``stages.write_table``).
 
 Comparisons of one method against several baselines on several tasks are a family of tests:
 :func:`relative_table` Holm-corrects their p-values (:func:`holm`), and calls two methods tied only
@@ -48,7 +48,6 @@ from hagstudy.report.stats import (
     validate_scores,
 )
 from hagstudy.stages import rounded
-from hagstudy.stages import write_table as write_table  # the committed tables' format, for callers of this module
 
 METHOD_ORDER: tuple[str, ...] = registry.ORDER  # the registry's ranked methods; the rest sort by name after them
 MAIN_COLUMNS: tuple[str, ...] = ("task", "method", "mean", "ci_low", "ci_high", "n_items", "n_seeds")
@@ -450,7 +449,7 @@ def difficulty_correlation(frame: pd.DataFrame) -> tuple[float, float]:
 
 
 def flags(values: pd.Series) -> pd.Series:
-    """A boolean column as written by ``write_table`` and read back: bools, or "True"/"False" strings where a
+    """A boolean column as written by ``stages.write_table`` and read back: bools, or "True"/"False" strings where a
     column mixed in other values (pandas then keeps it as text)."""
     return values.astype(str).str.lower() == "true"
 
