@@ -137,8 +137,10 @@ class Profile:
     n_validation: int = 20
     n_test: int = 100
     # 04_inference: the item oracle (the per-query ceiling, oracles.item_oracle) runs on the first
-    # oracle_items test items per task only: it scores every candidate config on every item.
-    oracle_items: int = 30
+    # oracle_items test items of each task above chance (all of them at the default profile), choosing
+    # among its candidates on oracle_draws selection draws per (item, candidate).
+    oracle_items: int = 100
+    oracle_draws: int = 4
     seeds: tuple[int, ...] = (0, 1, 2)  # evaluation seeds, per item
     prelim_items: int = 10  # 00_preliminary: items per task
     prelim_samples: int = 4  # 00_preliminary: samples per item for Self-BLEU
@@ -439,6 +441,7 @@ def _problems(p: Profile) -> typing.Iterator[tuple[str, str]]:
         yield from integer(key, getattr(p, key), 1)
     if isinstance(p.n_test, int) and not isinstance(p.n_test, bool) and p.n_test >= 1:
         yield from integer("oracle_items", p.oracle_items, 1, p.n_test)  # a prefix of the test items
+    yield from integer("oracle_draws", p.oracle_draws, 1)
     if not p.seeds:
         yield "seeds", "must list at least one seed"
     for i, seed in enumerate(p.seeds):

@@ -52,7 +52,8 @@ GREEDY = Method("greedy", FIXED_CONFIG, "#de8f05", "methods.fixed with decoding.
 RANDOM = Method("random", RANDOM_CONFIG, "#ece133", "methods.random_configs")
 BEST_SINGLE_CONFIG = Method("best_single_config", TUNED, "#029e73", "methods.fixed with oracles.best_single_config")
 TASK_ORACLE = Method("task_oracle", TUNED, "#cc78bc", "methods.fixed with oracles.task_oracle")
-ITEM_ORACLE = Method("item_oracle", ORACLE, "#fbafe4", "oracles.item_oracle (on a prefix of the test items)")
+ITEM_ORACLE = Method("item_oracle", ORACLE, "#fbafe4", "oracles.item_oracle (on the test items of the tasks above chance)")
+STATIC_HINDSIGHT = Method("static_hindsight", ORACLE, "#949494", "oracles.item_oracle's best fixed candidate on the test items")
 ZERO_SHOT = Method("zero_shot", STAGE1, "#d55e00", "methods.stage1_then_answer with the untuned model")
 ZERO_SHOT_JSON = Method("zero_shot_json", STAGE1, "#7f3c8d",
                         "methods.stage1_then_answer with the untuned model, prefilled with hag.JSON_PREFILL")
@@ -75,7 +76,7 @@ ARMS: tuple[Method, ...] = (
 )
 
 REGISTRY: tuple[Method, ...] = (
-    CHANCE, DEFAULT, GREEDY, RANDOM, BEST_SINGLE_CONFIG, TASK_ORACLE, ITEM_ORACLE, ZERO_SHOT, ZERO_SHOT_JSON, HAG,
+    CHANCE, DEFAULT, GREEDY, RANDOM, BEST_SINGLE_CONFIG, TASK_ORACLE, ITEM_ORACLE, STATIC_HINDSIGHT, ZERO_SHOT, ZERO_SHOT_JSON, HAG,
     MIN_P, EDT, *ARMS,
 )  # fmt: skip
 ORDER: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.ranked)  # the tables' method order

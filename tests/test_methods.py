@@ -110,16 +110,42 @@ def test_item_oracle_selects_on_other_draws_than_it_is_scored_on(setup):
     engine.generate = lambda requests, desc="": sent.append(list(requests)) or generate(requests, desc)
     candidates = oracles.candidates_for(GREEDY)
     assert len(candidates) >= 12 and sum(c.greedy for c in candidates) == 2  # greedy is already a candidate
-    scores, chosen = oracles.item_oracle(engine, task, items, SEEDS, candidates, 2, TRANSFORMERS_DEFAULT)
-    selection, scoring_call = sent
+    run = oracles.item_oracle(engine, task, items, SEEDS, candidates, 2, GREEDY)
+    selection, scoring_call, static_call = sent
     sampled = lambda reqs: {r.seed for r in reqs if not r.config.greedy}  # noqa: E731
-    assert sampled(selection).isdisjoint(sampled(scoring_call))
-    assert set(scores.method) == {"item_oracle"} and len(scores) == 5 * len(SEEDS)
+    assert sampled(selection).isdisjoint(sampled(scoring_call) | sampled(static_call))
+    assert set(run.scores.method) == {"item_oracle"} and len(run.scores) == 5 * len(SEEDS)
+    assert set(run.static.method) == {"static_hindsight"} and len(run.static) == 5 * len(SEEDS)
+    assert run.static.config.nunique() == 1  # one config for the whole task
+    chosen = run.choices
     assert chosen.n_candidates.eq(len(candidates)).all() and len(chosen) == 5
+    assert (chosen.in_sample_max >= chosen.selection_mean).all() and (chosen.in_sample_max >= chosen.reference_selection_mean).all()
+    assert (chosen.selection_mean == chosen.in_sample_max).all() and (chosen.n_tied >= 1).all()
     by_item = dict(zip(chosen.item_id, chosen.config))
-    assert all(by_item[r.item_id] == r.config for r in scores.itertuples())
+    assert all(by_item[r.item_id] == r.config for r in run.scores.itertuples())
     extra = oracles.candidates_for(DecodingConfig(temperature=0.9, top_p=0.8, top_k=5, repetition_penalty=1.2))
     assert len(extra) == len(candidates) + 1
+
+
+def test_item_oracle_breaks_ties_at_random_not_toward_the_reference():
+    """Every candidate scores the same: a tie-to-reference rule would pick the reference on every item and
+    report exactly zero headroom by construction; the seeded random rule spreads the picks."""
+    engine, task = FakeEngine(), FakeTask(lambda text: 1.0, n_items=40)
+    candidates = oracles.candidates_for(GREEDY)
+    run = oracles.item_oracle(engine, task, task.items("test", 40), SEEDS, candidates, 2, GREEDY)
+    assert run.choices.n_tied.eq(len(candidates)).all()
+    assert run.choices.config.nunique() > 5 and (run.choices.config != GREEDY.to_json()).sum() > 30
+    again = oracles.item_oracle(FakeEngine(), task, task.items("test", 40), SEEDS, candidates, 2, GREEDY)
+    assert list(again.choices.config) == list(run.choices.config)  # seeded: the same picks every run
+    assert oracles.tie_break("t", "i", [7]) == 7
+    with pytest.raises(ValueError, match="at least one"):
+        oracles.tie_break("t", "i", [])
+
+
+def test_item_oracle_needs_the_reference_among_its_candidates(setup):
+    engine, task = setup
+    with pytest.raises(ValueError, match="reference config .* is not among the candidates"):
+        oracles.item_oracle(engine, task, task.items("test", 2), SEEDS, [GREEDY], 2, TRANSFORMERS_DEFAULT)
 
 
 class YesNoFake:

@@ -7,15 +7,18 @@
 * ``min_p`` and ``edt``: training-free adaptive decoding (min-p sampling; entropy-dependent temperature),
   their settings tuned per task on the search split with the task oracle's final budget (``tune_adaptive``).
 * ``item_oracle``: for each test item, the best of a fixed candidate set chosen on one set of draws
-  of that very item and scored on a disjoint set (``seeds.OFFSET_ORACLE`` for selection, the
-  evaluation seeds for scoring). It is the ceiling of any per-query choice among those candidates;
-  ``item_oracle - task_oracle`` is the headroom a per-query method could at most win.
+  of that very item (ties broken at random) and scored on a disjoint set (``seeds.OFFSET_ORACLE`` for
+  selection, the evaluation seeds for scoring). It estimates the ceiling of any per-query choice among
+  those candidates; ``item_oracle - task_oracle`` is the headroom a per-query method could win.
+* ``static_hindsight``: the best single candidate for a task chosen on those same test-item draws (the
+  best fixed config in hindsight), so ``item_oracle - static_hindsight`` is what choosing per query adds.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
@@ -23,10 +26,10 @@ import pandas as pd
 
 from hagstudy.decoding import GREEDY, TRANSFORMERS_DEFAULT, DecodingConfig
 from hagstudy.files import atomic_write
-from hagstudy.methods import per_item
-from hagstudy.registry import EDT, ITEM_ORACLE, MIN_P
-from hagstudy.scoring import Engine, Task, evaluate, pick_best
-from hagstudy.seeds import OFFSET_ORACLE
+from hagstudy.methods import fixed, per_item
+from hagstudy.registry import EDT, ITEM_ORACLE, MIN_P, STATIC_HINDSIGHT
+from hagstudy.scoring import EPS, Engine, Task, evaluate, pick_best
+from hagstudy.seeds import OFFSET_ORACLE, stable_hash
 
 if TYPE_CHECKING:
     from hagstudy.method.search import PruneResult
@@ -140,6 +143,32 @@ def read_adaptive(path: Path) -> dict[str, dict[str, DecodingConfig]]:
         raise ValueError(f"{path}: not a tuned adaptive-decoding file ({exc}): run notebook 01_search again") from None
 
 
+@dataclass(frozen=True)
+class ItemOracleRun:
+    """What ``item_oracle`` measured on one task's test items.
+
+    ``scores``: the item oracle's rows on the evaluation seeds (method ``item_oracle``). ``static``: the
+    best fixed candidate in hindsight, chosen on the same selection draws of the same test items and scored
+    on the evaluation seeds (method ``static_hindsight``): what a per-task config tuned on the test split
+    itself would get, so ``item_oracle - static_hindsight`` isolates what choosing *per query* adds.
+    ``choices``: one row per item (chosen config, its selection mean, how many candidates tied for it, the
+    in-sample maximum and the reference config's selection mean on the same draws).
+    """
+
+    scores: pd.DataFrame
+    static: pd.DataFrame
+    choices: pd.DataFrame
+
+
+def tie_break(task: str, item_id: str, tied: Sequence[int]) -> int:
+    """One of the ``tied`` option indices, picked by a seeded hash of (task, item): ties are broken at random,
+    never toward the reference config, so an item oracle that cannot tell candidates apart is not pulled
+    toward the per-task config it is compared against (which would bias the headroom toward zero)."""
+    if not tied:
+        raise ValueError("tie_break needs at least one tied option")
+    return int(tied[stable_hash(task, item_id, "item_oracle_tie") % len(tied)])
+
+
 def item_oracle(
     engine: Engine,
     task: Task,
@@ -147,27 +176,38 @@ def item_oracle(
     seeds: Sequence[int],
     candidates: Sequence[DecodingConfig],
     selection_draws: int,
-    default: DecodingConfig,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+    reference: DecodingConfig,
+) -> ItemOracleRun:
     """Per item, the candidate with the best mean on ``selection_draws`` draws, scored on the evaluation seeds.
 
-    Selection and scoring never share a sampled draw (greedy candidates are one text either way).
-    Returns the score rows (method ``item_oracle``) and one row per item with the chosen config, its
-    selection mean and the number of candidates.
+    Selection and scoring never share a sampled draw (selection uses ``seeds.OFFSET_ORACLE``; a greedy
+    candidate is one text either way). Ties at the best selection mean are broken at random per item
+    (``tie_break``). ``reference`` (the task oracle) must be a candidate: its selection mean on the same
+    draws gives the in-sample bracket (the best candidate per item, chosen *and* scored on the same
+    draws, is an upper bound on what per-query choice among these candidates could gain).
     """
     unique = list({c.identity(): c.effective() for c in candidates}.values())
+    ref = reference.effective()
+    if ref.identity() not in {c.identity() for c in unique}:
+        raise ValueError(f"item_oracle: the reference config {reference.to_json()} is not among the candidates")
     pairs = [(item, c) for item in items for c in unique]
     evals, _ = evaluate(engine, task, pairs, selection_draws, OFFSET_ORACLE, stage=ITEM_ORACLE.name)
+    means = np.array([ev.mean for ev in evals], dtype=float).reshape(len(items), len(unique))
+    ref_col = [c.identity() for c in unique].index(ref.identity())
     chosen: dict[str, DecodingConfig] = {}
     rows = []
     for k, item in enumerate(items):
-        options = [(ev.config, ev.mean) for ev in evals[k * len(unique) : (k + 1) * len(unique)]]
-        best, mean = options[pick_best(options, default)]
-        chosen[item.id] = best
-        rows.append({"task": task.name, "item_id": item.id, "config": best.to_json(), "selection_mean": mean,
-                     "n_candidates": len(unique)})
+        best = float(means[k].max())
+        tied = [i for i in range(len(unique)) if means[k, i] >= best - EPS]
+        pick = tie_break(task.name, item.id, tied)
+        chosen[item.id] = unique[pick]
+        rows.append({"task": task.name, "item_id": item.id, "config": unique[pick].to_json(),
+                     "selection_mean": float(means[k, pick]), "n_candidates": len(unique), "n_tied": len(tied),
+                     "in_sample_max": best, "reference_selection_mean": float(means[k, ref_col])})
+    static_pick = pick_best([(c, float(means[:, i].mean())) for i, c in enumerate(unique)], ref)
     scores = per_item(engine, task, items, seeds, chosen, ITEM_ORACLE.name)
-    return scores, pd.DataFrame(rows)
+    static = fixed(engine, task, items, seeds, unique[static_pick], STATIC_HINDSIGHT.name)
+    return ItemOracleRun(scores, static, pd.DataFrame(rows))
 
 
 def candidates_for(task_oracle_config: DecodingConfig) -> list[DecodingConfig]:
