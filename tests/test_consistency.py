@@ -96,3 +96,16 @@ def test_lines_read_the_table():
     (line,) = consistency.lines(consistency.summary(frame))
     assert line.startswith("m: a meaning-preserving variation changed the stage-1 config on 50%")
     assert "casing on t, 50%" in line and "1 of 1 tasks" in line and "(t)" in line
+
+
+def test_failures_are_not_a_config():
+    """A model whose stage 1 never parses does not write "one config per task": it writes none."""
+    frame = rows([("t", "1", "original", "failed"), ("t", "2", "original", "failed"), ("t", "1", "casing", "a"),
+                  ("t", "2", "casing", "failed")])
+    table = consistency.summary(frame).set_index("variation")
+    assert table.loc["casing", "distinct_configs"] == 0 and table.loc["casing", "reading"] == "no config parsed"
+    assert table.loc["casing", "changed"] == 0.5
+    (line,) = consistency.lines(consistency.summary(frame))
+    assert line.endswith("0 of 1 tasks get one config for every original query, and on 1 no original query's config parsed.")
+    unchanged = consistency.summary(rows([("t", "1", "original", "a"), ("t", "1", "casing", "a")]))
+    assert "most:" not in consistency.lines(unchanged)[0]

@@ -33,6 +33,7 @@ OPTIONS = re.compile(r"\b(Answer) (\w+) or (\w+)([.?!]?)")
 FAILED = "failed"  # the key of a proposal that did not parse: two failures count as the same outcome
 TASK_ONLY = "task only"
 QUERY_DEPENDENT = "query-dependent"
+NONE_PARSED = "no config parsed"
 COLUMNS = ["task", "method", "variation", "n", "changed", "parse_rate", "stage1_tokens", "distinct_configs", "reading"]
 
 
@@ -119,8 +120,8 @@ def proposals(
 def summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (task, method, variation): ``n`` items, ``changed`` (share whose config differs from the original
     query's; empty for the original itself), ``parse_rate`` and mean ``stage1_tokens``; per (task, method),
-    repeated on its rows: ``distinct_configs`` over the original queries and the ``reading`` (one config
-    for every query: ``task only``)."""
+    repeated on its rows: ``distinct_configs`` parsed from the original queries (failures left out) and the
+    ``reading``: one config for every query is ``task only``, none parsed is ``no config parsed``."""
     missing = [c for c in ("task", "method", "item_id", "variation", "status", "config", "n_tokens") if c not in rows]
     if missing:
         raise ValueError(f"consistency rows lack column(s) {missing}")
@@ -130,7 +131,9 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
         raise ValueError("consistency rows hold an item's original query twice")
     out = []
     for (task, method), group in rows.groupby(["task", "method"], sort=False):
-        distinct = int(group.loc[group["variation"] == ORIGINAL, "config"].nunique())
+        first = group.loc[group["variation"] == ORIGINAL, "config"]
+        distinct = int(first[first != FAILED].nunique())
+        reading = NONE_PARSED if distinct == 0 else TASK_ONLY if distinct == 1 else QUERY_DEPENDENT
         for variation, sub in group.groupby("variation", sort=False):
             base = original.reindex(pd.MultiIndex.from_frame(sub[keys]))
             if base.isna().any():
@@ -141,7 +144,7 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
                 "changed": float("nan") if variation == ORIGINAL else changed,
                 "parse_rate": float((sub["status"] != FAILED).mean()),
                 "stage1_tokens": float(sub["n_tokens"].mean()),
-                "distinct_configs": distinct, "reading": TASK_ONLY if distinct == 1 else QUERY_DEPENDENT,
+                "distinct_configs": distinct, "reading": reading,
             })
     return pd.DataFrame(out, columns=COLUMNS)
 
@@ -159,10 +162,12 @@ def lines(table: pd.DataFrame) -> list[str]:
             continue
         worst = sub.loc[sub["changed"].idxmax()]
         mean = (sub["changed"] * sub["n"]).sum() / sub["n"].sum()
+        most = f" (most: {worst['variation']} on {worst['task']}, {worst['changed']:.0%})" if worst["changed"] > 0 else ""
+        none = int((per_task["reading"] == NONE_PARSED).sum())
         out.append(
             f"{method}: a meaning-preserving variation changed the stage-1 config on {mean:.0%} of the varied "
-            f"queries (most: {worst['variation']} on {worst['task']}, {worst['changed']:.0%}); "
-            f"{len(task_only)} of {len(per_task)} tasks get one config for every original query"
-            + (f" ({', '.join(task_only)})." if task_only else ".")
+            f"queries{most}; {len(task_only)} of {len(per_task)} tasks get one config for every original query"
+            + (f" ({', '.join(task_only)})" if task_only else "")
+            + (f", and on {none} no original query's config parsed." if none else ".")
         )
     return out
