@@ -139,3 +139,4 @@ def test_a_prefilled_reply_is_continued_and_parsed_whole():
     assert proposal.text == hag.JSON_PREFILL + "0.3, \"top_p\": 0.8}"
     assert proposal.parse.status == "partial" and proposal.parse.config.temperature == 0.3
     assert proposal.parse.config.top_p == 0.8
+    assert proposal.n_tokens == 5  # the continuation's tokens: the prefill is not generated

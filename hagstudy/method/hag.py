@@ -43,12 +43,14 @@ Messages = list[dict[str, str]]
 
 @dataclass(frozen=True)
 class Proposal:
-    """One stage-1 generation: the query, the raw text, whether the model stopped by itself, the parse."""
+    """One stage-1 generation: the query, the raw text, whether the model stopped by itself, the parse,
+    and the tokens it generated (the prefill excluded: what stage 1 costs per query)."""
 
     query: str
     text: str
     finished: bool
     parse: ParseResult
+    n_tokens: int = 0
 
 
 def stage1_config(max_new_tokens: int = STAGE1_MAX_NEW_TOKENS) -> DecodingConfig:
@@ -91,7 +93,7 @@ def propose(
     completions = engine.generate(requests, desc=desc) if requests else []
     return [
         Proposal(query=q, text=prefill + c.text, finished=bool(c.finished),
-                 parse=parse_config(prefill + c.text, fallback=fallback))
+                 parse=parse_config(prefill + c.text, fallback=fallback), n_tokens=int(c.n_tokens))
         for q, c in zip(queries, completions, strict=True)
     ]
 
