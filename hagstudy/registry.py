@@ -67,16 +67,21 @@ _ARM = "ablations.gated_arm or ablations.hag_arm"
 ARMS: tuple[Method, ...] = (
     Method("hag_train25", ABLATION, "#17becf", _ARM, ranked=False),
     Method("hag_train50", ABLATION, "#0e7c86", _ARM, ranked=False),
-    Method("hag_random_labels", ABLATION, "#bcbd22", _ARM, ranked=False),
+    Method("hag_random_search_labels", ABLATION, "#bcbd22", _ARM, ranked=False),  # labels from random search
     Method("hag_tpe_labels", ABLATION, "#8c6d31", _ARM, ranked=False),
     Method("hag_per_task_labels", ABLATION, "#393b79", _ARM, ranked=False),
     Method("hag_temperature_only", ABLATION, "#ad494a", _ARM, ranked=False),
     Method("hag_adapter_stage2", ABLATION, "#000000", _ARM, ranked=False),
 )
+# The label arms (method.label_arms): is there per-query signal in the labels, and does the pipeline keep it?
+SHUFFLED_LABELS = Method("hag_shuffled_labels", ABLATION, "#d6616b", _ARM, ranked=False)
+DENOISED_LABELS = Method("hag_denoised_labels", ABLATION, "#31a354", _ARM, ranked=False)
+UNCHECKED_LABELS = Method("hag_unchecked_labels", ABLATION, "#fd8d3c", _ARM, ranked=False)
+LABEL_ARMS: tuple[Method, ...] = (SHUFFLED_LABELS, DENOISED_LABELS, UNCHECKED_LABELS)
 
 REGISTRY: tuple[Method, ...] = (
     CHANCE, DEFAULT, GREEDY, RANDOM, BEST_SINGLE_CONFIG, TASK_ORACLE, ITEM_ORACLE, ZERO_SHOT, ZERO_SHOT_JSON, HAG,
-    MIN_P, EDT, *ARMS,
+    MIN_P, EDT, *ARMS, *LABEL_ARMS,
 )  # fmt: skip
 ORDER: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.ranked)  # the tables' method order
 BY_NAME: dict[str, Method] = {m.name: m for m in REGISTRY}
