@@ -220,6 +220,7 @@ ABLATION_SEARCH = table("ablation_search.csv", "label quality per search strateg
 ABLATION_GATE = table("ablation_gate.csv", "the gate per ablation arm")
 ABLATION = table("ablation.csv", "mean score per arm and task")
 ABLATION_VS_HAG = table("ablation_vs_hag.csv", "each arm against HAG")
+ABLATION_LABELS = table("ablation_labels.csv", "per arm and task: how often a label differs from the most common")
 # 06_figures
 FIGURE_CONFIGS = artifact("06_figures", "configs.csv", fmt=FRAME, about="checked labels and stage-1 configs")
 MAIN_FIGURE = figure("main", "mean score per method and task")
@@ -250,7 +251,7 @@ STAGES: tuple[Stage, ...] = (
           (SCORES, ITEM_ORACLE_SCORES, HAG_CONFIGS, ITEM_ORACLE_CHOICES, HEADROOM, PARSE_RATES, MAIN, AT_CHANCE,
            RELATIVE, RELATIVE_STRONG, RELATIVE_ITEM_ORACLE, DIFFICULTY)),
     Stage("05_ablations", (SEARCH, GATES, ADAPTERS),
-          (ABLATION_SEARCH, ABLATION_GATE, ABLATION_SCORES, ABLATION, ABLATION_VS_HAG)),
+          (ABLATION_SEARCH, ABLATION_GATE, ABLATION_SCORES, ABLATION, ABLATION_VS_HAG, ABLATION_LABELS)),
     Stage("06_figures", (MAIN, LABEL_CHECK_ITEMS, HAG_CONFIGS, SENSITIVITY, DIFFICULTY, ABLATION_SEARCH, TRAIN_LOG),
           (FIGURE_CONFIGS, MAIN_FIGURE, CONFIG_DISTRIBUTIONS, SENSITIVITY_FIGURE, IMPROVEMENT_VS_DIFFICULTY,
            LOSS_CURVE)),
