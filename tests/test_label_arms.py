@@ -229,3 +229,23 @@ def test_verdict_lines_flag_comparisons_that_test_nothing_and_unlearned_arms():
     assert label_arms.verdict_lines(pd.DataFrame(), mix) == ["No label arm was compared with HAG."]
     with pytest.raises(ValueError, match="verdict"):
         label_arms.verdict_lines(vs.drop(columns="verdict"), mix)
+
+
+
+def test_every_arms_labels_make_a_training_set_split_like_hags():
+    from hagstudy.method import dataset
+
+    task = FakeTask(target_score(B), name="t", n_items=8)
+    items = task.items("search")
+    checked = pd.DataFrame([checked_row(it.id, [A, B, C, START][k % 4], 0.6, 0.5) for k, it in enumerate(items)])
+    log = [log_row(it.id, c, m) for it in items for c, m in ((START, 0.9), (B, 0.8))]
+    frames = {"hag": checked, SHUFFLED: label_arms.shuffled(checked, 0), UNCHECKED: label_arms.unchecked(checked),
+              DENOISED: label_arms.denoise(FakeEngine(), task, items, checked, log, START, top=2, draws=2)}
+    validation = set()
+    for frame in frames.values():
+        train, val = dataset.build(frame, 0.25, seed=3)
+        by_id = dict(zip(frame["item_id"], frame["config"]))
+        assert [dataset.label_of(r).to_json() for r in train + val] == [by_id[r["item_id"]] for r in train + val]
+        validation.add(tuple(sorted(r["item_id"] for r in val)))
+    assert len(validation) == 1  # every arm is judged on the same validation items as HAG
+    assert (frames[DENOISED]["config"] == B.to_json()).all()
