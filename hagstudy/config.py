@@ -104,6 +104,10 @@ class AblationSettings:
     # Arms that train an adapter take as many optimizer steps as the reference HAG adapter (more epochs on
     # fewer rows), so a smaller arm is not also a shorter-trained one; false: the same epochs.
     equal_steps: bool = True
+    # The denoised-label arm (method.label_arms): each item's top ``denoise_top`` greedy-search configs are
+    # re-scored on ``denoise_draws`` fresh draws (seeds.OFFSET_DENOISE) and the best becomes its label.
+    denoise_top: int = 3
+    denoise_draws: int = 8
 
 
 @dataclass(frozen=True)
@@ -502,6 +506,8 @@ def _problems(p: Profile) -> typing.Iterator[tuple[str, str]]:
     yield from fraction("ablation.search_fraction", a.search_fraction, closed_top=True)
     if not isinstance(a.equal_steps, bool):
         yield "ablation.equal_steps", f"must be true or false, got {a.equal_steps!r}"
+    yield from integer("ablation.denoise_top", a.denoise_top, 1)
+    yield from integer("ablation.denoise_draws", a.denoise_draws, 1)
 
 
 def _grid_problems(where: str, grid: dict[str, tuple[float, ...]]) -> typing.Iterator[tuple[str, str]]:

@@ -53,7 +53,7 @@ RANDOM = Method("random", RANDOM_CONFIG, "#ece133", "methods.random_configs")
 BEST_SINGLE_CONFIG = Method("best_single_config", TUNED, "#029e73", "methods.fixed with oracles.best_single_config")
 TASK_ORACLE = Method("task_oracle", TUNED, "#cc78bc", "methods.fixed with oracles.task_oracle")
 ITEM_ORACLE = Method("item_oracle", ORACLE, "#fbafe4", "oracles.item_oracle (on the test items of the tasks above chance)")
-STATIC_HINDSIGHT = Method("static_hindsight", ORACLE, "#949494", "oracles.item_oracle's best fixed candidate on the test items")
+STATIC_HINDSIGHT = Method("static_hindsight", ORACLE, "#7570b3", "oracles.item_oracle's best fixed candidate on the test items")
 ZERO_SHOT = Method("zero_shot", STAGE1, "#d55e00", "methods.stage1_then_answer with the untuned model")
 ZERO_SHOT_JSON = Method("zero_shot_json", STAGE1, "#7f3c8d",
                         "methods.stage1_then_answer with the untuned model, prefilled with hag.JSON_PREFILL")
@@ -68,16 +68,21 @@ _ARM = "ablations.gated_arm or ablations.hag_arm"
 ARMS: tuple[Method, ...] = (
     Method("hag_train25", ABLATION, "#17becf", _ARM, ranked=False),
     Method("hag_train50", ABLATION, "#0e7c86", _ARM, ranked=False),
-    Method("hag_random_labels", ABLATION, "#bcbd22", _ARM, ranked=False),
+    Method("hag_random_search_labels", ABLATION, "#bcbd22", _ARM, ranked=False),  # labels from random search
     Method("hag_tpe_labels", ABLATION, "#8c6d31", _ARM, ranked=False),
     Method("hag_per_task_labels", ABLATION, "#393b79", _ARM, ranked=False),
     Method("hag_temperature_only", ABLATION, "#ad494a", _ARM, ranked=False),
     Method("hag_adapter_stage2", ABLATION, "#000000", _ARM, ranked=False),
 )
+# The label arms (method.label_arms): is there per-query signal in the labels, and does the pipeline keep it?
+SHUFFLED_LABELS = Method("hag_shuffled_labels", ABLATION, "#d6616b", _ARM, ranked=False)
+DENOISED_LABELS = Method("hag_denoised_labels", ABLATION, "#31a354", _ARM, ranked=False)
+UNCHECKED_LABELS = Method("hag_unchecked_labels", ABLATION, "#fd8d3c", _ARM, ranked=False)
+LABEL_ARMS: tuple[Method, ...] = (SHUFFLED_LABELS, DENOISED_LABELS, UNCHECKED_LABELS)
 
 REGISTRY: tuple[Method, ...] = (
     CHANCE, DEFAULT, GREEDY, RANDOM, BEST_SINGLE_CONFIG, TASK_ORACLE, ITEM_ORACLE, STATIC_HINDSIGHT, ZERO_SHOT, ZERO_SHOT_JSON, HAG,
-    MIN_P, EDT, *ARMS,
+    MIN_P, EDT, *ARMS, *LABEL_ARMS,
 )  # fmt: skip
 ORDER: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.ranked)  # the tables' method order
 BY_NAME: dict[str, Method] = {m.name: m for m in REGISTRY}

@@ -19,6 +19,7 @@ from typing import Any
 OFFSET_REPEAT = 1_000_000  # seed offset of the repeated greedy search (label reliability)
 OFFSET_HELDOUT = 2_000_000  # seed offset of the held-out draws that score labels against each other
 OFFSET_ORACLE = 3_000_000  # seed offset of the item oracle's selection draws (never the evaluation seeds)
+OFFSET_DENOISE = 4_000_000  # seed offset of the denoised-label arm's re-scoring draws (notebook 05)
 GREEDY_SEED = 0  # greedy text does not depend on the seed: evaluation sends this one
 
 

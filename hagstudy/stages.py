@@ -222,6 +222,7 @@ ABLATION = table("ablation.csv", "mean score per arm and task")
 ABLATION_VS_HAG = table("ablation_vs_hag.csv", "each arm against HAG")
 CONSISTENCY = table("consistency.csv", "stage-1 configs under meaning-preserving query variations")
 OVERHEAD = table("overhead.csv", "what each method costs to set up and per query")
+ABLATION_LABELS = table("ablation_labels.csv", "per arm and task: how often a label differs from the most common")
 # 06_figures
 FIGURE_CONFIGS = artifact("06_figures", "configs.csv", fmt=FRAME, about="checked labels and stage-1 configs")
 MAIN_FIGURE = figure("main", "mean score per method and task")
@@ -253,7 +254,7 @@ STAGES: tuple[Stage, ...] = (
            RELATIVE, RELATIVE_STRONG, RELATIVE_ITEM_ORACLE, DIFFICULTY)),
     Stage("05_ablations", (SEARCH, GATES, ADAPTERS, SEARCH_BUDGET, SEARCH_PRUNE, ADAPTIVE_TUNING, LABEL_CHECK_ITEMS,
                            SCORES),
-          (ABLATION_SEARCH, ABLATION_GATE, ABLATION_SCORES, ABLATION, ABLATION_VS_HAG, CONSISTENCY, OVERHEAD)),
+          (ABLATION_SEARCH, ABLATION_GATE, ABLATION_SCORES, ABLATION, ABLATION_VS_HAG, ABLATION_LABELS, CONSISTENCY, OVERHEAD)),
     Stage("06_figures", (MAIN, LABEL_CHECK_ITEMS, HAG_CONFIGS, SENSITIVITY, DIFFICULTY, ABLATION_SEARCH, TRAIN_LOG),
           (FIGURE_CONFIGS, MAIN_FIGURE, CONFIG_DISTRIBUTIONS, SENSITIVITY_FIGURE, IMPROVEMENT_VS_DIFFICULTY,
            LOSS_CURVE)),

@@ -41,7 +41,8 @@ def test_the_committed_profiles_keep_their_values():
     }
     assert smoke.prelim_grid["top_k"] == (10.0, 50.0)
     assert smoke.train == config.TrainSettings(epochs=1.0, batch_size=4, max_steps=3, max_length=384, adapters=2, checkpoints=2)
-    assert smoke.ablation == config.AblationSettings(n_test=2, n_seeds=1, train_fractions=(0.5,), search_fraction=0.5)
+    assert smoke.ablation == config.AblationSettings(n_test=2, n_seeds=1, train_fractions=(0.5,), search_fraction=0.5,
+                                                     denoise_draws=2)
     assert (smoke.seeds, smoke.seed, smoke.tasks, smoke.model) == ((0, 1), 1234, (), "smollm2-135m-instruct")
     default = load_profile("default")
     assert default.train == config.TrainSettings(epochs=3.0, learning_rate=0.002, max_length=256, validation_fraction=0.2, checkpoints=6)

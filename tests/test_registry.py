@@ -29,6 +29,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("hagstudy/method/strategies.py", "random"): "the random search strategy (labels' method column, its seed salt)",
     ("hagstudy/method/ablations.py", "greedy"): "the greedy search strategy, compared with random and TPE",
     ("hagstudy/method/ablations.py", "random"): "the random search strategy, compared with greedy and TPE",
+    ("hagstudy/method/label_arms.py", "greedy"): "the greedy search stage's rows in the search log",
 }
 # The engine wing, whichever of its modules: sampling fields and flags (min_p, EDT, greedy rows) and model-config
 # values ("default" rope, the default profile's model cache), never a compared method.
@@ -87,7 +88,7 @@ def test_the_name_check_can_fail() -> None:
 def test_names_are_unique_and_order_is_the_ranked_registry() -> None:
     assert len(registry.BY_NAME) == len(registry.REGISTRY)
     assert evaluation.METHOD_ORDER == registry.ORDER == (
-        "chance", "default", "greedy", "random", "best_single_config", "task_oracle", "item_oracle",
+        "chance", "default", "greedy", "random", "best_single_config", "task_oracle", "item_oracle", "static_hindsight",
         "zero_shot", "zero_shot_json", "hag",
     )  # fmt: skip
     assert registry.HAG.instance(1) == "hag_seed1"
@@ -109,11 +110,12 @@ def test_every_method_of_the_committed_tables_is_registered_or_an_adapter() -> N
 def test_colours_are_the_committed_figures_colours() -> None:
     assert plots.METHOD_COLORS == {
         "chance": "#8c8c8c", "default": "#ca9161", "greedy": "#de8f05", "random": "#ece133",
-        "best_single_config": "#029e73", "task_oracle": "#cc78bc", "item_oracle": "#fbafe4", "zero_shot": "#d55e00",
+        "best_single_config": "#029e73", "task_oracle": "#cc78bc", "item_oracle": "#fbafe4", "static_hindsight": "#7570b3", "zero_shot": "#d55e00",
         "zero_shot_json": "#7f3c8d", "min_p": "#e7298a", "edt": "#66a61e", "hag": "#08519c", "hag_seed0": "#9ecae1",
         "hag_seed1": "#6baed6", "hag_seed2": "#3182bd", "hag_train25": "#17becf", "hag_train50": "#0e7c86",
-        "hag_random_labels": "#bcbd22", "hag_tpe_labels": "#8c6d31", "hag_per_task_labels": "#393b79",
-        "hag_temperature_only": "#ad494a", "hag_adapter_stage2": "#000000",
+        "hag_random_search_labels": "#bcbd22", "hag_tpe_labels": "#8c6d31", "hag_per_task_labels": "#393b79",
+        "hag_temperature_only": "#ad494a", "hag_adapter_stage2": "#000000", "hag_shuffled_labels": "#d6616b",
+        "hag_denoised_labels": "#31a354", "hag_unchecked_labels": "#fd8d3c",
     }  # fmt: skip
 
 

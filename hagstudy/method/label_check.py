@@ -88,6 +88,14 @@ def heldout_means(
 
 
 
+def keeps(changed: bool, heldout_searched: float, heldout_start: float, margin: float) -> bool:
+    """The check's one rule: a changed label stays if its held-out mean beats the start config's by ``margin``.
+
+    ``margin=0`` is the unchecked arm of notebook 05 (``label_arms.unchecked``): a tie keeps the label.
+    """
+    return bool(changed) and heldout_searched >= heldout_start + margin - 1e-12
+
+
 def _search_mean(label: ItemLabel, config: DecodingConfig) -> float:
     key = config.identity()
     for ev in label.evaluations:
@@ -131,7 +139,7 @@ def check(
                 task=task.name, item_id=lab.item_id, query=lab.query, searched=searched, start=start,
                 search_searched=float(lab.score), search_start=_search_mean(lab, start),
                 heldout_searched=h_searched, heldout_start=h_start,
-                kept=changed and h_searched >= h_start + margin - 1e-12,
+                kept=keeps(changed, h_searched, h_start, margin),
             )
         )
     return out
