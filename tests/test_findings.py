@@ -240,12 +240,15 @@ def test_the_confirmatory_answer_quotes_its_family_and_reads_each_task_once() ->
     head, *tasks = findings.confirmatory_lines(confirmatory(), mde)
     assert "on the 4 task(s) above chance (a, b, c, d), 7 tests" in head and "within these 7" in head
     assert [t.split(":")[0] for t in tasks] == ["d", "b", "c", "a"]  # the loss first
-    assert tasks[0].startswith("d: HAG LOSES to greedy: 0.400 vs 0.600") and "Holm p=<0.001" in tasks[0]
+    assert tasks[0].startswith("d: HAG LOSES to greedy: 0.400 vs 0.600") and "Holm p<0.001" in tasks[0]
     assert tasks[1].startswith("b: HAG beats the best fixed config, greedy (= task_oracle: the same scores)")
     assert tasks[2].startswith("c: HAG is equivalent to the best fixed config, greedy, within ±0.05 (TOST Holm p=0.010)")
     assert tasks[3].startswith("a: the data cannot tell HAG from the best fixed config, task_oracle")  # the higher mean
     assert "a gain above +0.040 is ruled out" in tasks[3] and "detects only differences of about 0.098" in tasks[3]
     assert "not tested" in findings.confirmatory_lines(confirmatory().iloc[0:0])[0]
+    mixed = confirmatory().iloc[5:7].assign(verdict=["better", "worse"], diff=[0.2, -0.1])  # d: beats greedy, loses to the oracle
+    loss = findings.confirmatory_lines(mixed)[1]
+    assert loss.startswith("d: HAG LOSES to task_oracle") and " It does beat greedy (" in loss
     with pytest.raises(ValueError, match="largest_gain"):
         findings.confirmatory_lines(confirmatory().drop(columns=["largest_gain"]))
 

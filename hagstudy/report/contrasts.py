@@ -137,16 +137,16 @@ def paired_contrast(
     for m in (target, base):
         if m not in have:
             raise ValueError(f"paired_contrast: method {m!r} has no scores on task {task!r}")
-    d = paired_differences(sub, target, base, task, members)
     if members:
-        diff, reps = pooled_paired_replicates(sub, members, base, task, n_boot, rng_seed)
+        d, reps = pooled_paired_replicates(sub, members, base, task, n_boot, rng_seed)
     else:
-        diff, reps = float(d.mean()), paired_bootstrap_replicates(d, n_boot, rng_seed)
+        d = paired_differences(sub, target, base, task)
+        reps = paired_bootstrap_replicates(d, n_boot, rng_seed)
     lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
     return {
         "target_mean": float(item_means(sub.loc[sub["method"] == target]).mean()),
         "base_mean": float(item_means(sub.loc[sub["method"] == base]).mean()),
-        "diff": diff,
+        "diff": float(d.mean()),
         "diff_ci_low": float(lo),
         "diff_ci_high": float(hi),
         "largest_gain": upper_bound(reps, alpha),

@@ -250,7 +250,7 @@ def relative_table(
             continue
         m = margin_for(task_margins(sub) if margin is None else margin, str(task))
         for base, dups in same_scores(sub, baselines).items():
-            c = paired_contrast(frame, target, base, str(task), members, m, n_boot, alpha, rng_seed)
+            c = paired_contrast(sub, target, base, str(task), members, m, n_boot, alpha, rng_seed)
             rel, note = _relative(c["target_mean"], c["base_mean"], floor)
             keep = {k: v for k, v in c.items() if k in RELATIVE_COLUMNS}
             rows.append({"task": task, "baseline": base, "same_as": "; ".join(dups), **keep,

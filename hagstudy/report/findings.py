@@ -27,9 +27,9 @@ def _need(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
         raise ValueError(f"findings: {what} table lacks column(s) {missing}")
 
 
-def _p(p: float) -> str:
-    """A p-value to three decimals; below 0.001 (a permutation p can reach 1 / 20,001) as "<0.001"."""
-    return f"{p:.3f}" if p >= 0.001 else "<0.001"
+def _p(p: float, name: str = "p") -> str:
+    """``p=0.012`` to three decimals; below 0.001 (a permutation p can reach 1 / 20,001) ``p<0.001``."""
+    return f"{name}={p:.3f}" if p >= 0.001 else f"{name}<0.001"
 
 
 def _fmt(row: pd.Series) -> str:
@@ -42,7 +42,7 @@ def _fmt(row: pd.Series) -> str:
     return (
         f"{row['target_mean']:.3f} vs {row['base_mean']:.3f} (difference {row['diff']:+.3f}, "
         f"95% CI [{row['diff_ci_low']:+.3f}, {row['diff_ci_high']:+.3f}]; {rel_txt}; "
-        f"p={_p(row['p_value'])}, Holm p={_p(row['p_holm'])})"
+        f"{_p(row['p_value'])}, Holm {_p(row['p_holm'])})"
     )
 
 
@@ -62,11 +62,11 @@ def _sentence(row: pd.Series, target: str, chance_tasks: set[str]) -> str:
         if row["equivalence"] == "equivalent":
             head += f", but by less than the equivalence margin ±{margin:.3g}"
     elif verdict == "equivalent":
-        head = f"{task}: {target} is equivalent to {base} within ±{margin:.3g} (TOST, Holm p={_p(row['p_tost_holm'])})"
+        head = f"{task}: {target} is equivalent to {base} within ±{margin:.3g} (TOST, Holm {_p(row['p_tost_holm'])})"
     else:
         head = (
             f"{task}: {target} vs {base} is not significant, and equivalence within ±{margin:.3g} is not shown "
-            f"either (TOST Holm p={_p(row['p_tost_holm'])}), so this is no evidence of a tie"
+            f"either (TOST Holm {_p(row['p_tost_holm'])}), so this is no evidence of a tie"
         )
         if pd.notna(row.get("largest_gain", float("nan"))):
             head += f"; a gain above {row['largest_gain']:+.3f} is ruled out (one-sided 95% bound)"
@@ -226,7 +226,7 @@ def _mde_text(mde: pd.DataFrame | None, task: str, base: str) -> str:
 
 def _numbers(r: pd.Series) -> str:
     return (f"{r['target_mean']:.3f} vs {r['base_mean']:.3f}, difference {r['diff']:+.3f}, 95% CI "
-            f"[{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}], Holm p={_p(r['p_holm'])}")
+            f"[{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}], Holm {_p(r['p_holm'])}")
 
 
 def confirmatory_lines(confirmatory: pd.DataFrame, mde: pd.DataFrame | None = None, target: str = "HAG",
@@ -247,24 +247,29 @@ def confirmatory_lines(confirmatory: pd.DataFrame, mde: pd.DataFrame | None = No
            f"{len(tasks)} task(s) above chance ({', '.join(map(str, tasks))}), {len(confirmatory)} tests (a baseline "
            f"with the same scores as another is tested once), Holm-corrected within these {len(confirmatory)} at "
            f"{alpha:g}; sign-flip permutation p over items, TOST against each task's margin."]
-    said: dict[int, list[str]] = {0: [], 1: [], 2: [], 3: []}
+    said: list[tuple[int, str]] = []  # (rank, sentence): losses, wins, ties shown, cannot tell
     for task in tasks:
         rows = confirmatory.loc[confirmatory["task"] == task]
         best = rows.iloc[int(rows["base_mean"].to_numpy(dtype=float).argmax())]
         worse = rows.loc[rows["verdict"] == "worse"]
         if not worse.empty:
-            r = worse.iloc[int(worse["diff"].to_numpy(dtype=float).argmin())]
-            said[0].append(f"{task}: {target} LOSES to {_base(r)}: {_numbers(r)}.")
+            about = worse.iloc[int(worse["diff"].to_numpy(dtype=float).argmin())]
+            rank, line = 0, f"{task}: {target} LOSES to {_base(about)}: {_numbers(about)}."
         elif best["verdict"] == "better":
-            said[1].append(f"{task}: {target} beats the best fixed config, {_base(best)}: {_numbers(best)}.")
+            about, rank = best, 1
+            line = f"{task}: {target} beats the best fixed config, {_base(best)}: {_numbers(best)}."
         elif best["verdict"] == "equivalent":
-            said[2].append(f"{task}: {target} is equivalent to the best fixed config, {_base(best)}, within "
-                           f"±{best['margin']:.3g} (TOST Holm p={_p(best['p_tost_holm'])}): {_numbers(best)}.")
+            about, rank = best, 2
+            line = (f"{task}: {target} is equivalent to the best fixed config, {_base(best)}, within "
+                    f"±{best['margin']:.3g} (TOST Holm {_p(best['p_tost_holm'])}): {_numbers(best)}.")
         else:
-            said[3].append(f"{task}: the data cannot tell {target} from the best fixed config, {_base(best)}: "
-                           f"{_numbers(best)}; a gain above {best['largest_gain']:+.3f} is ruled out"
-                           f"{_mde_text(mde, task, str(best['baseline']))}.")
-    return out + [line for k in sorted(said) for line in said[k]]
+            about, rank = best, 3
+            line = (f"{task}: the data cannot tell {target} from the best fixed config, {_base(best)}: "
+                    f"{_numbers(best)}; a gain above {best['largest_gain']:+.3f} is ruled out"
+                    f"{_mde_text(mde, task, str(best['baseline']))}.")
+        wins = [r for _, r in rows.iterrows() if r["verdict"] == "better" and r["baseline"] != about["baseline"]]
+        said.append((rank, line + "".join(f" It does beat {_base(r)} ({_numbers(r)})." for r in wins)))
+    return out + [line for _, line in sorted(said, key=lambda x: x[0])]
 
 
 def answer(

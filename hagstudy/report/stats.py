@@ -438,7 +438,8 @@ def _pooled_replicates(mat: np.ndarray, n_boot: int, rng: np.random.Generator) -
         b = min(chunk, n_boot - start)
         members = rng.integers(0, k, size=(b, k))
         items = rng.integers(0, n, size=(b, n))
-        out[start : start + b] = mat[members[:, :, None], items[:, None, :]].mean(axis=(1, 2))
+        drawn = mat[members].mean(axis=1)  # (b x items): each replicate's mean over its drawn members
+        out[start : start + b] = np.take_along_axis(drawn, items, axis=1).mean(axis=1)
     return out
 
 
@@ -490,13 +491,14 @@ def paired_differences(
 
 def pooled_paired_replicates(
     scores: pd.DataFrame, members: Sequence[str], baseline: str, task: str, n_boot: int = N_BOOT, rng_seed: int = 0
-) -> tuple[float, np.ndarray]:
-    """The pooled method minus ``baseline`` on one task: the mean difference and its bootstrap replicates.
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled method minus ``baseline`` on one task: its per-item differences and their bootstrap replicates.
 
-    Differences are paired per item (each member's item mean minus the baseline's), then resampled
-    like :func:`pooled_ci`: members, then items, so the CI and the TOST (:func:`tost_p`) include the
-    spread across training seeds. The permutation p (:func:`sign_flip_p`) instead takes the pooled
-    per-item differences (:func:`paired_differences`): it is conditional on the trained adapters.
+    Differences are paired per item (each member's item mean minus the baseline's); the first array is
+    their mean over members per item (:func:`paired_differences`), the second the replicates of the mean
+    difference, resampled like :func:`pooled_ci`: members, then items, so the CI and the TOST
+    (:func:`tost_p`) include the spread across training seeds. The permutation p (:func:`sign_flip_p`)
+    takes the per-item differences instead: it is conditional on the trained adapters.
     """
     d = _member_differences(scores, members, baseline, task)
-    return float(d.mean()), _pooled_replicates(d, n_boot, np.random.default_rng(rng_seed))
+    return d.mean(axis=0), _pooled_replicates(d, n_boot, np.random.default_rng(rng_seed))
