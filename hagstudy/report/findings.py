@@ -240,8 +240,9 @@ def confirmatory_lines(confirmatory: pd.DataFrame, mde: pd.DataFrame | None = No
     _need(confirmatory, ("task", "baseline", "target_mean", "base_mean", "diff", "diff_ci_low", "diff_ci_high",
                          "largest_gain", "p_holm", "p_tost_holm", "margin", "verdict"), "the confirmatory")
     if confirmatory.empty:
-        return [f"No task is above chance, so the confirmatory family ({target} against the task oracle and greedy "
-                "on the tasks above chance) is empty: the study's question is not tested on this run."]
+        return [f"The confirmatory family ({target} against the task oracle and greedy on the tasks above chance) has "
+                f"no test on this run (no task is above chance, or {target} was not scored): the study's question is "
+                "not tested."]
     tasks = list(dict.fromkeys(confirmatory["task"]))
     out = [f"Confirmatory family, declared before the run: {target} against the task oracle and greedy on the "
            f"{len(tasks)} task(s) above chance ({', '.join(map(str, tasks))}), {len(confirmatory)} tests (a baseline "
