@@ -214,6 +214,8 @@ RELATIVE = table("relative.csv", "HAG against default and random")
 RELATIVE_STRONG = table("relative_strong.csv", "HAG against the strong baselines")
 RELATIVE_ITEM_ORACLE = table("relative_item_oracle.csv", "HAG against the item oracle")
 DIFFICULTY = table("difficulty.csv", "HAG's gain over default by item difficulty")
+CONFIRMATORY = table("confirmatory.csv", "the confirmatory family: HAG vs task oracle and greedy above chance")
+MDE = table("mde.csv", "the smallest difference each confirmatory test could detect")
 # 05_ablations
 ABLATION_SCORES = artifact("eval", "ablation_scores.csv", fmt=FRAME, about="the ablation arms' score rows")
 ABLATION_SEARCH = table("ablation_search.csv", "label quality per search strategy")
@@ -251,7 +253,7 @@ STAGES: tuple[Stage, ...] = (
            STAGE1_CURVE_FIGURE)),
     Stage("04_inference", (ORACLES, ADAPTIVE, GATES, ADAPTERS),
           (SCORES, ITEM_ORACLE_SCORES, HAG_CONFIGS, ITEM_ORACLE_CHOICES, HEADROOM, PARSE_RATES, MAIN, AT_CHANCE,
-           RELATIVE, RELATIVE_STRONG, RELATIVE_ITEM_ORACLE, DIFFICULTY)),
+           RELATIVE, RELATIVE_STRONG, RELATIVE_ITEM_ORACLE, DIFFICULTY, CONFIRMATORY, MDE)),
     Stage("05_ablations", (SEARCH, GATES, ADAPTERS, SEARCH_BUDGET, SEARCH_PRUNE, ADAPTIVE_TUNING, LABEL_CHECK_ITEMS,
                            SCORES),
           (ABLATION_SEARCH, ABLATION_GATE, ABLATION_SCORES, ABLATION, ABLATION_VS_HAG, ABLATION_LABELS, CONSISTENCY, OVERHEAD)),
@@ -261,7 +263,7 @@ STAGES: tuple[Stage, ...] = (
 )
 # What results/README.md (hagstudy.report.render) reads from the run's tables.
 README_READS = (TRAIN_GATE, LABEL_CHECK, MAIN, RELATIVE, RELATIVE_STRONG, RELATIVE_ITEM_ORACLE, HEADROOM, AT_CHANCE,
-                DIFFICULTY, ABLATION_GATE, PARSE_RATES, HAG_CONFIGS, ABLATION_SEARCH)
+                DIFFICULTY, CONFIRMATORY, MDE, ABLATION_GATE, PARSE_RATES, HAG_CONFIGS, ABLATION_SEARCH)
 
 
 def handoffs() -> list[Handoff]:

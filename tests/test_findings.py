@@ -103,7 +103,9 @@ def test_findings_from_a_computed_table() -> None:
     frame = twins(n_items=200, flips=3)
     rel = ev.relative_table(frame, baselines=("default",), n_boot=500)
     text = findings.lines(rel)
-    assert text[0].startswith("coinflip: HAG is equivalent to default within ±0.02 (TOST")
+    margin = rel["margin"].iloc[0]  # the per-task margin: 10 % of the best fixed config's (default's) mean
+    assert margin == pytest.approx(0.1 * frame.loc[frame["method"] == "default", "score"].mean())
+    assert text[0].startswith(f"coinflip: HAG is equivalent to default within ±{margin:.3g} (TOST")
 
 
 def test_adapters_that_did_not_learn_come_first_and_stop_the_comparison() -> None:
@@ -155,8 +157,8 @@ def test_the_answer_says_where_hag_loses_to_a_fixed_config_and_where_headroom_is
     ])
     chance = pd.DataFrame([{"task": "a", "at_chance": True}, {"task": "b", "at_chance": False}])
     fixed, adaptive, room = findings.answer(strong, headroom, chance)
-    assert fixed.startswith("HAG against the best fixed configs (task_oracle / best_single_config, 3 comparisons): "
-                            "worse on a; equivalent on b; not significant on a")
+    assert fixed.startswith("HAG against the best fixed configs (task_oracle / best_single_config, 3 of the 5 "
+                            "exploratory comparisons, Holm over all 5): worse on a; equivalent on b; not significant on a")
     assert fixed.endswith("(a at chance for this model).")
     assert adaptive.startswith("HAG against training-free adaptive decoding") and "better on a" in adaptive
     assert "shown on 1 of 2 tasks: a +0.050 [+0.010, +0.100] (at chance). None shown on b." in room
@@ -215,3 +217,46 @@ def test_notebook_closing_lines_follow_their_tables() -> None:
     assert ab[2].startswith("y against HAG: worse on 2 of 2") and ab[3].startswith("x against HAG: equivalent on 1")
     with pytest.raises(ValueError, match="gate"):
         findings.gate_lines(gates.drop(columns=["reason"]))
+
+
+def confirmatory() -> pd.DataFrame:
+    """Four tasks, seven tests: d loses to greedy, b beats both, c is equivalent, a cannot tell."""
+    def conf(task, base, verdict, diff, base_mean, **extra):
+        extra = {"same_as": "", **extra}
+        return row(task, base, verdict, diff, base_mean=base_mean, target_mean=base_mean + diff,
+                   largest_gain=diff + 0.04, family="confirmatory", **extra)
+    return table(
+        conf("a", "greedy", "not significant", 0.01, 0.30), conf("a", "task_oracle", "not significant", 0.0, 0.31),
+        conf("b", "greedy", "better", 0.10, 0.40, p_holm=0.001, same_as="task_oracle"),
+        conf("c", "greedy", "equivalent", 0.001, 0.50, p_tost_holm=0.01, margin=0.05),
+        conf("c", "task_oracle", "equivalent", 0.0, 0.50, p_tost_holm=0.01, margin=0.05),
+        conf("d", "greedy", "worse", -0.2, 0.60, p_holm=0.0001), conf("d", "task_oracle", "not significant", -0.05, 0.55),
+    )
+
+
+def test_the_confirmatory_answer_quotes_its_family_and_reads_each_task_once() -> None:
+    mde = pd.DataFrame([{"task": "a", "baseline": "task_oracle", "n_items": 100, "sd_diff": 0.3, "alpha": 0.05 / 7,
+                         "power": 0.8, "mde": 0.098, "margin": 0.031}])
+    head, *tasks = findings.confirmatory_lines(confirmatory(), mde)
+    assert "on the 4 task(s) above chance (a, b, c, d), 7 tests" in head and "within these 7" in head
+    assert [t.split(":")[0] for t in tasks] == ["d", "b", "c", "a"]  # the loss first
+    assert tasks[0].startswith("d: HAG LOSES to greedy: 0.400 vs 0.600") and "Holm p<0.001" in tasks[0]
+    assert tasks[1].startswith("b: HAG beats the best fixed config, greedy (= task_oracle: the same scores)")
+    assert tasks[2].startswith("c: HAG is equivalent to the best fixed config, greedy, within ±0.05 (TOST Holm p=0.010)")
+    assert tasks[3].startswith("a: the data cannot tell HAG from the best fixed config, task_oracle")  # the higher mean
+    assert "a gain above +0.040 is ruled out" in tasks[3] and "detects only differences of about 0.098" in tasks[3]
+    assert "not tested" in findings.confirmatory_lines(confirmatory().iloc[0:0])[0]
+    mixed = confirmatory().iloc[5:7].assign(verdict=["better", "worse"], diff=[0.2, -0.1])  # d: beats greedy, loses to the oracle
+    loss = findings.confirmatory_lines(mixed)[1]
+    assert loss.startswith("d: HAG LOSES to task_oracle") and " It does beat greedy (" in loss
+    with pytest.raises(ValueError, match="largest_gain"):
+        findings.confirmatory_lines(confirmatory().drop(columns=["largest_gain"]))
+
+
+def test_the_answer_reads_the_confirmatory_family_when_given() -> None:
+    strong = pd.DataFrame([{"task": "a", "baseline": "task_oracle", "verdict": "worse"},
+                           {"task": "a", "baseline": "min_p", "verdict": "better"}])
+    text = findings.answer(strong, None, confirmatory=confirmatory())
+    assert text[0].startswith("Confirmatory family, declared before the run") and len(text) == 6
+    assert not any("best fixed configs (task_oracle" in t for t in text)  # the exploratory reading is replaced
+    assert text[-1].startswith("HAG against training-free adaptive decoding (min_p / edt, 1 of the 2 exploratory")

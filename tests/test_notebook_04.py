@@ -16,7 +16,7 @@ from test_evaluation import make_scores
 from hagstudy import decoding, methods, registry, stages, tasks
 from hagstudy.config import Paths, repo_root
 from hagstudy.method import oracles
-from hagstudy.report import evaluation, findings, plots
+from hagstudy.report import contrasts, evaluation, findings, plots
 
 NOTEBOOK = repo_root() / "notebooks" / "04_inference.ipynb"
 
@@ -87,7 +87,7 @@ def test_statistics_cells_run_on_synthetic_scores(tmp_path: Path) -> None:
     item_scores = synthetic_item_oracle(scores)
     proposals = scores.loc[scores["method"].isin(["hag", "zero_shot"]) & (scores["seed"] == 0), ["task", "method", "item_id"]]
     ns = {"evaluation": evaluation, "findings": findings, "registry": registry, "plots": plots, "pd": pd, "run": FakeRun(tmp_path),
-          "stages": stages,
+          "stages": stages, "contrasts": contrasts,
           "scores": scores, "item_scores": item_scores, "proposals": proposals.assign(status="ok"), "learned": ["hag"], "gates": {}}  # fmt: skip
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -103,7 +103,16 @@ def test_statistics_cells_run_on_synthetic_scores(tmp_path: Path) -> None:
         rel = pd.read_csv(tmp_path / "tables" / name)
         assert list(rel.columns) == list(evaluation.RELATIVE_COLUMNS)
         assert set(rel["verdict"]) <= set(evaluation.VERDICTS)
-    assert "p_holm" in pd.read_csv(tmp_path / "tables" / "difficulty.csv").columns
+    difficulty = pd.read_csv(tmp_path / "tables" / "difficulty.csv").set_index("task")
+    relative = pd.read_csv(tmp_path / "tables" / "relative.csv")
+    vs_default = relative.loc[relative["baseline"] == "default"].set_index("task")
+    assert (difficulty["p_holm"] == vs_default["p_holm"]).all()  # one contrast, one set of numbers
+    confirmatory = pd.read_csv(tmp_path / "tables" / "confirmatory.csv", keep_default_na=False)
+    assert list(confirmatory.columns) == list(evaluation.RELATIVE_COLUMNS)
+    assert set(confirmatory["family"]) == {"confirmatory"} and set(relative["family"]) == {"exploratory"}
+    assert list(zip(confirmatory["task"], confirmatory["baseline"])) == [("arithmetic", "greedy"), ("arithmetic", "task_oracle")]
+    mde = pd.read_csv(tmp_path / "tables" / "mde.csv")
+    assert list(mde.columns) == list(evaluation.MDE_COLUMNS) and list(mde["alpha"]) == [0.025, 0.025]
     io_rows = main.loc[main["method"] == "item_oracle"]
     assert list(io_rows["n_items"]) == [30, 30] and set(main.loc[main["method"] == "hag", "n_items"]) == {100}
     assert "item_oracle" not in set(chance["best_method"])
@@ -113,6 +122,8 @@ def test_statistics_cells_run_on_synthetic_scores(tmp_path: Path) -> None:
     text = out.getvalue()
     assert "arithmetic: per-query choice could gain up to" in text and "coinflip: no headroom shown" in text
     assert "coinflip is at chance for this model" in text and "Holm-corrected" in text
+    assert "■ Confirmatory family, declared before the run: HAG against the task oracle and greedy on the 1 task(s) " \
+           "above chance (arithmetic), 2 tests" in text
     assert text.rstrip().splitlines()[-1].startswith("• RQ4: 2 task(s) are too few")  # the notebook ends on its findings
 
 

@@ -11,10 +11,10 @@ from hagstudy.report import render
 
 
 def _relative() -> pd.DataFrame:
-    rows = [("coinflip", "default", 0.47, 0.36, 0.3, 0.11, 0.03, 0.19, 0.006, 0.048, 0.02, 0.98, 1.0, "not shown",
-             "better", ""),
-            ("taboo", "default", 0.04, 0.07, -0.35, -0.03, -0.07, -0.01, 0.001, 0.004, 0.02, 0.9, 1.0, "not shown",
-             "worse", "")]  # fmt: skip
+    rows = [("coinflip", "default", "", 0.47, 0.36, 0.3, 0.11, 0.03, 0.19, 0.18, 0.006, 0.048, 0.047, 0.98, 1.0,
+             "not shown", "better", "exploratory", ""),
+            ("taboo", "default", "", 0.04, 0.07, -0.35, -0.03, -0.07, -0.01, -0.015, 0.001, 0.004, 0.01, 0.9, 1.0,
+             "not shown", "worse", "exploratory", "")]  # fmt: skip
     return pd.DataFrame(rows, columns=list(ev.RELATIVE_COLUMNS))
 
 
@@ -45,7 +45,12 @@ def test_readme_has_findings_parse_rates_configs_and_a_caption_per_figure(result
         stages.write_table(pd.DataFrame(), tables / empty)
     for stem in ("sensitivity", "main", "brand_new"):
         (results / "figures" / f"{stem}.png").write_bytes(b"\x89PNG")
+    _relative().assign(family="confirmatory", same_as=["task_oracle", ""]).to_csv(tables / "confirmatory.csv", index=False)
     text = render.write_readme("default").read_text()
+    answer = text.split("## The answer", 1)[1].split("\n## ", 1)[0]
+    assert "Confirmatory family, declared before the run" in answer and "2 tests" in answer
+    assert answer.index("- taboo: HAG LOSES to default") < answer.index("- coinflip: HAG beats the best fixed config")
+    assert "| coinflip | default | task_oracle |" in text.split("## The confirmatory family", 1)[1]
     findings = text.split("## Findings", 1)[1].split("\n## ", 1)[0]
     assert "- taboo: HAG is WORSE than default" in findings  # from the table, loss first
     assert findings.index("taboo: HAG is WORSE") < findings.index("coinflip: HAG beats default")

@@ -9,14 +9,18 @@ enforces that and everything else the statistics assume.
 The unit of analysis is the *item*: a method's score on a task is the mean over items of the item's
 mean over seeds. Items are the random sample we want to generalise over; seeds only measure decoding
 noise inside an item. Hence the two-level bootstrap (:func:`bootstrap_ci`) and the item-paired
-comparison (:func:`paired_bootstrap`). Everything is seeded, and numbers do not depend on row order,
-so a rerun gives identical numbers and byte-identical CSV files (``stages.write_table``).
+comparison (``contrasts.paired_contrast``: bootstrap CI, sign-flip permutation p over items). Everything
+is seeded, and numbers do not depend on row order, so a rerun gives identical numbers and
+byte-identical CSV files (``stages.write_table``).
 
 Comparisons of one method against several baselines on several tasks are a family of tests:
-:func:`relative_table` Holm-corrects their p-values (:func:`holm`), and calls two methods tied only
-when an equivalence test (TOST, :func:`equivalence_p`) shows their difference lies within a stated
-margin; otherwise a non-significant difference is reported as "not significant". Relative changes
-are shown only above a floor on the baseline's mean (:data:`FLOOR`).
+:func:`relative_table` Holm-corrects their p-values (:func:`holm`) within its table, and calls two
+methods tied only when an equivalence test (TOST) shows their difference lies within the task's
+margin (``contrasts.task_margins``); otherwise a non-significant difference is reported as "not
+significant". One family is declared before the run, the confirmatory one (:func:`confirmatory_table`,
+with :func:`mde_table` saying what it could detect); every other table is exploratory. Methods with
+identical scores on a task are compared once (``same_as``). Relative changes are shown only above a
+floor on the baseline's mean (:data:`FLOOR`).
 
 This module knows nothing upstream (no task registry): tasks appear in output tables in the order
 they first appear in the score table (``task_order`` overrides it), which is the study's task order
@@ -32,19 +36,18 @@ import numpy as np
 import pandas as pd
 
 from hagstudy import registry
+from hagstudy.report.contrasts import check_resolution, margin_for, paired_contrast, same_scores, task_margins
 from hagstudy.report.stats import (
-    MARGIN,
-    PairedResult,
+    CI_BOOT,
+    N_BOOT,
     bootstrap_ci,
     check_boot_args,
-    difference_p,
-    equivalence_p,
     holm,
     item_means,
+    mde,
     paired_bootstrap,
+    paired_differences,
     pooled_ci,
-    pooled_paired_replicates,
-    tost_p,
     validate_scores,
 )
 from hagstudy.stages import rounded
@@ -54,9 +57,16 @@ MAIN_COLUMNS: tuple[str, ...] = ("task", "method", "mean", "ci_low", "ci_high", 
 VERDICTS: tuple[str, str, str, str] = ("better", "worse", "equivalent", "not significant")
 EQUIVALENCE: tuple[str, str] = ("equivalent", "not shown")
 RELATIVE_COLUMNS: tuple[str, ...] = (
-    "task", "baseline", "target_mean", "base_mean", "rel_improvement", "diff", "diff_ci_low", "diff_ci_high",
-    "p_value", "p_holm", "margin", "p_tost", "p_tost_holm", "equivalence", "verdict", "note",
+    "task", "baseline", "same_as", "target_mean", "base_mean", "rel_improvement", "diff", "diff_ci_low",
+    "diff_ci_high", "largest_gain", "p_value", "p_holm", "margin", "p_tost", "p_tost_holm", "equivalence", "verdict",
+    "family", "note",
 )  # fmt: skip
+FAMILIES: tuple[str, str] = ("confirmatory", "exploratory")
+# The confirmatory family, declared before the run: HAG against the task oracle and greedy (the best
+# fixed configs a per-query choice must beat) on every task that is above chance. Every other table is
+# exploratory: Holm-corrected within itself, read as a description.
+CONFIRMATORY_BASELINES: tuple[str, ...] = registry.names((registry.TASK_ORACLE, registry.GREEDY))
+MDE_COLUMNS: tuple[str, ...] = ("task", "baseline", "n_items", "sd_diff", "alpha", "power", "mde", "margin")
 HEADROOM_COLUMNS: tuple[str, ...] = (
     "task", "n_items", "n_seeds", "item_oracle_mean", "task_oracle_mean", "headroom", "headroom_ci_low",
     "headroom_ci_high", "headroom_shown",
@@ -116,7 +126,7 @@ def sort_canonical(df: pd.DataFrame, task_order: Sequence[str] | None = None) ->
 
 def main_table(
     scores: pd.DataFrame,
-    n_boot: int = 2000,
+    n_boot: int = CI_BOOT,
     alpha: float = 0.05,
     rng_seed: int = 0,
     task_order: Sequence[str] | None = None,
@@ -187,102 +197,65 @@ def _relative(target_mean: float, base_mean: float, floor: float) -> tuple[float
     return (target_mean - base_mean) / base_mean, ""
 
 
-def _margin_for(margin: float | Mapping[str, float], task: str) -> float:
-    if isinstance(margin, Mapping):
-        if task not in margin:
-            raise ValueError(f"equivalence margin: no entry for task {task!r}; given for {sorted(margin)}")
-        return float(margin[task])
-    return float(margin)
-
-
-def _check_resolution(m: int, n_boot: int, alpha: float) -> None:
-    """Refuse a family that no bootstrap p could survive: the smallest p is 2 / (n_boot + 1), and Holm
-    multiplies it by the family size m, so with m * 2 / (n_boot + 1) >= alpha every verdict would be
-    "not significant" because of too few replicates, not because of the data."""
-    if m and m * 2.0 / (n_boot + 1) >= alpha:
-        need = math.ceil(2.0 * m / alpha)
-        raise ValueError(
-            f"n_boot={n_boot} is too small for {m} Holm-corrected comparisons at alpha={alpha}: the smallest "
-            f"corrected p would be {m * 2.0 / (n_boot + 1):.3f}; use n_boot >= {need} (e.g. {max(need, 2000)})"
-        )
-
-
 def relative_table(
     scores: pd.DataFrame,
     target: str = registry.HAG.name,
     baselines: Iterable[str] = registry.names(registry.WEAK),
-    n_boot: int = 2000,
+    n_boot: int = N_BOOT,
     alpha: float = 0.05,
     rng_seed: int = 0,
-    margin: float | Mapping[str, float] = MARGIN,
+    margin: float | Mapping[str, float] | None = None,
     floor: float = FLOOR,
     task_order: Sequence[str] | None = None,
     members: Sequence[str] | None = None,
+    family: str = FAMILIES[1],
 ) -> pd.DataFrame:
     """Per task and baseline: the paper's relative improvement (target - base) / base and paired tests.
 
-    With ``members`` (the per-adapter methods a pooled ``target`` averages), the paired bootstrap also
-    resamples adapters (:func:`stats.pooled_paired_replicates`), so the CI and both p-values include
-    the spread across training seeds.
+    Every row is one :func:`contrasts.paired_contrast` (the one code path of every paired comparison).
+    With ``members`` (the per-adapter methods a pooled ``target`` averages), the CI, ``largest_gain`` and
+    the TOST also resample adapters; the permutation p is conditional on the trained adapters.
 
-    Columns (:data:`RELATIVE_COLUMNS`): task, baseline, target_mean, base_mean, rel_improvement, diff,
-    diff_ci_low, diff_ci_high, p_value, p_holm, margin, p_tost, p_tost_holm, equivalence, verdict, note.
+    Columns (:data:`RELATIVE_COLUMNS`): task, baseline, same_as, target_mean, base_mean,
+    rel_improvement, diff, diff_ci_low, diff_ci_high, largest_gain, p_value, p_holm, margin, p_tost,
+    p_tost_holm, equivalence, verdict, family, note.
 
-    - ``p_value``: the item-paired bootstrap test of "no difference" (:func:`paired_bootstrap`), raw.
-    - ``p_holm``: ``p_value`` Holm-corrected across every comparison in this table (all tasks x
-      baselines of this call: one family).
-    - ``p_tost`` / ``p_tost_holm``: the TOST equivalence p-value for |diff| < ``margin``
-      (:func:`equivalence_p`; ``margin`` absolute, one number or one per task), raw and Holm-corrected
-      across the same family; ``equivalence`` is "equivalent" when ``p_tost_holm`` < ``alpha``, else
-      "not shown".
+    - ``same_as``: baselines with scores identical to this row's on every (item, seed) of the task (the
+      same config): one comparison, tested once under the first name in registry order.
+    - ``largest_gain``: the one-sided (1 - alpha) upper confidence bound of target - baseline.
+    - ``p_value``: the sign-flip permutation test over items of "no difference", raw; ``p_holm``: Holm
+      across every row of this table (one family, named in ``family``: "exploratory" unless the caller
+      declared it, as :func:`confirmatory_table` does).
+    - ``p_tost`` / ``p_tost_holm``: TOST for |diff| < ``margin``, raw and Holm-corrected in the same
+      family; ``equivalence`` is "equivalent" when ``p_tost_holm`` < ``alpha``. ``margin`` defaults to
+      the per-task margin :func:`contrasts.task_margins` (10 % of the best fixed config's mean, at least
+      0.01); a number or a per-task mapping overrides it.
     - ``verdict`` (:func:`verdict`): "better"/"worse" when ``p_holm`` < ``alpha``, else "equivalent"
       when shown, else "not significant".
     - ``rel_improvement`` is NaN, and ``note`` says why, when the baseline's mean is below ``floor``.
 
-    Tasks lacking the target or a baseline are skipped.
+    Tasks lacking the target or a baseline are skipped. Raises ValueError when ``n_boot`` is too small
+    for the family (:func:`contrasts.check_resolution`).
     """
     check_boot_args(n_boot, alpha)
     if not (isinstance(floor, (int, float)) and floor >= 0):
         raise ValueError(f"floor must be a number >= 0, got {floor!r}")
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {list(FAMILIES)}, got {family!r}")
     frame = validate_scores(scores)
-    baselines = tuple(baselines)
+    baselines = tuple(b for b in baselines if b != target)
     rows = []
     for task, sub in frame.groupby("task", sort=True):
-        methods = set(sub["method"])
-        if target not in methods:
+        if target not in set(sub["method"]):
             continue
-        t_mean = float(item_means(sub.loc[sub["method"] == target]).mean())
-        for base in baselines:
-            if base not in methods or base == target:
-                continue
-            b_mean = float(item_means(sub.loc[sub["method"] == base]).mean())
-            m = _margin_for(margin, str(task))
-            if members:
-                diff, reps = pooled_paired_replicates(frame, members, base, str(task), n_boot, rng_seed)
-                lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-                res = PairedResult(diff, float(lo), float(hi), difference_p(reps))
-                p_tost = tost_p(reps, m)
-            else:
-                res = paired_bootstrap(frame, target, base, task, n_boot, alpha, rng_seed, validated=True)
-                p_tost = equivalence_p(frame, target, base, task, m, n_boot, rng_seed, validated=True)
-            rel, note = _relative(t_mean, b_mean, floor)
-            rows.append(
-                {
-                    "task": task,
-                    "baseline": base,
-                    "target_mean": t_mean,
-                    "base_mean": b_mean,
-                    "rel_improvement": rel,
-                    "diff": res.diff_mean,
-                    "diff_ci_low": res.ci_low,
-                    "diff_ci_high": res.ci_high,
-                    "p_value": res.p_value,
-                    "margin": m,
-                    "p_tost": p_tost,
-                    "note": note,
-                }
-            )
-    _check_resolution(len(rows), n_boot, alpha)
+        m = margin_for(task_margins(sub) if margin is None else margin, str(task))
+        for base, dups in same_scores(sub, baselines).items():
+            c = paired_contrast(sub, target, base, str(task), members, m, n_boot, alpha, rng_seed)
+            rel, note = _relative(c["target_mean"], c["base_mean"], floor)
+            keep = {k: v for k, v in c.items() if k in RELATIVE_COLUMNS}
+            rows.append({"task": task, "baseline": base, "same_as": "; ".join(dups), **keep,
+                         "rel_improvement": rel, "family": family, "note": note})
+    check_resolution(len(rows), n_boot, alpha)
     derived = ("p_holm", "p_tost_holm", "equivalence", "verdict")
     out = pd.DataFrame(rows, columns=[c for c in RELATIVE_COLUMNS if c not in derived])
     out["p_holm"] = holm(out["p_value"].to_numpy(dtype=float))
@@ -292,23 +265,92 @@ def relative_table(
     return sort_canonical(out[list(RELATIVE_COLUMNS)], task_order_of(frame, task_order))
 
 
+def confirmatory_table(
+    scores: pd.DataFrame,
+    at_chance: pd.DataFrame,
+    members: Sequence[str] | None = None,
+    target: str = registry.HAG.name,
+    baselines: Sequence[str] = CONFIRMATORY_BASELINES,
+    n_boot: int = N_BOOT,
+    alpha: float = 0.05,
+    rng_seed: int = 0,
+    task_order: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The confirmatory family, declared before the run: ``target`` against :data:`CONFIRMATORY_BASELINES`
+    (task oracle and greedy) on every task above chance (``at_chance``'s at_chance is False).
+
+    The same columns as :func:`relative_table` with ``family`` = "confirmatory", Holm within this
+    family only; baselines identical to each other on a task (``same_as``) count as one test, so the
+    family size is the number of rows. Margins are the per-task ones (:func:`contrasts.task_margins`).
+    """
+    missing = [c for c in ("task", "at_chance") if c not in at_chance.columns]
+    if missing:
+        raise ValueError(f"confirmatory_table: the at_chance table lacks column(s) {missing}")
+    informative = set(at_chance.loc[~flags(at_chance["at_chance"]), "task"].astype(str))
+    chosen = scores.loc[scores["task"].astype(str).isin(informative)]
+    if chosen.empty:
+        return pd.DataFrame(columns=list(RELATIVE_COLUMNS))
+    return relative_table(chosen, target, baselines, n_boot, alpha, rng_seed, task_order=task_order or task_order_of(scores),
+                          members=members, family=FAMILIES[0])
+
+
+def mde_table(
+    scores: pd.DataFrame,
+    family_rows: pd.DataFrame,
+    members: Sequence[str] | None = None,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    target: str = registry.HAG.name,
+) -> pd.DataFrame:
+    """Per test of a family (``family_rows``: e.g. :func:`confirmatory_table`), the minimum detectable effect.
+
+    Columns (:data:`MDE_COLUMNS`): task, baseline, n_items, sd_diff (the SD of the per-item differences
+    target - baseline, pooled over ``members``), alpha (the per-test level alpha / m, Bonferroni over the
+    family's m tests: conservative for Holm), power, mde = (z_{1 - alpha/2} + z_power) * sd_diff /
+    sqrt(n_items) (``stats.mde``) and margin (the row's equivalence margin). A true difference below the
+    mde would usually go undetected: a "not significant" there is a test that could not tell.
+    """
+    missing = [c for c in ("task", "baseline", "margin") if c not in family_rows.columns]
+    if missing:
+        raise ValueError(f"mde_table: the family table lacks column(s) {missing}")
+    frame = validate_scores(scores)
+    per_test = alpha / max(1, len(family_rows))
+    rows = []
+    for r in family_rows.itertuples(index=False):
+        d = paired_differences(frame, target, str(r.baseline), str(r.task), members)
+        sd = float(d.std(ddof=1))
+        rows.append({"task": r.task, "baseline": r.baseline, "n_items": len(d), "sd_diff": sd, "alpha": per_test,
+                     "power": power, "mde": mde(sd, len(d), per_test, power), "margin": float(r.margin)})
+    return pd.DataFrame(rows, columns=list(MDE_COLUMNS))
+
+
 def difficulty_vs_improvement(
     scores: pd.DataFrame,
     target: str = registry.HAG.name,
     base: str = registry.DEFAULT.name,
-    n_boot: int = 2000,
+    n_boot: int = N_BOOT,
     alpha: float = 0.05,
     rng_seed: int = 0,
     floor: float = FLOOR,
+    members: Sequence[str] | None = None,
+    relative: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """RQ4: per task, how hard it is for the baseline and how much the target improves on it.
 
     Columns: task, base_mean, difficulty (= 1 - base_mean), target_mean, improvement (target - base),
     improvement_ci_low, improvement_ci_high, rel_improvement (NaN below ``floor``), p_value (raw),
-    p_holm (Holm across the tasks), n_items. Use :func:`difficulty_correlation` for a rank correlation
-    across tasks (with few tasks, read it as descriptive).
+    p_holm, n_items. The numbers are :func:`relative_table`'s for the same contrast: pass the
+    ``relative`` table that holds target vs ``base`` and its rows are copied (same p, same Holm p, in
+    that table's family); without it the contrasts are computed by the same path (same ``members``)
+    with Holm across the tasks. Use :func:`difficulty_correlation` for a rank correlation across tasks
+    (with few tasks, read it as descriptive).
     """
-    rel = relative_table(scores, target, (base,), n_boot, alpha, rng_seed, floor=floor)
+    if relative is None:
+        rel = relative_table(scores, target, (base,), n_boot, alpha, rng_seed, floor=floor, members=members)
+    else:
+        named = relative["baseline"].astype(str) == base
+        merged = relative["same_as"].fillna("").astype(str).str.split("; ").map(lambda names: base in names)
+        rel = relative.loc[named | merged].reset_index(drop=True)
     frame = validate_scores(scores)
     n_items = frame.loc[frame["method"] == base].groupby("task")["item_id"].nunique()
     out = pd.DataFrame(
@@ -373,7 +415,7 @@ def at_chance(main: pd.DataFrame, chance: str = registry.CHANCE.name) -> pd.Data
 def headroom_table(
     scores: pd.DataFrame,
     oracle_scores: pd.DataFrame,
-    n_boot: int = 2000,
+    n_boot: int = CI_BOOT,
     alpha: float = 0.05,
     rng_seed: int = 0,
     task_order: Sequence[str] | None = None,

@@ -1,8 +1,10 @@
 """Plain-language findings generated from the result tables, so the prose never drifts from the numbers.
 
 The sentences follow the tables' statistics exactly: a verdict comes from Holm-corrected p-values,
-a tie is claimed only where the equivalence test (TOST, with the table's margin) shows it, and any
-other non-significant difference is called "not significant", never "equal". Losses come first.
+a tie is claimed only where the equivalence test (TOST, with the table's per-task margin) shows it, and
+any other non-significant difference is called "not significant", never "equal"; where the test could
+not tell, the confirmatory answer says how large a difference it could have detected (the MDE). Family
+sizes are read from the tables, never written down. Losses come first.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ def _need(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
         raise ValueError(f"findings: {what} table lacks column(s) {missing}")
 
 
+def _p(p: float, name: str = "p") -> str:
+    """``p=0.012`` to three decimals; below 0.001 (a permutation p can reach 1 / 20,001) ``p<0.001``."""
+    return f"{name}={p:.3f}" if p >= 0.001 else f"{name}<0.001"
+
+
 def _fmt(row: pd.Series) -> str:
     rel = row["rel_improvement"]
     if pd.notna(rel):
@@ -35,26 +42,34 @@ def _fmt(row: pd.Series) -> str:
     return (
         f"{row['target_mean']:.3f} vs {row['base_mean']:.3f} (difference {row['diff']:+.3f}, "
         f"95% CI [{row['diff_ci_low']:+.3f}, {row['diff_ci_high']:+.3f}]; {rel_txt}; "
-        f"p={row['p_value']:.3f}, Holm p={row['p_holm']:.3f})"
+        f"{_p(row['p_value'])}, Holm {_p(row['p_holm'])})"
     )
 
 
+def _base(row: pd.Series) -> str:
+    """The baseline's name, with the baselines merged into its row (identical scores: the same config)."""
+    same = row.get("same_as", "")
+    return f"{row['baseline']} (= {same}: the same scores)" if isinstance(same, str) and same else str(row["baseline"])
+
+
 def _sentence(row: pd.Series, target: str, chance_tasks: set[str]) -> str:
-    task, base, margin = row["task"], row["baseline"], row["margin"]
+    task, base, margin = row["task"], _base(row), row["margin"]
     verdict = row["verdict"]
     if verdict == "worse":
         head = f"{task}: {target} is WORSE than {base}"
     elif verdict == "better":
         head = f"{task}: {target} beats {base}"
         if row["equivalence"] == "equivalent":
-            head += f", but by less than the equivalence margin ±{margin:g}"
+            head += f", but by less than the equivalence margin ±{margin:.3g}"
     elif verdict == "equivalent":
-        head = f"{task}: {target} is equivalent to {base} within ±{margin:g} (TOST, Holm p={row['p_tost_holm']:.3f})"
+        head = f"{task}: {target} is equivalent to {base} within ±{margin:.3g} (TOST, Holm {_p(row['p_tost_holm'])})"
     else:
         head = (
-            f"{task}: {target} vs {base} is not significant, and equivalence within ±{margin:g} is not shown "
-            f"either (TOST Holm p={row['p_tost_holm']:.3f}), so this is no evidence of a tie"
+            f"{task}: {target} vs {base} is not significant, and equivalence within ±{margin:.3g} is not shown "
+            f"either (TOST Holm {_p(row['p_tost_holm'])}), so this is no evidence of a tie"
         )
+        if pd.notna(row.get("largest_gain", float("nan"))):
+            head += f"; a gain above {row['largest_gain']:+.3f} is ruled out (one-sided 95% bound)"
     text = f"{head}: {_fmt(row)}."
     if task in chance_tasks:
         text += f" ({task} is at chance for this model.)"
@@ -137,11 +152,12 @@ def lines(
         )
     sizes = " and ".join(str(len(t)) for t in tables)
     margins = sorted(set(float(m) for m in rel["margin"]))
-    margin_txt = f"±{margins[0]:g}" if len(margins) == 1 else "the per-task margins in the table"
+    margin_txt = f"±{margins[0]:.3g}" if len(margins) == 1 else "the per-task margins in the table"
     out.append(
-        f"Verdicts use p-values Holm-corrected across the comparisons of each table ({sizes}), at {alpha:g}. "
-        f"'Equivalent' means the TOST equivalence test showed the difference lies within {margin_txt} "
-        "(Holm-corrected too); 'not significant' is a failure to find a difference, not evidence of a tie."
+        f"Verdicts use permutation p-values Holm-corrected across the comparisons of each table ({sizes}), at "
+        f"{alpha:g}: these are exploratory families (the confirmatory one is the answer's). 'Equivalent' means the "
+        f"TOST equivalence test showed the difference lies within {margin_txt} (Holm-corrected too); 'not "
+        "significant' is a failure to find a difference, not evidence of a tie."
     )
     return out
 
@@ -196,15 +212,79 @@ FIXED = registry.names(registry.BEST_FIXED)  # the best fixed choices a per-quer
 ADAPTIVE = registry.names(registry.ADAPTIVE)  # training-free per-step adaptation
 
 
+def _mde_text(mde: pd.DataFrame | None, task: str, base: str) -> str:
+    if mde is None or mde.empty:
+        return ""
+    hit = mde.loc[(mde["task"] == task) & (mde["baseline"] == base)]
+    if hit.empty:
+        return ""
+    r = hit.iloc[0]
+    return (f"; with {int(r['n_items'])} items this test detects only differences of about {r['mde']:.3f} or more "
+            f"({r['power']:.0%} power at the per-test level {r['alpha']:.4f}), against an equivalence margin of "
+            f"±{r['margin']:.3g}")
+
+
+def _numbers(r: pd.Series) -> str:
+    return (f"{r['target_mean']:.3f} vs {r['base_mean']:.3f}, difference {r['diff']:+.3f}, 95% CI "
+            f"[{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}], Holm {_p(r['p_holm'])}")
+
+
+def confirmatory_lines(confirmatory: pd.DataFrame, mde: pd.DataFrame | None = None, target: str = "HAG",
+                       alpha: float = 0.05) -> list[str]:
+    """The study's question, from ``evaluation.confirmatory_table`` (and ``evaluation.mde_table``).
+
+    First the family as declared (its real size, read from the table), then per task one of: the target
+    loses to a fixed config (said first), beats the best fixed config (the higher-scoring baseline of its
+    rows), is shown equivalent to it within the task's margin, or the data cannot tell (with the MDE).
+    """
+    _need(confirmatory, ("task", "baseline", "target_mean", "base_mean", "diff", "diff_ci_low", "diff_ci_high",
+                         "largest_gain", "p_holm", "p_tost_holm", "margin", "verdict"), "the confirmatory")
+    if confirmatory.empty:
+        return [f"The confirmatory family ({target} against the task oracle and greedy on the tasks above chance) has "
+                f"no test on this run (no task is above chance, or {target} was not scored): the study's question is "
+                "not tested."]
+    tasks = list(dict.fromkeys(confirmatory["task"]))
+    out = [f"Confirmatory family, declared before the run: {target} against the task oracle and greedy on the "
+           f"{len(tasks)} task(s) above chance ({', '.join(map(str, tasks))}), {len(confirmatory)} tests (a baseline "
+           f"with the same scores as another is tested once), Holm-corrected within these {len(confirmatory)} at "
+           f"{alpha:g}; sign-flip permutation p over items, TOST against each task's margin."]
+    said: list[tuple[int, str]] = []  # (rank, sentence): losses, wins, ties shown, cannot tell
+    for task in tasks:
+        rows = confirmatory.loc[confirmatory["task"] == task]
+        best = rows.iloc[int(rows["base_mean"].to_numpy(dtype=float).argmax())]
+        worse = rows.loc[rows["verdict"] == "worse"]
+        if not worse.empty:
+            about = worse.iloc[int(worse["diff"].to_numpy(dtype=float).argmin())]
+            rank, line = 0, f"{task}: {target} LOSES to {_base(about)}: {_numbers(about)}."
+        elif best["verdict"] == "better":
+            about, rank = best, 1
+            line = f"{task}: {target} beats the best fixed config, {_base(best)}: {_numbers(best)}."
+        elif best["verdict"] == "equivalent":
+            about, rank = best, 2
+            line = (f"{task}: {target} is equivalent to the best fixed config, {_base(best)}, within "
+                    f"±{best['margin']:.3g} (TOST Holm {_p(best['p_tost_holm'])}): {_numbers(best)}.")
+        else:
+            about, rank = best, 3
+            line = (f"{task}: the data cannot tell {target} from the best fixed config, {_base(best)}: "
+                    f"{_numbers(best)}; a gain above {best['largest_gain']:+.3f} is ruled out"
+                    f"{_mde_text(mde, task, str(best['baseline']))}.")
+        wins = [r for _, r in rows.iterrows() if r["verdict"] == "better" and r["baseline"] != about["baseline"]]
+        said.append((rank, line + "".join(f" It does beat {_base(r)} ({_numbers(r)})." for r in wins)))
+    return out + [line for _, line in sorted(said, key=lambda x: x[0])]
+
+
 def answer(
     strong: pd.DataFrame | None, headroom: pd.DataFrame | None, at_chance: pd.DataFrame | None = None,
-    target: str = "HAG",
+    target: str = "HAG", confirmatory: pd.DataFrame | None = None, mde: pd.DataFrame | None = None,
 ) -> list[str]:
     """The study's question in a few plain sentences: does a per-query choice beat the best fixed config,
     on which tasks, and with what headroom. Losses and "not shown" are said first, as the tables say them.
 
-    ``strong``: ``evaluation.relative_table`` of the target against the strong baselines; ``headroom``:
-    ``evaluation.headroom_table``; ``at_chance``: ``evaluation.at_chance`` (to flag tasks at chance).
+    ``confirmatory`` (``evaluation.confirmatory_table``) and ``mde`` (``evaluation.mde_table``) give the
+    answer (:func:`confirmatory_lines`); without them the best fixed configs are read from ``strong``.
+    ``strong``: ``evaluation.relative_table`` of the target against the strong baselines (an exploratory
+    family, whose size each sentence quotes); ``headroom``: ``evaluation.headroom_table``; ``at_chance``:
+    ``evaluation.at_chance`` (to flag tasks at chance).
     """
     chance = set() if at_chance is None else set(at_chance.loc[at_chance["at_chance"].astype(bool), "task"])
     out: list[str] = []
@@ -219,10 +299,13 @@ def answer(
         parts = [f"{v} on {', '.join(by[v])}" for v in _ORDER if by[v]]
         flagged = sorted(set(rows["task"]) & chance)
         note = f" ({', '.join(flagged)} at chance for this model)" if flagged else ""
-        out.append(f"{target} against {what} ({' / '.join(baselines)}, {len(rows)} comparisons): "
-                   f"{'; '.join(parts)}{note}.")
+        out.append(f"{target} against {what} ({' / '.join(baselines)}, {len(rows)} of the {len(strong)} exploratory "
+                   f"comparisons, Holm over all {len(strong)}): {'; '.join(parts)}{note}.")
 
-    verdicts(FIXED, "the best fixed configs")
+    if confirmatory is not None:
+        out += confirmatory_lines(confirmatory, mde, target)
+    else:
+        verdicts(FIXED, "the best fixed configs")
     verdicts(ADAPTIVE, "training-free adaptive decoding")
     if headroom is not None and not headroom.empty:
         shown = headroom[headroom["headroom_shown"].astype(bool)]

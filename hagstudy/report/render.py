@@ -210,11 +210,15 @@ def _read_optional(tables: Path, table: stages.Handoff) -> pd.DataFrame | None:
 
 
 def _answer_lines(tables: Path) -> list[str]:
-    """``findings.answer`` from relative_strong.csv, headroom.csv and at_chance.csv (those present)."""
+    """``findings.answer`` from confirmatory.csv, mde.csv, relative_strong.csv, headroom.csv and at_chance.csv
+    (those present)."""
     from hagstudy.report import findings
 
-    strong, headroom, at_chance = (_read_optional(tables, t) for t in (stages.RELATIVE_STRONG, stages.HEADROOM, stages.AT_CHANCE))
-    return findings.answer(strong, headroom, at_chance)
+    strong, headroom, at_chance, confirmatory, mde = (
+        _read_optional(tables, t)
+        for t in (stages.RELATIVE_STRONG, stages.HEADROOM, stages.AT_CHANCE, stages.CONFIRMATORY, stages.MDE)
+    )
+    return findings.answer(strong, headroom, at_chance, confirmatory=confirmatory, mde=mde)
 
 
 def _findings_lines(tables: Path, target: str = "HAG") -> list[str]:
@@ -279,14 +283,20 @@ def write_readme(profile: str = "default") -> Path:
             lines += [f"## {heading}", "", to_markdown(df[[c for c in columns if c in df.columns]] if columns else df, decimals=3)]
     if (df := _read_optional(tables, stages.MAIN)) is not None:
         lines += ["## Main table (95 % bootstrap CIs over items and seeds)", "", to_markdown(df, decimals=3)]
-    compared = ["task", "baseline", "target_mean", "base_mean", "diff", "diff_ci_low", "diff_ci_high", "p_holm",
-                "p_tost_holm", "verdict"]
-    for table, heading in ((stages.RELATIVE, "HAG against default and random"),
-                           (stages.RELATIVE_STRONG, "HAG against the strong baselines"),
-                           (stages.RELATIVE_ITEM_ORACLE, "HAG against the item oracle, on its items")):
+    compared = ["task", "baseline", "same_as", "target_mean", "base_mean", "diff", "diff_ci_low", "diff_ci_high",
+                "largest_gain", "p_holm", "margin", "p_tost_holm", "verdict"]
+    for table, heading in ((stages.CONFIRMATORY, "The confirmatory family: HAG against the task oracle and greedy on "
+                            "the tasks above chance (declared before the run; Holm within it)"),
+                           (stages.RELATIVE, "HAG against default and random (exploratory; Holm within the table)"),
+                           (stages.RELATIVE_STRONG, "HAG against the strong baselines (exploratory; Holm within the table)"),
+                           (stages.RELATIVE_ITEM_ORACLE, "HAG against the item oracle, on its items (exploratory)")):
         if (df := _read_optional(tables, table)) is not None:
-            lines += [f"## {heading} (Holm per table; TOST at ±0.02)", "",
-                      to_markdown(df[[c for c in compared if c in df.columns]], decimals=3)]
+            lines += [f"## {heading}", "", "Permutation p over items; TOST against each task's margin (10 % of its "
+                      "best fixed config's mean, at least 0.01); `same_as`: baselines with identical scores, tested once.",
+                      "", to_markdown(df[[c for c in compared if c in df.columns]], decimals=3)]
+    if (df := _read_optional(tables, stages.MDE)) is not None:
+        lines += ["## What each confirmatory test could detect (MDE at 80 % power, Bonferroni level)", "",
+                  to_markdown(df, decimals=3)]
     if (df := _read_optional(tables, stages.HEADROOM)) is not None:
         lines += [f"## Headroom: item oracle - task oracle on the first {p.oracle_items} test items per task "
                   "(95 % paired CI; shown when above 0)", "", to_markdown(df, decimals=3)]

@@ -1,12 +1,13 @@
-"""The study's statistics: a two-level bootstrap CI, item-paired tests, TOST equivalence, Holm.
+"""The study's statistics: a two-level bootstrap CI, item-paired tests, TOST equivalence, Holm, the MDE.
 
 The unit of analysis is the *item*: a method's score on a task is the mean over items of the item's
 mean over seeds. Items are the random sample we generalise over; seeds only measure decoding noise
 inside an item. Hence the two-level bootstrap (:func:`bootstrap_ci`: items, then seeds within items)
-and the item-paired comparison (:func:`paired_bootstrap`). A difference is tested against zero, and
-equivalence (:func:`equivalence_p`, TOST) against a stated margin; a family of tests is corrected with
-Holm's step-down method (:func:`holm`). Everything is seeded and independent of row order.
-``hagstudy.report.evaluation`` builds the study's tables from these.
+and the item-paired comparison (:func:`paired_bootstrap` for the CI). A difference is tested against
+zero by a sign-flip permutation test over items (:func:`sign_flip_p`), equivalence (:func:`tost_p`,
+TOST) against a stated margin; a family of tests is corrected with Holm's step-down method
+(:func:`holm`), and :func:`mde` says how large a difference a test could detect. Everything is seeded
+and independent of row order. ``hagstudy.report.evaluation`` builds the study's tables from these.
 """
 
 from __future__ import annotations
@@ -19,12 +20,23 @@ import pandas as pd
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("task", "method", "item_id", "seed", "score")
 
-# Equivalence margin, absolute on the [0, 1] score scale every task uses. Two points of accuracy is
-# smaller than the gains the paper reports, so a difference inside +-0.02 is one nobody would act on;
-# and it is strict: with ~100 test items a tie can only be shown when the paired differences are
-# small and consistent, never because the test had too little data. Pass a per-task mapping where a
-# task's scale calls for another margin (e.g. scores that all sit near 0).
-MARGIN = 0.02
+# Equivalence margin, per task and relative to the task's scale, declared before the run: a tie with
+# the best fixed config is claimed only within margin_t = max(MIN_MARGIN, REL_MARGIN * best fixed mean).
+# One absolute number cannot fit every task: +-0.02 is 4 % of a coin flip's 0.5 but 41 % of a task
+# where the best fixed config scores 0.05. A tenth of what the best fixed config scores is a change
+# nobody would act on; the floor keeps a task scored near 0 from getting a margin no test can show.
+REL_MARGIN = 0.10
+MIN_MARGIN = 0.01
+
+# Replicates (bootstrap draws and random sign vectors) per test. The smallest p a resampling test can
+# give is about 1 / (B + 1), and Holm multiplies the smallest p by the family size m: with B = 20,000
+# a family of 42 tests can still reach 0.0021, so a clear effect is never "not significant" for lack of
+# replicates (B = 2,000 gave 0.021 at best, and 0.042 after Holm over 42).
+N_BOOT = 20_000
+# Replicates for a method's own CI (a table's mean +- CI, the headroom's CI): no p-value is read from
+# them and none is Holm-corrected, and 2,000 percentile replicates pin a 95 % bound to well under the
+# CI's own width, at a tenth of the time.
+CI_BOOT = 2_000
 
 # Upper bound on the number of array cells one bootstrap chunk materialises (~8 bytes each), so that
 # memory stays small for any table while the work is still done in a few large numpy operations.
@@ -177,6 +189,12 @@ def _item_replicates(values: np.ndarray, n_boot: int, rng: np.random.Generator) 
     return out
 
 
+def paired_bootstrap_replicates(d: np.ndarray, n_boot: int = N_BOOT, rng_seed: int = 0) -> np.ndarray:
+    """Bootstrap replicates of the mean of per-item differences ``d`` (items resampled), seeded: the
+    replicates :func:`paired_bootstrap` and :func:`equivalence_p` draw with the same ``rng_seed``."""
+    return _item_replicates(np.asarray(d, dtype=float), n_boot, np.random.default_rng(rng_seed))
+
+
 def check_boot_args(n_boot: int, alpha: float) -> None:
     if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
@@ -185,7 +203,7 @@ def check_boot_args(n_boot: int, alpha: float) -> None:
 
 
 def bootstrap_ci(
-    scores_frame: pd.DataFrame, n_boot: int = 2000, alpha: float = 0.05, rng_seed: int = 0
+    scores_frame: pd.DataFrame, n_boot: int = CI_BOOT, alpha: float = 0.05, rng_seed: int = 0
 ) -> CI:
     """Mean score and its (1 - alpha) percentile CI by a two-level (hierarchical) bootstrap.
 
@@ -228,18 +246,69 @@ def _paired_diffs(frame: pd.DataFrame, method_a: str, method_b: str, task: str) 
         raise ValueError(f"task {task!r} not in scores; tasks: {sorted(map(str, frame['task'].unique()))}")
     have = sorted(map(str, sub["method"].unique()))
     for m in (method_a, method_b):
-        if m not in set(sub["method"]):
+        if m not in have:
             raise ValueError(f"method {m!r} has no scores on task {task!r}; methods there: {have}")
     a = item_means(sub.loc[sub["method"] == method_a])
     b = item_means(sub.loc[sub["method"] == method_b])
     return (a - b.reindex(a.index)).to_numpy(dtype=float)
 
 
-def difference_p(reps: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of 'mean difference = 0' (see :func:`paired_bootstrap`)."""
-    below = int((reps <= 0.0).sum()) + 1
-    above = int((reps >= 0.0).sum()) + 1
-    return min(1.0, 2.0 * min(below, above) / (len(reps) + 1))
+def sign_flip_p(d: np.ndarray, n_perm: int = N_BOOT, rng_seed: int = 0) -> float:
+    """Two-sided sign-flip permutation p-value of "the mean paired difference is 0", over items.
+
+    Under the null that the two methods are exchangeable on each item, every per-item difference d_i
+    is as likely to be -d_i, so the observed |mean(d)| is compared with |mean(s * d)| for random sign
+    vectors s: p = (#{|mean(s* d)| >= |mean(d)|} + 1) / (B + 1) over B = ``n_perm`` seeded draws, or
+    the exact share over all 2^n sign vectors when 2^n <= ``n_perm`` (items with d_i = 0 are left out
+    of n: flipping them changes nothing). Unlike a bootstrap p, it does not invert a percentile
+    interval and needs no assumption about the shape of the differences' distribution; its smallest
+    value, 1 / (B + 1), is what the Holm correction must leave below alpha (see evaluation). Identical
+    methods give p = 1. Vectorised in chunks of sign vectors, seeded, independent of the order of d.
+    """
+    if not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
+        raise ValueError(f"n_perm must be a positive integer, got {n_perm!r}")
+    d = np.asarray(d, dtype=float)
+    if d.ndim != 1 or len(d) == 0 or np.isnan(d).any():
+        raise ValueError(f"sign_flip_p expects a non-empty 1-D array of differences without NaN, got shape {d.shape}")
+    d = np.sort(d[np.abs(d) > 1e-12])  # sorted: the draws then do not depend on the items' order; a
+    # difference within float noise of 0 (a mean over adapters of equal scores) counts as 0
+    n = len(d)
+    if n == 0:
+        return 1.0
+    observed = abs(d.sum()) * (1.0 - 1e-12)  # sums, not means (same n); a relative tolerance for float noise
+    if 2**n <= n_perm:  # exact: every sign vector once
+        signs = 1.0 - 2.0 * ((np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1)
+        return float((np.abs(signs @ d) >= observed).mean())
+    rng = np.random.default_rng(rng_seed)
+    chunk = max(1, _CHUNK_CELLS // n)
+    width = (n + 7) // 8  # random bytes per sign vector: one fair bit per item
+    hits = 0
+    for start in range(0, n_perm, chunk):
+        b = min(chunk, n_perm - start)
+        bits = np.unpackbits(np.frombuffer(rng.bytes(b * width), dtype=np.uint8).reshape(b, width), axis=1)[:, :n]
+        hits += int((np.abs((1.0 - 2.0 * bits) @ d) >= observed).sum())  # bit 1 flips the sign
+    return (hits + 1) / (n_perm + 1)
+
+
+def upper_bound(reps: np.ndarray, alpha: float = 0.05) -> float:
+    """The one-sided (1 - alpha) upper confidence bound of a difference: the largest gain compatible with
+    the data (the bootstrap replicates' 1 - alpha quantile). A gain above it is ruled out at level alpha."""
+    check_boot_args(len(reps), alpha)
+    return float(np.quantile(reps, 1.0 - alpha))
+
+
+def mde(sd_diff: float, n_items: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Minimum detectable effect of a two-sided paired test at level ``alpha`` with the given power:
+    (z_{1 - alpha/2} + z_power) * sd_diff / sqrt(n_items), the normal approximation for a mean of n_items
+    per-item differences with standard deviation ``sd_diff``. A true difference smaller than this would
+    usually be missed, so "not significant" then says little; pass the per-test alpha (e.g. alpha / m)."""
+    from scipy.stats import norm
+
+    if not (0.0 < alpha < 1.0 and 0.0 < power < 1.0):
+        raise ValueError(f"mde: alpha and power must be in (0, 1), got alpha={alpha!r}, power={power!r}")
+    if n_items < 2 or not sd_diff >= 0:
+        raise ValueError(f"mde: need n_items >= 2 and sd_diff >= 0, got n_items={n_items!r}, sd_diff={sd_diff!r}")
+    return float((norm.ppf(1.0 - alpha / 2.0) + norm.ppf(power)) * sd_diff / math.sqrt(n_items))
 
 
 def tost_p(reps: np.ndarray, margin: float) -> float:
@@ -257,29 +326,28 @@ def paired_bootstrap(
     method_a: str,
     method_b: str,
     task: str,
-    n_boot: int = 2000,
+    n_boot: int = N_BOOT,
     alpha: float = 0.05,
     rng_seed: int = 0,
     *,
     validated: bool = False,
 ) -> PairedResult:
-    """Paired bootstrap of mean(A) - mean(B) on one task, paired over items.
+    """Paired comparison of mean(A) - mean(B) on one task, paired over items: bootstrap CI, permutation p.
 
     Each item contributes d_i = (A's mean over seeds) - (B's mean over seeds); seeds are paired
     because both methods share the same (item, seed) pairs. The CI is the percentile interval of
-    the mean of d over ``n_boot`` resamples of items with replacement. The two-sided p-value
-    inverts that percentile interval: p = min(1, 2 * min(#{d* <= 0} + 1, #{d* >= 0} + 1) / (B + 1)),
-    i.e. twice the bootstrap mass on the far side of zero (with the usual +1 correction so p is never
-    exactly 0). It therefore agrees with the CI: p < alpha iff 0 lies (up to quantile interpolation)
-    outside the (1 - alpha) interval, so a table's verdict never contradicts its CI. Identical
-    methods give p = 1. The p-value is not corrected for multiple comparisons (see :func:`holm`).
+    the mean of d over ``n_boot`` resamples of items with replacement. The two-sided p-value is the
+    sign-flip permutation test over items (:func:`sign_flip_p`, ``n_boot`` sign vectors, same seed).
+    The two answer nearly the same question by different resampling, so at the boundary a p just
+    under alpha can meet a CI that just touches 0 (or the reverse). Identical methods give p = 1. The
+    p-value is not corrected for multiple comparisons (see :func:`holm`).
     """
     check_boot_args(n_boot, alpha)
     frame = scores if validated else validate_scores(scores)
     d = _paired_diffs(frame, method_a, method_b, task)
     reps = _item_replicates(d, n_boot, np.random.default_rng(rng_seed))
     lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-    return PairedResult(float(d.mean()), float(lo), float(hi), difference_p(reps))
+    return PairedResult(float(d.mean()), float(lo), float(hi), sign_flip_p(d, n_boot, rng_seed))
 
 
 def equivalence_p(
@@ -287,8 +355,8 @@ def equivalence_p(
     method_a: str,
     method_b: str,
     task: str,
-    margin: float = MARGIN,
-    n_boot: int = 2000,
+    margin: float,
+    n_boot: int = N_BOOT,
     rng_seed: int = 0,
     *,
     validated: bool = False,
@@ -301,7 +369,7 @@ def equivalence_p(
     p_low = (#{d* <= -margin} + 1) / (B + 1) and p_high = (#{d* >= margin} + 1) / (B + 1), and the TOST
     p is the larger of the two. p < alpha iff the (1 - 2 alpha) percentile interval of the difference
     lies inside (-margin, margin): equivalence is shown, not assumed from a failure to reject.
-    ``margin`` is absolute, on the score scale (see :data:`MARGIN`).
+    ``margin`` is absolute, on the score scale (the study's is per task: :data:`REL_MARGIN`).
     """
     check_boot_args(n_boot, 0.05)
     frame = scores if validated else validate_scores(scores)
@@ -370,12 +438,13 @@ def _pooled_replicates(mat: np.ndarray, n_boot: int, rng: np.random.Generator) -
         b = min(chunk, n_boot - start)
         members = rng.integers(0, k, size=(b, k))
         items = rng.integers(0, n, size=(b, n))
-        out[start : start + b] = mat[members[:, :, None], items[:, None, :]].mean(axis=(1, 2))
+        drawn = mat[members].mean(axis=1)  # (b x items): each replicate's mean over its drawn members
+        out[start : start + b] = np.take_along_axis(drawn, items, axis=1).mean(axis=1)
     return out
 
 
 def pooled_ci(
-    scores: pd.DataFrame, members: Sequence[str], n_boot: int = 2000, alpha: float = 0.05, rng_seed: int = 0
+    scores: pd.DataFrame, members: Sequence[str], n_boot: int = CI_BOOT, alpha: float = 0.05, rng_seed: int = 0
 ) -> CI:
     """Mean and CI of a method trained several times (one member method per adapter) on one task.
 
@@ -393,15 +462,8 @@ def pooled_ci(
     return CI(float(mat.mean()), float(lo), float(hi))
 
 
-def pooled_paired_replicates(
-    scores: pd.DataFrame, members: Sequence[str], baseline: str, task: str, n_boot: int = 2000, rng_seed: int = 0
-) -> tuple[float, np.ndarray]:
-    """The pooled method minus ``baseline`` on one task: the mean difference and its bootstrap replicates.
-
-    Differences are paired per item (each member's item mean minus the baseline's), then resampled
-    like :func:`pooled_ci`: members, then items. Feed the replicates to the same p-value rules as
-    :func:`paired_bootstrap` (``difference_p``) and :func:`equivalence_p` (``tost_p``).
-    """
+def _member_differences(scores: pd.DataFrame, members: Sequence[str], baseline: str, task: str) -> np.ndarray:
+    """(members x items): each member's item mean minus the baseline's, on one task, items sorted."""
     sub = scores.loc[scores["task"] == task]
     mat = _member_matrix(sub, members)
     base = item_means(sub.loc[sub["method"] == baseline])
@@ -411,4 +473,32 @@ def pooled_paired_replicates(
     d = mat - base.reindex(index).to_numpy(dtype=float)[None, :]
     if np.isnan(d).any():
         raise ValueError(f"task {task!r}: {baseline!r} is not scored on every item of the pooled method")
-    return float(d.mean()), _pooled_replicates(d, n_boot, np.random.default_rng(rng_seed))
+    return d
+
+
+def paired_differences(
+    scores: pd.DataFrame, target: str, baseline: str, task: str, members: Sequence[str] | None = None
+) -> np.ndarray:
+    """Per-item differences target - baseline on one task (items sorted by item_id), each item's mean over seeds.
+
+    With ``members`` (the per-adapter methods a pooled target averages), d_i is the mean over members of
+    (member's item mean - baseline's item mean): the pooled method's per-item difference.
+    """
+    if members:
+        return _member_differences(scores, members, baseline, task).mean(axis=0)
+    return _paired_diffs(scores, target, baseline, task)
+
+
+def pooled_paired_replicates(
+    scores: pd.DataFrame, members: Sequence[str], baseline: str, task: str, n_boot: int = N_BOOT, rng_seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled method minus ``baseline`` on one task: its per-item differences and their bootstrap replicates.
+
+    Differences are paired per item (each member's item mean minus the baseline's); the first array is
+    their mean over members per item (:func:`paired_differences`), the second the replicates of the mean
+    difference, resampled like :func:`pooled_ci`: members, then items, so the CI and the TOST
+    (:func:`tost_p`) include the spread across training seeds. The permutation p (:func:`sign_flip_p`)
+    takes the per-item differences instead: it is conditional on the trained adapters.
+    """
+    d = _member_differences(scores, members, baseline, task)
+    return d.mean(axis=0), _pooled_replicates(d, n_boot, np.random.default_rng(rng_seed))
