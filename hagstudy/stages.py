@@ -259,7 +259,7 @@ STAGES: tuple[Stage, ...] = (
 )
 # What results/README.md (hagstudy.report.render) reads from the run's tables.
 README_READS = (TRAIN_GATE, LABEL_CHECK, MAIN, RELATIVE, RELATIVE_STRONG, RELATIVE_ITEM_ORACLE, HEADROOM, AT_CHANCE,
-                DIFFICULTY, ABLATION_GATE, PARSE_RATES, HAG_CONFIGS, ABLATION_SEARCH)
+                DIFFICULTY, ABLATION_GATE, PARSE_RATES, HAG_CONFIGS, ABLATION_SEARCH, SENSITIVITY)
 
 
 def handoffs() -> list[Handoff]:
