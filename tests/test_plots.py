@@ -242,6 +242,7 @@ def test_sensitivity_puts_off_apart_and_rings_the_default() -> None:
     rings = [ln for ln in top_k_col.get_lines() if ln.get_label() == "default config"]
     assert rings and list(rings[0].get_xdata()) == [ticks[1]]
     assert len(fig.axes) == (2 + 1) * 2  # a row per task plus self-BLEU, a column per hyperparameter
+    assert "over 10 items" in plots.sensitivity_curves(frame.assign(n_items=10)).get_suptitle()
 
 
 def test_config_distributions_counts_and_keeps_fallbacks_apart() -> None:
@@ -408,7 +409,7 @@ def test_stage1_curve_draws_wilson_cis_from_the_gates_rows() -> None:
         assert 0 <= lo <= hi <= 1
     rates = set(np.round(curve_frame()["exact_match"], 4))
     assert all(any(lo <= r <= hi for r in rates) for lo, hi in (sorted(s[:, 1]) for s in segments))
-    assert "Wilson" in ax.get_title()
+    assert "Wilson 95% CI, n = 20" in ax.get_title()
     no_n = plots.stage1_curve(curve_frame())
     assert not [c for c in no_n.axes[1].collections if isinstance(c, LineCollection)]  # no n, no CI drawn
 
@@ -421,3 +422,13 @@ def test_loss_curve_gives_each_adapter_its_panel_and_line_style() -> None:
     styles = {ax.get_title(): [ln.get_linestyle() for ln in ax.get_lines() if ln.get_label().startswith("train")][0]
               for ax in axes}
     assert len(set(styles.values())) == 3
+
+
+def test_forest_keeps_a_family_together() -> None:
+    frame = relative_frame().assign(family=lambda d: d["baseline"].map(
+        {"default": "weak", "random": "weak", "zero_shot": "stage 1", "greedy": "fixed"}))
+    frame = frame.loc[frame["baseline"] != "zero_shot"]
+    order = ["default", "greedy", "random"]  # table order would split the weak family around greedy
+    frame = frame.set_index("baseline").loc[order].reset_index()
+    ticks = [t.get_text() for t in plots.forest(frame).axes[0].get_yticklabels()]
+    assert ticks == ["default", "random", "greedy"]

@@ -290,7 +290,9 @@ def sensitivity_curves(sens_frame: pd.DataFrame, defaults: Mapping[str, float] |
         handles, labels = legend_entries(list(axes.ravel()))
         last = sorted(range(len(labels)), key=lambda i: labels[i] == "default config")  # the ring after the tasks
         fig.legend([handles[i] for i in last], [labels[i] for i in last], loc="outside right upper", frameon=False)
-        fig.suptitle("Sensitivity to one hyperparameter at a time (others at default; bands: 95% CI)")
+        items = sorted({int(n) for n in sens_frame["n_items"]}) if "n_items" in sens_frame.columns else []
+        over = "" if not items else f" over {items[0]} items" if len(items) == 1 else f" over {items[0]}-{items[-1]} items"
+        fig.suptitle(f"Sensitivity to one hyperparameter at a time (others at default; bands: 95% CI{over})")
     return fig
 
 
@@ -473,7 +475,9 @@ def stage1_curve(curve: pd.DataFrame, gates: pd.DataFrame | None = None) -> Figu
                            label="gate" if col == "parse_rate" else "per-task majority")
             if "selected" in curve.columns:
                 ax.scatter([], [], s=110, facecolors="none", edgecolors="0.3", linewidths=1.6, label="selected snapshot")
-            ax.set(xlabel="training step", title=label + (" (Wilson 95% CI)" if col != "distance" and n_rows else ""))
+            rows = sorted({int(n) for n in n_rows.values()})
+            ci = f" (Wilson 95% CI, n = {rows[0] if len(rows) == 1 else f'{rows[0]}-{rows[-1]}'})" if rows else ""
+            ax.set(xlabel="training step", title=label + (ci if col != "distance" else ""))
             ax.legend(fontsize=6)
     return fig
 
