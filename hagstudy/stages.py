@@ -227,6 +227,7 @@ OVERHEAD = table("overhead.csv", "what each method costs to set up and per query
 ABLATION_LABELS = table("ablation_labels.csv", "per arm and task: how often a label differs from the most common")
 # 06_figures
 FIGURE_CONFIGS = artifact("06_figures", "configs.csv", fmt=FRAME, about="checked labels and stage-1 configs")
+FOREST_FIGURE = figure("forest", "HAG minus each baseline per task, with paired CIs and verdicts")
 MAIN_FIGURE = figure("main", "mean score per method and task")
 CONFIG_DISTRIBUTIONS = figure("config_distributions", "labels against the configs stage 1 wrote")
 SENSITIVITY_FIGURE = figure("sensitivity", "score per hyperparameter value")
@@ -257,13 +258,14 @@ STAGES: tuple[Stage, ...] = (
     Stage("05_ablations", (SEARCH, GATES, ADAPTERS, SEARCH_BUDGET, SEARCH_PRUNE, ADAPTIVE_TUNING, LABEL_CHECK_ITEMS,
                            SCORES),
           (ABLATION_SEARCH, ABLATION_GATE, ABLATION_SCORES, ABLATION, ABLATION_VS_HAG, ABLATION_LABELS, CONSISTENCY, OVERHEAD)),
-    Stage("06_figures", (MAIN, LABEL_CHECK_ITEMS, HAG_CONFIGS, SENSITIVITY, DIFFICULTY, ABLATION_SEARCH, TRAIN_LOG),
-          (FIGURE_CONFIGS, MAIN_FIGURE, CONFIG_DISTRIBUTIONS, SENSITIVITY_FIGURE, IMPROVEMENT_VS_DIFFICULTY,
-           LOSS_CURVE)),
+    Stage("06_figures", (RELATIVE, RELATIVE_STRONG, AT_CHANCE, MAIN, LABEL_CHECK_ITEMS, HAG_CONFIGS, SENSITIVITY,
+                         DIFFICULTY, ABLATION_SEARCH, TRAIN_LOG),
+          (FIGURE_CONFIGS, FOREST_FIGURE, MAIN_FIGURE, CONFIG_DISTRIBUTIONS, SENSITIVITY_FIGURE,
+           IMPROVEMENT_VS_DIFFICULTY, LOSS_CURVE)),
 )
 # What results/README.md (hagstudy.report.render) reads from the run's tables.
 README_READS = (TRAIN_GATE, LABEL_CHECK, MAIN, RELATIVE, RELATIVE_STRONG, RELATIVE_ITEM_ORACLE, HEADROOM, AT_CHANCE,
-                DIFFICULTY, CONFIRMATORY, MDE, ABLATION_GATE, PARSE_RATES, HAG_CONFIGS, ABLATION_SEARCH)
+                DIFFICULTY, CONFIRMATORY, MDE, ABLATION_GATE, PARSE_RATES, HAG_CONFIGS, ABLATION_SEARCH, SENSITIVITY)
 
 
 def handoffs() -> list[Handoff]:

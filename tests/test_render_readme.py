@@ -7,7 +7,7 @@ import pytest
 
 from hagstudy import config, stages
 from hagstudy.report import evaluation as ev
-from hagstudy.report import render
+from hagstudy.report import render, summary
 
 
 def _relative() -> pd.DataFrame:
@@ -52,8 +52,10 @@ def test_readme_has_findings_parse_rates_configs_and_a_caption_per_figure(result
     assert answer.index("- taboo: HAG LOSES to default") < answer.index("- coinflip: HAG beats the best fixed config")
     assert "| coinflip | default | task_oracle |" in text.split("## The confirmatory family", 1)[1]
     findings = text.split("## Findings", 1)[1].split("\n## ", 1)[0]
-    assert "- taboo: HAG is WORSE than default" in findings  # from the table, loss first
-    assert findings.index("taboo: HAG is WORSE") < findings.index("coinflip: HAG beats default")
+    assert "**taboo**\n\n- HAG is WORSE than default" in findings  # from the table, grouped by task
+    assert findings.index("**taboo**") < findings.index("**coinflip**")  # the task with a loss leads
+    assert "- HAG beats default" in findings.split("**coinflip**", 1)[1]
+    assert findings.index("**Across tasks**") > findings.index("**coinflip**")  # counts and the Holm note last
     assert "RQ4" not in findings
     parse = text.split("## Stage 1: did the generated configs parse?", 1)[1].split("\n## ", 1)[0]
     assert "| coinflip | zero_shot | 4 | 0 | 0 | 4 | 0.000 | 1.000 |" in parse
@@ -90,3 +92,95 @@ def test_the_rq4_sentence_comes_from_difficulty_csv(results) -> None:
                   "improvement": [0.0, 0.1, 0.2, 0.3]}).to_csv(tables / "difficulty.csv", index=False)
     findings = render.write_readme("default").read_text().split("## Findings", 1)[1].split("\n## ", 1)[0]
     assert "RQ4: Spearman rho" in findings and "+1.00" in findings and "4 tasks" in findings
+
+
+def _main() -> pd.DataFrame:
+    rows = [(t, m, 0.5, 0.4, 0.6, n, 3) for t, n in (("coinflip", 100), ("taboo", 100), ("arithmetic", 80))
+            for m in ("hag", "task_oracle", "default")]
+    return pd.DataFrame(rows, columns=["task", "method", "mean", "ci_low", "ci_high", "n_items", "n_seeds"])
+
+
+def _chance() -> pd.DataFrame:
+    return pd.DataFrame({"task": ["coinflip", "taboo", "arithmetic"], "at_chance": [True, False, False]})
+
+
+def _verdicts(pairs: list[tuple[str, str, str]]) -> pd.DataFrame:
+    return pd.DataFrame([(t, b, 0.01, -0.03, 0.05, v, 0.02) for t, b, v in pairs],
+                        columns=["task", "baseline", "diff", "diff_ci_low", "diff_ci_high", "verdict", "margin"])
+
+
+def test_opening_says_what_was_tested_shown_and_not_shown_from_the_tables() -> None:
+    confirmatory = _verdicts([("coinflip", "task_oracle", "better"), ("taboo", "task_oracle", "equivalent"),
+                              ("arithmetic", "task_oracle", "not significant")])
+    mde = pd.DataFrame({"task": ["taboo", "arithmetic", "coinflip"], "baseline": ["task_oracle"] * 3,
+                        "n_items": [100, 80, 100], "sd_diff": [0.2, 0.3, 0.9], "alpha": [0.05] * 3, "power": [0.8] * 3,
+                        "mde": [0.056, 0.094, 0.5], "margin": [0.02] * 3})
+    headroom = pd.DataFrame({"task": ["taboo", "arithmetic"], "n_items": [30, 30], "headroom_shown": [False, True]})
+    said = summary.opening(_main(), _chance(), confirmatory=confirmatory, mde=mde, headroom=headroom)
+    assert 3 <= len(said) <= 5
+    assert said[0].startswith("This run tested whether HAG") and "(task_oracle)" in said[0]
+    assert "on 3 tasks, 2 of them above chance" in said[0] and "80 to 100 test items x 3 evaluation seeds" in said[0]
+    assert "confirmatory" in said[1] and "equivalent within ±0.02 on taboo" in said[1]
+    assert "the data cannot tell on arithmetic" in said[1] and "coinflip" not in said[1]  # at chance: apart
+    assert said[2].startswith("coinflip is at chance")
+    assert "0.056 to 0.094" in said[3] and "80% power" in said[3] and "0.500" not in said[3]  # informative tasks only
+    assert "arithmetic of the 2 informative tasks" in said[4] and "first 30 test items" in said[4]
+
+
+def test_opening_falls_back_to_the_strong_table_and_its_ci_widths() -> None:
+    strong = _verdicts([("taboo", "task_oracle", "worse"), ("taboo", "best_single_config", "not significant"),
+                        ("taboo", "greedy", "better"), ("arithmetic", "task_oracle", "better"),
+                        ("arithmetic", "best_single_config", "better")])
+    said = summary.opening(_main(), _chance(), strong=strong)
+    assert "(task_oracle / best_single_config)" in said[0]  # the best fixed configs, not greedy
+    assert "strong-baseline table" in said[1]
+    assert "HAG is worse on taboo vs task_oracle" in said[1] and "HAG is better on arithmetic" in said[1]
+    assert "the data cannot tell on taboo vs best_single_config" in said[1]
+    assert "0.040" in said[3] and "not evidence of a tie" in said[3]
+    only_main = summary.opening(_main(), None)
+    assert len(only_main) == 1 and "3 of them above chance" in only_main[0]
+    with pytest.raises(ValueError, match="n_seeds"):
+        summary.opening(_main().drop(columns=["n_seeds"]), None)
+
+
+def test_findings_group_under_their_task_longest_name_first() -> None:
+    lines = ["yes_no_bw: HAG is WORSE than default.", "yes_no is at chance for this model.", "Against default: 2.",
+             "yes_no: HAG beats random."]
+    assert summary.by_task(lines, ["yes_no", "yes_no_bw"]) == [
+        ("yes_no_bw", ["HAG is WORSE than default."]),
+        ("yes_no", ["yes_no is at chance for this model.", "HAG beats random."]),
+        ("", ["Against default: 2."]),
+    ]
+
+
+def test_captions_quote_the_tables_and_say_so_when_a_fact_is_missing() -> None:
+    facts = render.caption_facts(_main(), pd.DataFrame({"n_items": [10, 10]}), pd.DataFrame({"n_validation": [46]}))
+    assert "only 10 items per point" in render.caption("sensitivity", facts)
+    assert "80-100 test items x 3 seeds" in render.caption("forest", facts)
+    assert "46 validation rows" in render.caption("stage1_curve", facts)
+    assert "? validation rows" in render.caption("stage1_curve", render.caption_facts(None, None, None))
+    assert "no caption" in render.caption("brand_new", facts)
+
+
+def test_the_readme_opens_with_the_answer(results) -> None:
+    tables = results / "tables"
+    _main().to_csv(tables / "main.csv", index=False)
+    _chance().to_csv(tables / "at_chance.csv", index=False)
+    _verdicts([("taboo", "task_oracle", "worse")]).to_csv(tables / "relative_strong.csv", index=False)
+    text = render.write_readme("default").read_text()
+    first = text.split("\n\n")[1]
+    assert first.startswith("This run tested whether HAG") and "HAG is worse on taboo" in first
+
+
+def test_the_opening_uses_a_declared_mde_table_once_it_exists(results, monkeypatch) -> None:
+    tables = results / "tables"
+    _main().to_csv(tables / "main.csv", index=False)
+    _chance().to_csv(tables / "at_chance.csv", index=False)
+    pd.DataFrame({"task": ["taboo"], "baseline": ["task_oracle"], "n_items": [100], "sd_diff": [0.2], "alpha": [0.05],
+                  "power": [0.8], "mde": [0.0567], "margin": [0.02]}).to_csv(tables / "mde.csv", index=False)
+    first = render.write_readme("default").read_text().split("\n\n")[1]
+    assert "0.057" not in first  # not declared in the manifest yet: not read
+    declared = stages.Stage("07_extra", (), (stages.table("mde.csv"),))
+    monkeypatch.setattr(stages, "STAGES", (*stages.STAGES, declared))
+    first = render.write_readme("default").read_text().split("\n\n")[1]
+    assert "is 0.057 depending on the task" in first

@@ -9,117 +9,42 @@ the inline backend is active (``%matplotlib inline`` or importing ``matplotlib.p
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib import colors as mcolors
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from hagstudy import registry
 from hagstudy.decoding import HYPERPARAMETERS
 from hagstudy.files import atomic_open
 from hagstudy.report.evaluation import difficulty_correlation, flags, method_key
-
-DPI = 150
-_RC: dict[str, Any] = {
-    "svg.hashsalt": "hagstudy",  # fixed ids in SVG output instead of random ones
-    "svg.fonttype": "path",  # glyphs as paths: no dependence on the viewer's fonts
-    "path.simplify": True,
-}
-
-
-@contextlib.contextmanager
-def _style() -> Iterator[None]:
-    """Seaborn look for the figures made inside, without changing global rcParams."""
-    with matplotlib.rc_context(_RC), sns.axes_style("whitegrid"), sns.plotting_context("paper"):
-        yield
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise ValueError(f"{what}: expected a DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{what}: missing column(s) {missing}; got {list(frame.columns)}")
-    if frame.empty:
-        raise ValueError(f"{what}: the table is empty")
-
-
-def _tasks(values: pd.Series) -> list[str]:
-    """Tasks in the order of the table (evaluation's tables already come in the study's task order)."""
-    return list(pd.unique(values))
+from hagstudy.report.figstyle import (
+    DPI,
+    LINESTYLES,
+    MARKERS,
+    METHOD_COLORS,
+    RC,
+    in_order,
+    joint_labels,
+    legend_entries,
+    method_colors,
+    new_figure,
+    palette,
+    require,
+    same_series,
+    style,
+)
+from hagstudy.report.forest import forest
+from hagstudy.report.stats import wilson_interval
 
 
 def _methods(values: pd.Series) -> list[str]:
     return sorted(pd.unique(values), key=method_key)
-
-
-# One colour per method in every figure, from the registry: "hag" is the same blue in main.png as in any
-# ablation figure; HAG and its seeds are shades of one hue.
-METHOD_COLORS: dict[str, str] = registry.colours()
-_MIN_DISTANCE = 0.12  # RGB distance under which two colours read as the same in a legend
-
-
-def _rgb(color: Any) -> np.ndarray:
-    return np.asarray(mcolors.to_rgb(color))
-
-
-def _fallback_colors() -> list[str]:
-    """Spare colours for names outside METHOD_COLORS, none close to a fixed one (tab20, tab20b, tab20c)."""
-    fixed = [_rgb(c) for c in METHOD_COLORS.values()]
-    spare: list[str] = []
-    for cmap in ("tab20", "tab20b", "tab20c"):
-        for rgb in matplotlib.colormaps[cmap].colors:
-            c = np.asarray(rgb[:3])
-            if all(np.linalg.norm(c - f) >= _MIN_DISTANCE for f in fixed) and all(
-                np.linalg.norm(c - _rgb(s)) >= _MIN_DISTANCE for s in spare
-            ):
-                spare.append(mcolors.to_hex(c))
-    return spare
-
-
-_FALLBACK: list[str] = _fallback_colors()
-
-
-def method_colors(names: Sequence[str]) -> dict[str, str]:
-    """Colour per name: METHOD_COLORS where fixed, else a spare colour picked by a stable hash of the name.
-
-    A spare is never one of the fixed colours, and two unknown names in one figure never share one
-    (the later probes on); with more unknown names than spares, an error says so.
-    """
-    out = {n: METHOD_COLORS[n] for n in names if n in METHOD_COLORS}
-    used = set(out.values())
-    for name in sorted({n for n in names if n not in METHOD_COLORS}, key=str):
-        start = int(hashlib.sha256(str(name).encode()).hexdigest(), 16) % len(_FALLBACK)
-        for k in range(len(_FALLBACK)):
-            color = _FALLBACK[(start + k) % len(_FALLBACK)]
-            if color not in used:
-                break
-        else:
-            raise ValueError(f"method_colors: more than {len(_FALLBACK)} methods without a fixed colour: give them one in hagstudy.registry")
-        out[name] = color
-        used.add(color)
-    return out
-
-
-def _palette(names: Sequence[str]) -> dict[str, Any]:
-    """Colours for things that are not methods (tasks, search strategies, sources): distinct, by position."""
-    return dict(zip(names, sns.color_palette("colorblind", n_colors=max(len(names), 1))))
 
 
 def _metric_of(main_table: pd.DataFrame, task: str, metrics: Mapping[str, str] | None) -> str:
@@ -142,17 +67,24 @@ def main_bars(main_table: pd.DataFrame, metrics: Mapping[str, str] | None = None
     """One facet per task (its own y axis, labelled with its metric), one bar per method, error bars = the CIs.
 
     Tasks score on different scales (BLEU/100 near 0.05, yes/no accuracy near 0.5), so a shared axis
-    flattens the small ones. Colours come from :func:`method_colors`; one legend serves every facet.
+    flattens the small ones. Colours come from :func:`method_colors`; one legend serves every facet. A
+    method whose mean and CI equal an earlier method's on every task (zero_shot's config is the default)
+    is drawn once, its legend label naming both (``default = zero_shot``).
     """
-    _require(main_table, ["task", "method", "mean", "ci_low", "ci_high"], "main_bars")
-    tasks, methods = _tasks(main_table["task"]), _methods(main_table["method"])
+    require(main_table, ["task", "method", "mean", "ci_low", "ci_high"], "main_bars")
+    tasks, methods = in_order(main_table["task"]), _methods(main_table["method"])
+    rank = {m: i for i, m in enumerate(methods)}
+    ordered = main_table.sort_values("method", key=lambda s: s.map(rank), kind="mergesort")
+    repeats = same_series(ordered, "method", ["mean", "ci_low", "ci_high"])
+    methods = [m for m in methods if m not in repeats]  # a method with another's numbers on every task: drawn once
     colors = method_colors(methods)
     ncols = max(1, min(ncols, len(tasks)))
     nrows = -(-len(tasks) // ncols)
     by_key = main_table.set_index(["task", "method"])
-    names = _subset_names(main_table, methods)
-    with _style():
-        fig = _figure(3.0 * ncols + 2.2, 2.6 * nrows + 0.4)
+    subset = _subset_names(main_table, methods)
+    names = {m: subset[m] + joint_labels([m], repeats)[m][len(m):] for m in methods}
+    with style():
+        fig = new_figure(3.0 * ncols + 2.2, 2.6 * nrows + 0.4)
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax, task in zip(axes, tasks):
             for j, method in enumerate(methods):
@@ -161,7 +93,7 @@ def main_bars(main_table: pd.DataFrame, metrics: Mapping[str, str] | None = None
                 row = by_key.loc[(task, method)]
                 mean = float(row["mean"])
                 ax.bar([j], [mean], width=0.8, color=colors[method], label=names[method],
-                       hatch="///" if names[method] != method else None, edgecolor="white", linewidth=0)
+                       hatch="///" if subset[method] != method else None, edgecolor="white", linewidth=0)
                 ax.errorbar([j], [mean], yerr=[[mean - float(row["ci_low"])], [float(row["ci_high"]) - mean]],
                             fmt="none", ecolor="0.2", elinewidth=0.8, capsize=2)
             ax.set_xticks([])
@@ -171,7 +103,7 @@ def main_bars(main_table: pd.DataFrame, metrics: Mapping[str, str] | None = None
             ax.set_ylabel(_metric_of(main_table, task, metrics))
         for ax in axes[len(tasks):]:
             ax.set_visible(False)
-        handles, labels = _legend_entries(axes[: len(tasks)])
+        handles, labels = legend_entries(axes[: len(tasks)])
         rank = {names[m]: i for i, m in enumerate(methods)}
         handles, labels = zip(*sorted(zip(handles, labels), key=lambda hl: rank[hl[1]]))
         fig.legend(handles, labels, title="method", loc="outside right upper", frameon=False)
@@ -191,18 +123,6 @@ def _subset_names(main_table: pd.DataFrame, methods: Sequence[str]) -> dict[str,
         counts = sorted(set(int(n) for n in g["n_items"]))
         names[str(method)] = f"{method} (first {counts[0]} items)" if len(counts) == 1 else f"{method} (fewer items)"
     return names
-
-
-def _legend_entries(axes: Sequence[Any]) -> tuple[list[Any], list[str]]:
-    """Legend handles and labels over several panels, each label once, in first-seen order."""
-    handles: list[Any] = []
-    labels: list[str] = []
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    return handles, labels
 
 
 # Values that switch a hyperparameter off rather than set it: drawn apart, after a gap, labelled "off".
@@ -232,13 +152,13 @@ def config_distributions(
     column after a gap, and clamped values are counted where they were clamped to. With more than
     ten distinct values, the nine most common get columns and the rest are counted under "other".
     """
-    _require(configs_frame, ["task", *hyperparameters], "config_distributions")
+    require(configs_frame, ["task", *hyperparameters], "config_distributions")
     frame = configs_frame.copy()
     if "source" not in frame.columns:
         frame["source"] = "config"
     failed = frame["status"].astype(str).eq("failed") if "status" in frame.columns else pd.Series(False, frame.index)
     rows = list(frame.groupby(["task", "source"], sort=False).groups)
-    order = {t: i for i, t in enumerate(_tasks(frame["task"]))}
+    order = {t: i for i, t in enumerate(in_order(frame["task"]))}
     rows.sort(key=lambda k: (order[k[0]], str(k[1])))
     has_fallback = bool(failed.any())
     cmap = matplotlib.colormaps["Blues"]
@@ -248,8 +168,8 @@ def config_distributions(
         other = bool((~frame.loc[~failed, name].astype(float).isin(columns)).any())
         panels.append((name, columns, other))
     widths = [len(c) + int(o) + (1.5 if has_fallback else 0) for _, c, o in panels]
-    with _style():
-        fig = _figure(0.42 * sum(widths) + 2.8, 0.24 * len(rows) + 1.4)
+    with style():
+        fig = new_figure(0.42 * sum(widths) + 2.8, 0.24 * len(rows) + 1.4)
         axes = fig.subplots(1, len(panels), sharey=True, squeeze=False, width_ratios=[max(w, 1) for w in widths])[0]
         for ax, (name, columns, other), width in zip(axes, panels, widths):
             labels = ["off" if v == OFF_VALUES.get(name) else f"{v:g}" for v in columns] + (["other"] if other else [])
@@ -310,19 +230,19 @@ def sensitivity_curves(sens_frame: pd.DataFrame, defaults: Mapping[str, float] |
     sits apart at the right. The default is the ringed point (``is_default``, else ``defaults``:
     hyperparameter -> value). With self_bleu, a last row shows it for every task.
     """
-    _require(
+    require(
         sens_frame,
         ["task", "hyperparameter", "value", "score_mean", "score_ci_low", "score_ci_high"],
         "sensitivity_curves",
     )
     known = [h for h in HYPERPARAMETERS if h in set(sens_frame["hyperparameter"])]
     hparams = known + sorted(set(sens_frame["hyperparameter"]) - set(known), key=str)
-    tasks = _tasks(sens_frame["task"])
-    colors = _palette(tasks)
+    tasks = in_order(sens_frame["task"])
+    colors = palette(tasks)
     bleu = "self_bleu" in sens_frame.columns and sens_frame["self_bleu"].notna().any()
     nrows = len(tasks) + (1 if bleu else 0)
-    with _style():
-        fig = _figure(2.5 * len(hparams) + 1.8, 1.55 * nrows + 0.6)
+    with style():
+        fig = new_figure(2.5 * len(hparams) + 1.8, 1.55 * nrows + 0.6)
         axes = fig.subplots(nrows, len(hparams), squeeze=False, sharey="row")
         for c, hp in enumerate(hparams):
             sub = sens_frame.loc[sens_frame["hyperparameter"] == hp]
@@ -333,14 +253,14 @@ def sensitivity_curves(sens_frame: pd.DataFrame, defaults: Mapping[str, float] |
                 line = line.sort_values("_x")
                 ax = axes[r, c]
                 on = line.loc[line["value"].astype(float) != off] if off is not None else line
-                for part, style in ((on, "-"), (line.loc[~line.index.isin(on.index)], "none")):
+                for part, dash in ((on, "-"), (line.loc[~line.index.isin(on.index)], "none")):
                     if part.empty:
                         continue
-                    ax.plot(part["_x"], part["score_mean"], marker="o", ms=3, ls=style, color=colors[task],
-                            label=task if style == "-" else None)
+                    ax.plot(part["_x"], part["score_mean"], marker="o", ms=3, ls=dash, color=colors[task],
+                            label=task if dash == "-" else None)
                     ax.fill_between(part["_x"], part["score_ci_low"], part["score_ci_high"], color=colors[task],
                                     alpha=0.2, lw=0)
-                    if style == "none":  # a lone point: its CI as a whisker, a band has no width
+                    if dash == "none":  # a lone point: its CI as a whisker, a band has no width
                         ax.errorbar(part["_x"], part["score_mean"],
                                     yerr=[part["score_mean"] - part["score_ci_low"],
                                           part["score_ci_high"] - part["score_mean"]],
@@ -351,7 +271,7 @@ def sensitivity_curves(sens_frame: pd.DataFrame, defaults: Mapping[str, float] |
                     dflt = line.loc[np.isclose(line["value"].astype(float), float(defaults[hp]))]
                 else:
                     dflt = line.iloc[0:0]
-                ax.plot(dflt["_x"], dflt["score_mean"], ls="none", marker="o", ms=8, mfc="none", mec="black",
+                ax.plot(dflt["_x"], dflt["score_mean"], ls="none", marker="o", ms=8, mfc="none", mec="black", color="black",
                         mew=1.0, label="default config")
                 if bleu:
                     axes[-1, c].plot(on["_x"], on["self_bleu"], marker="o", ms=3, color=colors[task], label=task)
@@ -367,10 +287,12 @@ def sensitivity_curves(sens_frame: pd.DataFrame, defaults: Mapping[str, float] |
             axes[-1, c].set_xlabel(hp)
         if bleu:
             axes[-1, 0].set_ylabel("self-BLEU\n(lower = more diverse)", fontsize=7)
-        handles, labels = _legend_entries(list(axes.ravel()))
+        handles, labels = legend_entries(list(axes.ravel()))
         last = sorted(range(len(labels)), key=lambda i: labels[i] == "default config")  # the ring after the tasks
         fig.legend([handles[i] for i in last], [labels[i] for i in last], loc="outside right upper", frameon=False)
-        fig.suptitle("Sensitivity to one hyperparameter at a time (others at default; bands: 95% CI)")
+        items = sorted({int(n) for n in sens_frame["n_items"]}) if "n_items" in sens_frame.columns else []
+        over = "" if not items else f" over {items[0]} items" if len(items) == 1 else f" over {items[0]}-{items[-1]} items"
+        fig.suptitle(f"Sensitivity to one hyperparameter at a time (others at default; bands: 95% CI{over})")
     return fig
 
 
@@ -382,11 +304,11 @@ def improvement_vs_difficulty(
     Draws error bars when ``{y}_ci_low`` / ``{y}_ci_high`` columns are present (as produced by
     ``evaluation.difficulty_vs_improvement``).
     """
-    _require(frame, [x, y, label], "improvement_vs_difficulty")
+    require(frame, [x, y, label], "improvement_vs_difficulty")
     lo_col, hi_col = f"{y}_ci_low", f"{y}_ci_high"
     data = frame
-    with _style():
-        fig = _figure(5.0, 4.0)
+    with style():
+        fig = new_figure(5.0, 4.0)
         ax = fig.add_subplot()
         xs = data[x].to_numpy(dtype=float)
         ys = data[y].to_numpy(dtype=float)
@@ -427,9 +349,12 @@ def _label_offsets(xs: np.ndarray, ys: np.ndarray, near: float = 0.08) -> list[t
 
 
 def loss_curve(log_history: Sequence[Mapping[str, Any]] | pd.DataFrame) -> Figure:
-    """Training (and evaluation, if logged) loss vs step from ``trainer.state.log_history``.
+    """Training (and evaluation, if logged) loss vs step from ``trainer.state.log_history``, on a log y axis.
 
-    With an ``adapter`` column (notebook 03's ``train_log.csv``: several adapters), one line per adapter.
+    With an ``adapter`` column (notebook 03's ``train_log.csv``: several adapters), one panel per adapter
+    (shared axes) with its train line and evaluation points in its colour and line style, and the other
+    adapters' train losses faint grey behind: adapters of one hue drawn on one panel hide each other
+    once their losses meet. The log scale keeps the steps after the first drop readable.
     """
     history = log_history if isinstance(log_history, pd.DataFrame) else pd.DataFrame(list(log_history))
     if history.empty or "step" not in history.columns:
@@ -439,22 +364,32 @@ def loss_curve(log_history: Sequence[Mapping[str, Any]] | pd.DataFrame) -> Figur
         raise ValueError(f"loss_curve: no 'loss' or 'eval_loss' in log history; keys: {list(history.columns)}")
     runs = list(history.groupby("adapter", sort=True)) if "adapter" in history.columns else [("", history)]
     colors = method_colors([str(run) for run, _ in runs])  # an adapter is a method: its colour everywhere
-    with _style():
-        fig = _figure(5.0, 3.2)
-        ax = fig.add_subplot()
-        for run, frame in runs:
+    logged = history[series].to_numpy(dtype=float)
+    log_y = bool((logged[~np.isnan(logged)] > 0).all())  # NaN: a row that logs something else
+    with style():
+        fig = new_figure(2.2 + 3.0 * len(runs), 3.2)
+        axes = fig.subplots(1, len(runs), sharex=True, sharey=True, squeeze=False)[0]
+        for r, (ax, (run, frame)) in enumerate(zip(axes, runs)):
+            for other, rest in runs:
+                if other != run and "loss" in series:
+                    pts = rest.loc[rest["loss"].notna()].sort_values("step")
+                    ax.plot(pts["step"], pts["loss"], color="0.82", lw=0.7, zorder=1)
             for k, name in enumerate(series):
                 pts = frame.loc[frame[name].notna(), ["step", name]].sort_values("step")
                 if pts.empty:
                     continue
-                label = ("train" if name == "loss" else "eval") + (f" {run}" if run else "")
                 color = colors[str(run)] if run else sns.color_palette("colorblind")[k]
-                ax.plot(pts["step"], pts[name], marker="o" if len(pts) < 30 else None, ms=3, color=color,
-                        ls="-" if name == "loss" else "--", label=label)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.legend(frameon=False)
-        ax.set_title("SFT loss")
+                ax.plot(pts["step"], pts[name], color=color, ls=LINESTYLES[r % len(LINESTYLES)] if name == "loss" else ":",
+                        lw=1.2 if name == "loss" else 0.9, marker=None if name == "loss" else MARKERS[r % len(MARKERS)],
+                        ms=5, label=("train" if name == "loss" else "eval") + (f" {run}" if run else ""), zorder=3)
+            if log_y:
+                ax.set_yscale("log")
+            ax.set_xlabel("step")
+            ax.set_title(str(run) if run else "SFT loss", fontsize=8)
+            ax.legend(frameon=False, fontsize=6)
+        axes[0].set_ylabel("loss (log scale)" if log_y else "loss")
+        if len(runs) > 1:
+            fig.suptitle("SFT loss per adapter (grey: the other adapters' train loss)", fontsize=9)
     return fig
 
 
@@ -465,17 +400,17 @@ def search_vs_fresh(checked: pd.DataFrame) -> Figure:
     the searched config where it was kept, else the task's start config. Points under the diagonal
     are labels that look better on the draws they were selected on than on fresh ones.
     """
-    _require(checked, ["task", "kept", "search_searched", "search_start", "heldout_searched", "heldout_start"],
+    require(checked, ["task", "kept", "search_searched", "search_start", "heldout_searched", "heldout_start"],
              "search_vs_fresh")
     frame = checked.assign(
         search_after=checked["search_searched"].where(checked["kept"], checked["search_start"]),
         fresh_after=checked["heldout_searched"].where(checked["kept"], checked["heldout_start"]),
     )
     means = frame.groupby("task", sort=False)[["search_searched", "heldout_searched", "search_after", "fresh_after"]].mean()
-    tasks = _tasks(frame["task"])
-    colors = _palette(tasks)
-    with _style():
-        fig = _figure(5.5, 4.5)
+    tasks = in_order(frame["task"])
+    colors = palette(tasks)
+    with style():
+        fig = new_figure(5.5, 4.5)
         ax = fig.add_subplot()
         for t in tasks:
             b = means.loc[t]
@@ -492,34 +427,58 @@ def search_vs_fresh(checked: pd.DataFrame) -> Figure:
     return fig
 
 
+def _validation_rows(curve: pd.DataFrame, gates: pd.DataFrame | None) -> dict[str, float]:
+    """Validation rows per adapter behind each rate: the curve's ``n``, else the gate's ``n_validation``."""
+    if "n" in curve.columns:
+        return {str(a): float(g["n"].iloc[0]) for a, g in curve.groupby("adapter")}
+    if gates is not None and {"adapter", "n_validation"} <= set(gates.columns):
+        return {str(a): float(n) for a, n in zip(gates["adapter"], gates["n_validation"])}
+    return {}
+
+
 def stage1_curve(curve: pd.DataFrame, gates: pd.DataFrame | None = None) -> Figure:
     """Stage-1 quality on the validation rows against training steps, one line per adapter.
 
     ``curve`` has columns step, parse_rate, exact_match, distance, adapter (``gate.learning_curve``);
-    ``gates`` (``gate.frame``) adds the per-task majority label's exact match and distance as lines. A
-    ``selected`` column rings each adapter's snapshot that ``train.select`` picked (the one 04 uses).
+    ``gates`` (``gate.frame``) adds the per-task majority label's exact match and distance as lines and
+    the number of validation rows, from which parse rate and exact match get Wilson 95 % CIs (a share of
+    n rows; the adapters are dodged sideways so their whiskers do not overlap). A ``selected`` column
+    rings each adapter's snapshot that ``train.select`` picked (the one 04 uses). Adapters differ in
+    colour, line style and marker.
     """
-    _require(curve, ["step", "parse_rate", "exact_match", "distance", "adapter"], "stage1_curve")
+    require(curve, ["step", "parse_rate", "exact_match", "distance", "adapter"], "stage1_curve")
     metrics = [("parse_rate", "parse rate"), ("exact_match", "exact match"), ("distance", "config distance")]
-    with _style():
-        fig = _figure(10, 3.2)
+    n_rows = _validation_rows(curve, gates)
+    groups = list(curve.groupby("adapter", sort=True))
+    colors = method_colors([str(name) for name, _ in groups])
+    span = float(curve["step"].max() - curve["step"].min()) or 1.0
+    with style():
+        fig = new_figure(10.5, 3.4)
         axes = fig.subplots(1, 3)
         for ax, (col, label) in zip(axes, metrics):
-            groups = list(curve.groupby("adapter", sort=True))
-            colors = method_colors([str(name) for name, _ in groups])
-            for name, group in groups:
-                ax.plot(group["step"], group[col], marker="o", ms=3, color=colors[str(name)], label=str(name))
+            for k, (name, group) in enumerate(groups):
+                c, n = colors[str(name)], n_rows.get(str(name))
+                x = group["step"].to_numpy(dtype=float) + (k - (len(groups) - 1) / 2) * 0.012 * span
+                y = group[col].to_numpy(dtype=float)
+                ax.plot(x, y, marker=MARKERS[k % len(MARKERS)], ms=3.5, color=c, ls=LINESTYLES[k % len(LINESTYLES)],
+                        label=str(name))
+                if col != "distance" and n:
+                    low, high = wilson_interval(y, n)
+                    ax.errorbar(x, y, yerr=[y - low, high - y], fmt="none", ecolor=c, elinewidth=0.8, capsize=2)
                 if "selected" in group.columns:  # the snapshot the selection rule picked: ringed
-                    chosen = group.loc[flags(group["selected"])]
-                    ax.scatter(chosen["step"], chosen[col], s=90, facecolors="none", edgecolors=colors[str(name)],
-                               linewidths=1.4, zorder=4)
+                    chosen = flags(group["selected"]).to_numpy()
+                    ax.scatter(x[chosen], y[chosen], s=110, facecolors="none", edgecolors=c, linewidths=1.6, zorder=4)
             if gates is not None and len(gates):
                 ref = {"exact_match": "majority_exact_match", "distance": "majority_distance",
                        "parse_rate": "min_parse_rate"}[col]
-                ax.axhline(float(gates[ref].iloc[0]), color="black", ls="--", lw=0.9,
+                ax.axhline(float(gates[ref].iloc[0]), color="black", ls=":" if col == "parse_rate" else "--", lw=0.9,
                            label="gate" if col == "parse_rate" else "per-task majority")
-            ax.set(xlabel="training step", title=label)
-            ax.legend(fontsize=7)
+            if "selected" in curve.columns:
+                ax.scatter([], [], s=110, facecolors="none", edgecolors="0.3", linewidths=1.6, label="selected snapshot")
+            rows = sorted({int(n) for n in n_rows.values()})
+            ci = f" (Wilson 95% CI, n = {rows[0] if len(rows) == 1 else f'{rows[0]}-{rows[-1]}'})" if rows else ""
+            ax.set(xlabel="training step", title=label + (ci if col != "distance" else ""))
+            ax.legend(fontsize=6)
     return fig
 
 
@@ -534,39 +493,54 @@ def save(fig: Figure, stem: str, folder: str | os.PathLike, dpi: int = DPI) -> t
     paths = []
     for fmt, metadata in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
         path = folder / f"{stem}.{fmt}"
-        with atomic_open(path, "wb") as fh, matplotlib.rc_context(_RC):
+        with atomic_open(path, "wb") as fh, matplotlib.rc_context(RC):
             fig.savefig(fh, format=fmt, dpi=dpi, metadata=metadata)
         paths.append(path)
     return paths[0], paths[1]
 
 
 __all__ = [
+    "METHOD_COLORS",
     "config_distributions",
+    "forest",
     "improvement_vs_difficulty",
     "loss_curve",
     "main_bars",
+    "method_colors",
     "save",
     "sensitivity_curves",
 ]
 
 
-def draw_saved(draw: Any, table: str | Path, stem: str, folder: str | Path, **kwargs: Any) -> Figure | None:
-    """Read ``table`` (CSV), draw it with ``draw`` and save PNG + SVG; None with a note if it is missing or empty.
-
-    A missing table means the notebook that writes it has not run at this profile: the figures notebook
-    says so instead of failing, so the figures that can be drawn still are.
-    """
+def read_optional(table: str | Path) -> pd.DataFrame | None:
+    """A table, or None (with a note) when it is missing or has no rows: its notebook has not run here."""
     path = Path(table)
     if not path.is_file():
-        print(f"{stem}: skipped, {path.name} is missing (run the notebook that writes it first)")
+        print(f"{path.name} is missing (run the notebook that writes it first)")
         return None
     try:
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:  # a table written with no rows and no columns
         frame = pd.DataFrame()
     if frame.empty:
-        print(f"{stem}: skipped, {path.name} has no rows (e.g. no HAG adapter passed the gate at this profile)")
+        print(f"{path.name} has no rows (e.g. no HAG adapter passed the gate at this profile)")
         return None
-    fig = draw(frame, **kwargs)
+    return frame
+
+
+def draw_saved(draw: Any, table: str | Path | Sequence[str | Path], stem: str, folder: str | Path,
+               **kwargs: Any) -> Figure | None:
+    """Read ``table`` (CSV; several are concatenated), draw it with ``draw`` and save PNG + SVG; None with a
+    note if none of them is there with rows.
+
+    A missing table means the notebook that writes it has not run at this profile: the figures notebook
+    says so instead of failing, so the figures that can be drawn still are.
+    """
+    paths = [table] if isinstance(table, (str, Path)) else list(table)
+    frames = [f for f in (read_optional(p) for p in paths) if f is not None]
+    if not frames:
+        print(f"{stem}: skipped")
+        return None
+    fig = draw(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0], **kwargs)
     save(fig, stem, folder)
     return fig

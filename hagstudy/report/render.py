@@ -131,30 +131,77 @@ def _git_commit() -> str:
         return "unknown"
 
 
-# A caption per figure stem (notebook 06's names); a figure without one says so in the README.
+# A caption per figure stem (the notebooks' names), in the order the README shows them; a figure without one
+# says so in the README. ``{name}`` fields are facts read from the tables (:func:`caption_facts`), never typed in.
 FIGURE_CAPTIONS: dict[str, str] = {
-    "main": "Mean score per method, one panel per task on its own y axis (labelled with the task's metric); "
-            "whiskers are the 95 % bootstrap CIs of the main table. Each method has the same colour in every figure; "
-            "`hag` is the pooled adapters, `hag_seed*` the single adapters (lighter shades of the same blue). "
-            "Hatched bars (the item oracle) are over the first items of the test split only, as their legend says.",
+    "forest": "The main result: HAG's mean minus each baseline's, one panel per task on its own scale, with the "
+              "item-paired 95 % bootstrap CI ({n_items} test items x {n_seeds} seeds per task). Filled marker: "
+              "significant after Holm (each of the two tables is its own family); grey: equivalent within the "
+              "margin by TOST (shaded band); hollow: neither, which is not a tie. Grey panels: tasks at chance; a "
+              "baseline with the same numbers and verdict as another on every task is drawn once (`a = b`).",
+    "main": "Mean score per method ({n_items} test items x {n_seeds} seeds per task), one panel per task on its own "
+            "y axis (labelled with the task's metric); whiskers: 95 % bootstrap CIs (items, then seeds). A method "
+            "with the same mean and CI as another on every task is drawn once, its legend label naming both. `hag` "
+            "is the pooled adapters, `hag_seed*` the single adapters (shades of one blue); hatched bars (the item "
+            "oracle) cover the first items of the test split only, as their legend says.",
+    "stage1_curve": "Stage-1 quality on the {n_validation} validation rows against training steps, one line "
+                    "(colour, line style, marker) per adapter: parse rate and exact match of the whole config with "
+                    "Wilson 95 % binomial CIs, and the mean config distance (parsed rows; no CI). Ringed: the "
+                    "snapshot `train.select` chose, which notebook 04 uses; dotted: the gate's parse rate; dashed: the "
+                    "per-task majority label's exact match and distance.",
     "config_distributions": "How many configs chose each hyperparameter value, per task and source (checked labels "
                             "from notebook 01, HAG's adapters, the untuned model). Colour: share of the row. "
                             "*fallback*: the config did not parse and the default was used, so it is not a choice; "
                             "*other*: values outside the most common nine.",
-    "sensitivity": "Score (rows per task, 95 % CI bands) and self-BLEU (last row, lower = more diverse) when one "
-                   "hyperparameter moves from the default while the others stay at it. The ringed point is the "
-                   "default config; top_k *off* (top_k = 0, no top-k filter) is drawn apart on the right.",
+    "sensitivity": "Score (one row per task) and self-BLEU (last row, lower = more diverse) when one hyperparameter "
+                   "moves from the default while the others stay at it. The 95 % CI bands rest on only "
+                   "{sensitivity_items} items per point, so they are wide: read this as where to search, not as a "
+                   "result. The ringed point is the default config; top_k *off* (top_k = 0) is drawn apart on the right.",
     "improvement_vs_difficulty": "RQ4: HAG's improvement over the default config (95 % CI) against the default "
-                                 "config's score (higher = easier task), one point per task; the title gives Spearman's rho "
-                                 "between difficulty and improvement (6 points: little power).",
+                                 "config's score (higher = easier task), one point per task; the title gives "
+                                 "Spearman's rho between difficulty and improvement ({n_tasks} points: little power).",
     "search_vs_fresh": "Per task, the labels' mean score on the draws they were selected on (x) against fresh draws "
                        "(y), before (o) and after (square) the held-out check; points under the diagonal are "
                        "labels that looked better than they are.",
-    "loss_curve": "SFT training loss (and evaluation loss where logged) against steps, one line per adapter.",
-    "stage1_curve": "Stage-1 quality on the validation rows against training steps: parse rate, exact match of the "
-                    "whole config and config distance, one line per adapter; dashed: the gate's parse rate and the "
-                    "per-task majority label's exact match and distance.",
+    "loss_curve": "SFT training loss (line) and evaluation loss (points) against steps on a log scale, one panel per "
+                  "adapter with the other adapters' training loss in grey behind it; logged values, no CIs.",
 }
+
+
+class _Facts(dict):
+    """Caption facts; a fact whose table is missing reads "?" rather than breaking the README."""
+
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _span(values: Any) -> str:
+    distinct = sorted({int(v) for v in values})
+    return str(distinct[0]) if len(distinct) == 1 else f"{distinct[0]}-{distinct[-1]}"
+
+
+def caption_facts(main: pd.DataFrame | None, sensitivity: pd.DataFrame | None,
+                  gates: pd.DataFrame | None) -> dict[str, str]:
+    """The numbers the captions quote (items, seeds, validation rows, tasks), from the tables that hold them."""
+    facts: dict[str, str] = _Facts()
+    if main is not None and {"task", "method", "n_items", "n_seeds"} <= set(main.columns):
+        from hagstudy.registry import HAG
+
+        own = main.loc[main["method"] == HAG.name]
+        own = own if not own.empty else main
+        facts.update(n_items=_span(own["n_items"]), n_seeds=_span(own["n_seeds"]), n_tasks=str(main["task"].nunique()))
+    if sensitivity is not None and "n_items" in sensitivity.columns:
+        facts["sensitivity_items"] = _span(sensitivity["n_items"])
+    if gates is not None and "n_validation" in gates.columns:
+        facts["n_validation"] = _span(gates["n_validation"])
+    return facts
+
+
+def caption(stem: str, facts: dict[str, str]) -> str:
+    """A figure's caption with its facts filled in, or a note that it has none."""
+    if stem not in FIGURE_CAPTIONS:
+        return "(no caption: add one to `hagstudy.report.render.FIGURE_CAPTIONS`)"
+    return FIGURE_CAPTIONS[stem].format_map(facts if isinstance(facts, _Facts) else _Facts(facts))
 
 
 def parse_rate_table(parse_rates: pd.DataFrame) -> pd.DataFrame:
@@ -209,6 +256,14 @@ def _read_optional(tables: Path, table: stages.Handoff) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() and path.read_text().strip() else None
 
 
+def _read_declared(tables: Path, stem: str) -> pd.DataFrame | None:
+    """A table another analysis adds to the manifest (the confirmatory comparison, the minimum detectable
+    effects), looked up by stem so that the README uses it once it is declared and written, and goes without it
+    until then."""
+    declared = {h.stem: h for h in stages.handoffs() if h.label.startswith("tables/")}
+    return _read_optional(tables, declared[stem]) if stem in declared else None
+
+
 def _answer_lines(tables: Path) -> list[str]:
     """``findings.answer`` from confirmatory.csv, mde.csv, relative_strong.csv, headroom.csv and at_chance.csv
     (those present)."""
@@ -245,6 +300,7 @@ def _findings_lines(tables: Path, target: str = "HAG") -> list[str]:
 def write_readme(profile: str = "default") -> Path:
     """results/README.md: findings, tables, captioned figures and the run metadata, all read from files."""
 
+    from hagstudy.report import summary
     from hagstudy.report.evaluation import sort_canonical, to_markdown
     from hagstudy.tasks import selected
 
@@ -253,25 +309,33 @@ def write_readme(profile: str = "default") -> Path:
     out = paths.results / "README.md"
     meta_path = paths.results / "run_metadata.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    lines = [
-        "# Rendered results",
-        "",
+    tables = paths.results / "tables"
+    main, at_chance, strong, headroom, sensitivity, gates = (
+        _read_optional(tables, t) for t in (stages.MAIN, stages.AT_CHANCE, stages.RELATIVE_STRONG, stages.HEADROOM,
+                                             stages.SENSITIVITY, stages.TRAIN_GATE))
+    lines = ["# Rendered results", ""]
+    if main is not None:
+        confirmatory, mde = (_read_declared(tables, stem) for stem in ("confirmatory", "mde"))
+        lines += [" ".join(summary.opening(main, at_chance, confirmatory=confirmatory, mde=mde, headroom=headroom,
+                                           strong=strong)), ""]
+    lines += [
         "Written by `make all` (`python -m hagstudy.report.render --readme`) from the files in this folder; do not edit by hand.",
         "",
         f"- profile: `{p.name}`; model: `{p.model}` ({p.dtype}); evaluation seeds: {list(p.seeds)}",
         f"- commit: `{meta.get('commit', 'unknown')}`; machine: {meta.get('machine', 'unknown')}",
         "",
     ]
-    tables = paths.results / "tables"
     answer = _answer_lines(tables)
     if answer:
-        lines += ["## The answer", "", "Does choosing the decoding config per query beat the best fixed config? "
-                  "Generated from the tables below (Holm-corrected verdicts; a tie only where TOST shows it).", ""]
+        lines += ["## The answer, per group of baselines", "", "Does choosing the decoding config per query beat the best "
+                  "fixed config? Generated from the tables below (Holm-corrected verdicts; a tie only where TOST shows it).", ""]
         lines += [f"- {line}" for line in answer] + [""]
     found = _findings_lines(tables)
     if found:
-        lines += ["## Findings", "", "Generated from the tables below (`hagstudy.report.findings`); losses first.", ""]
-        lines += [f"- {line}" for line in found] + [""]
+        lines += ["## Findings", "", "Generated from the tables below (`hagstudy.report.findings`), grouped by task; "
+                  "tasks with a loss first.", ""]
+        for task, said in summary.by_task(found, list(selected(p)) + [str(t) for t in (main["task"] if main is not None else [])]):
+            lines += [f"**{task or 'Across tasks'}**", ""] + [f"- {line}" for line in said] + [""]
     sections = [  # (file, heading, columns or None for all): what a reader needs first comes first
         (stages.TRAIN_GATE, "Did HAG's stage 1 learn its labels? (notebook 03's gate, validation rows)",
          ["adapter", "seed", "steps", "selected_step", "parse_rate", "exact_match", "majority_exact_match", "distance",
@@ -322,10 +386,10 @@ def write_readme(profile: str = "default") -> Path:
     known = list(FIGURE_CAPTIONS)  # the main figure first, then in the captions' order, unknown ones last
     figures.sort(key=lambda f: (known.index(f.stem) if f.stem in known else len(known), f.stem))
     if figures:
+        facts = caption_facts(main, sensitivity, gates)
         lines += ["## Figures", ""]
         for f in figures:
-            caption = FIGURE_CAPTIONS.get(f.stem, "(no caption: add one to `hagstudy.report.render.FIGURE_CAPTIONS`)")
-            lines += [f"![{f.stem}](figures/{f.name})", "", f"*Figure `{f.stem}`.* {caption}", ""]
+            lines += [f"![{f.stem}](figures/{f.name})", "", f"*Figure `{f.stem}`.* {caption(f.stem, facts)}", ""]
     if meta.get("wall_s"):
         wall, decoded = meta["wall_s"], meta.get("decoded", {})
         lines += [

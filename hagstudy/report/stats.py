@@ -13,6 +13,7 @@ and independent of row order. ``hagstudy.report.evaluation`` builds the study's 
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -402,6 +403,27 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     result[order] = adjusted
     out[ok] = result
     return out
+
+
+def wilson_interval(rate: float | Sequence[float], n: int | Sequence[int], alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval(s) for binomial proportions ``rate`` out of ``n`` trials (vectorised).
+
+    For a share of n rows (stage 1's exact match on the validation rows), where a bootstrap has no items
+    to resample and the normal interval leaves [0, 1] near 0 and 1; the Wilson interval stays inside
+    it and contains the rate. ``n`` = 0 gives NaN bounds.
+    """
+    p, m = np.broadcast_arrays(np.asarray(rate, dtype=float), np.asarray(n, dtype=float))
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError(f"wilson_interval: rates must lie in [0, 1], got {p[(p < 0) | (p > 1)].tolist()}")
+    if (m < 0).any():
+        raise ValueError(f"wilson_interval: n must be >= 0, got {m[m < 0].tolist()}")
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = (p + z * z / (2 * m)) / (1 + z * z / m)
+        half = z / (1 + z * z / m) * np.sqrt(p * (1 - p) / m + z * z / (4 * m * m))
+    low = np.minimum(np.clip(centre - half, 0.0, 1.0), p)  # rounding must not leave the rate outside
+    high = np.maximum(np.clip(centre + half, 0.0, 1.0), p)
+    return np.where(m > 0, low, np.nan), np.where(m > 0, high, np.nan)
 
 
 # ----------------------------------------------------------------------------------------------
