@@ -463,7 +463,7 @@ def test_main_and_relative_tables_use_the_pooled_bootstrap() -> None:
     assert rel["p_value"] == pytest.approx(rel_plain["p_value"])
 
 
-# ---------------------------------------------------------------------------- headroom (item oracle)
+# ---------------------------------------------------------------------------- the item oracle's rows (headroom: test_headroom.py)
 
 
 def oracle_case(n_items: int = 80, subset: int = 40, task: str = "coinflip", rng_seed: int = 5):
@@ -474,58 +474,6 @@ def oracle_case(n_items: int = 80, subset: int = 40, task: str = "coinflip", rng
     ids = sorted(scores["item_id"].unique())[:subset]
     oracle = scores.loc[(scores["method"] == "task_oracle") & scores["item_id"].isin(ids)].assign(method="item_oracle")
     return scores, oracle.reset_index(drop=True)
-
-
-def test_headroom_shows_a_known_gain_and_brackets_it() -> None:
-    scores, oracle = oracle_case()
-    oracle["score"] = np.clip(oracle["score"] + 0.15, 0.0, 1.0)  # every item gains 0.15 (0 -> 0.15, 1 stays 1)
-    ref = scores.loc[(scores["method"] == "task_oracle") & scores["item_id"].isin(oracle["item_id"])]
-    true = float(oracle["score"].mean() - ref["score"].mean())
-    out = ev.headroom_table(scores, oracle)
-    assert list(out.columns) == list(ev.HEADROOM_COLUMNS)
-    row = out.iloc[0]
-    assert (row["n_items"], row["n_seeds"]) == (40, 3)
-    assert row["headroom"] == pytest.approx(true) and true > 0.05
-    assert row["headroom_ci_low"] < true < row["headroom_ci_high"] and row["headroom_ci_low"] > 0
-    assert row["item_oracle_mean"] - row["task_oracle_mean"] == pytest.approx(row["headroom"])
-    assert bool(row["headroom_shown"]) is True
-
-
-def test_no_headroom_when_the_item_oracle_is_the_task_oracle() -> None:
-    scores, oracle = oracle_case()
-    row = ev.headroom_table(scores, oracle).iloc[0]
-    assert row["headroom"] == 0.0 and row["headroom_ci_low"] <= 0.0 <= row["headroom_ci_high"]
-    assert bool(row["headroom_shown"]) is False
-    # the task oracle's mean is over the subset, not over all 80 items
-    ref = scores.loc[scores["method"] == "task_oracle"]
-    assert row["task_oracle_mean"] == pytest.approx(row["item_oracle_mean"])
-    assert row["task_oracle_mean"] != pytest.approx(ref.groupby("item_id")["score"].mean().mean())
-
-
-def test_a_noisy_zero_headroom_is_not_shown_and_a_negative_one_neither() -> None:
-    scores, oracle = oracle_case()
-    rng = np.random.default_rng(2)
-    flip = rng.random(len(oracle)) < 0.3  # swap 30 % of outcomes both ways: mean difference ~0
-    noisy = oracle.assign(score=np.where(flip, 1.0 - oracle["score"], oracle["score"]))
-    row = ev.headroom_table(scores, noisy).iloc[0]
-    assert row["headroom_ci_low"] < 0.0 < row["headroom_ci_high"] and not row["headroom_shown"]
-    worse = oracle.assign(score=np.clip(oracle["score"] - 0.2, 0, 1))
-    row = ev.headroom_table(scores, worse).iloc[0]
-    assert row["headroom_ci_high"] < 0 and not row["headroom_shown"]
-
-
-def test_headroom_keeps_task_order_and_refuses_unpaired_rows() -> None:
-    s1, o1 = oracle_case(task="taboo")
-    s2, o2 = oracle_case(task="arithmetic", rng_seed=6)
-    out = ev.headroom_table(pd.concat([s1, s2]), pd.concat([o2, o1]))
-    assert list(out["task"]) == ["taboo", "arithmetic"]
-    stray = o1.assign(seed=o1["seed"] + 10)
-    with pytest.raises(ValueError, match=r"'task_oracle' lacks 120 of the item oracle's \(item_id, seed\) pairs"):
-        ev.headroom_table(s1, stray)
-    with pytest.raises(ValueError, match="only 'item_oracle' rows"):
-        ev.headroom_table(s1, pd.concat([o1, o1.assign(method="hag")]))
-    with pytest.raises(ValueError, match="no 'task_oracle' scores"):
-        ev.headroom_table(s1.loc[s1["method"] == "default"], o1)
 
 
 def test_main_table_adds_a_subset_method_with_its_own_n_items() -> None:

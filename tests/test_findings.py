@@ -129,18 +129,29 @@ def _scores_for_findings() -> pd.DataFrame:
     return make_scores({"default": 0.0, "hag": 0.2}, n_items=60)
 
 
-def test_headroom_lines_claim_a_gain_only_when_the_ci_is_above_zero() -> None:
-    table = pd.DataFrame(
-        [("coinflip", 30, 3, 0.62, 0.50, 0.12, 0.05, 0.19, True), ("taboo", 30, 3, 0.40, 0.39, 0.01, -0.02, 0.04, False)],
-        columns=list(ev.HEADROOM_COLUMNS),
-    )
-    gain, none = findings.headroom_lines(table)
-    assert gain.startswith("coinflip: per-query choice could gain up to +0.120 (CI +0.050..+0.190)")
-    assert "over the best per-task config" in gain and "first 30 test items" in gain
-    assert none.startswith("taboo: no headroom shown: no per-query method can beat a per-task config here")
-    assert "[-0.020, +0.040]" in none
-    with pytest.raises(ValueError, match="headroom_shown"):
-        findings.headroom_lines(table.drop(columns=["headroom_shown"]))
+def test_headroom_lines_follow_the_verdict() -> None:
+    from hagstudy.report import headroom
+
+    def row(task, h, lo, hi, verdict):
+        return {"task": task, "n_items": 100, "n_seeds": 3, "item_oracle_mean": 0.5 + h, "task_oracle_mean": 0.5,
+                "static_hindsight_mean": 0.5, "headroom": h, "headroom_ci_low": lo, "headroom_ci_high": hi,
+                "margin": 0.05, "p_value": 0.01, "p_holm": 0.02, "p_tost": 0.5, "p_tost_holm": 0.5, "verdict": verdict,
+                "per_query_gain": h, "per_query_gain_ci_low": lo, "per_query_gain_ci_high": hi,
+                "in_sample_bracket": 0.2, "in_sample_bracket_ci_high": 0.25, "mean_tied": 1.5}  # fmt: skip
+
+    table = pd.DataFrame([row("coinflip", 0.12, 0.05, 0.19, "headroom shown"), row("taboo", 0.01, -0.02, 0.04, "below margin"),
+                          row("arithmetic", -0.1, -0.15, -0.05, "item oracle below"),
+                          row("number_words", 0.03, -0.03, 0.09, "cannot tell")], columns=list(headroom.COLUMNS))  # fmt: skip
+    gain, none, below, unsure = findings.headroom_lines(table)
+    assert gain.startswith("coinflip: per-query choice can beat the task's best fixed config: headroom +0.120, 95% CI [+0.050, +0.190]")
+    assert none.startswith("taboo: headroom is shown to be within ±0.050 (TOST, Holm)")
+    assert below.startswith("arithmetic: no headroom: even the item oracle")
+    assert unsure.startswith("number_words: the data cannot tell") and "in-sample bracket, an upper bound, is +0.200" in unsure
+    answer = findings.answer(None, table, None)
+    assert any(line.startswith("Headroom (item oracle - task oracle, on the test items of 4 task(s)") and "shown on coinflip"
+               in line and "not resolved either way on number_words" in line for line in answer)  # fmt: skip
+    with pytest.raises(ValueError, match="verdict"):
+        findings.headroom_lines(table.drop(columns=["verdict"]))
 
 
 def test_the_answer_says_where_hag_loses_to_a_fixed_config_and_where_headroom_is_shown():
@@ -151,19 +162,16 @@ def test_the_answer_says_where_hag_loses_to_a_fixed_config_and_where_headroom_is
         {"task": "a", "baseline": "min_p", "verdict": "better"},
         {"task": "a", "baseline": "greedy", "verdict": "better"},  # not a fixed-config or adaptive baseline
     ])
-    headroom = pd.DataFrame([
-        {"task": "a", "headroom": 0.05, "headroom_ci_low": 0.01, "headroom_ci_high": 0.1, "headroom_shown": True},
-        {"task": "b", "headroom": 0.01, "headroom_ci_low": -0.02, "headroom_ci_high": 0.04, "headroom_shown": False},
-    ])
+    headroom = pd.DataFrame([{"task": "a", "verdict": "headroom shown"}, {"task": "b", "verdict": "cannot tell"}])
     chance = pd.DataFrame([{"task": "a", "at_chance": True}, {"task": "b", "at_chance": False}])
     fixed, adaptive, room = findings.answer(strong, headroom, chance)
     assert fixed.startswith("HAG against the best fixed configs (task_oracle / best_single_config, 3 of the 5 "
                             "exploratory comparisons, Holm over all 5): worse on a; equivalent on b; not significant on a")
     assert fixed.endswith("(a at chance for this model).")
     assert adaptive.startswith("HAG against training-free adaptive decoding") and "better on a" in adaptive
-    assert "shown on 1 of 2 tasks: a +0.050 [+0.010, +0.100] (at chance). None shown on b." in room
-    none = findings.answer(None, headroom.assign(headroom_shown=False))
-    assert len(none) == 1 and "no per-query method can be shown" in none[0]
+    assert room.endswith("shown on a (at chance); not resolved either way on b.")
+    none = findings.answer(None, headroom.assign(verdict="below margin"))
+    assert len(none) == 1 and "shown below the task's margin on a, b" in none[0]
 
 
 def _difficulty(improvements: list[float]) -> pd.DataFrame:

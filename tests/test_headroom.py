@@ -73,5 +73,5 @@ def test_the_table_refuses_unpaired_or_foreign_rows() -> None:
     only_task_oracle = scores.loc[scores["method"] == "task_oracle"].iloc[15:]
     with pytest.raises(ValueError, match="task_oracle lacks 15 of the item oracle's"):
         headroom.headroom_table(only_task_oracle, oracle, choices("t", 10, 1, 1), 0.05)
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="no entry for task 't'"):
         headroom.headroom_table(scores, oracle, choices("t", 10, 1, 1), {"other": 0.05})

@@ -16,7 +16,7 @@ from test_evaluation import make_scores
 from hagstudy import decoding, methods, registry, stages, tasks
 from hagstudy.config import Paths, repo_root
 from hagstudy.method import oracles
-from hagstudy.report import contrasts, evaluation, findings, plots
+from hagstudy.report import contrasts, evaluation, findings, headroom, plots
 
 NOTEBOOK = repo_root() / "notebooks" / "04_inference.ipynb"
 
@@ -46,36 +46,42 @@ def synthetic_scores() -> pd.DataFrame:
     return pd.concat([coin_chance, coin, arith_chance, arith], ignore_index=True)
 
 
-def synthetic_item_oracle(scores: pd.DataFrame, n_items: int = 30) -> pd.DataFrame:
-    """The item oracle on each task's first 30 items: task_oracle's scores on coinflip (no headroom), every
-    generation right on arithmetic (headroom)."""
-    rows = scores.loc[scores["method"] == "task_oracle"].assign(method="item_oracle")
-    rows = rows.loc[rows.groupby("task")["item_id"].rank(method="dense") <= n_items]
-    return rows.assign(score=rows["score"].where(rows["task"] == "coinflip", 1.0)).reset_index(drop=True)
+def synthetic_item_oracle(scores: pd.DataFrame, task: str = "arithmetic") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The item oracle on every test item of the one task above chance (arithmetic): every generation right
+    (headroom), and the best fixed candidate in hindsight = the task oracle; plus its per-item choices."""
+    rows = scores.loc[(scores["method"] == "task_oracle") & (scores["task"] == task)]
+    oracle = rows.assign(method="item_oracle", score=1.0)
+    static = rows.assign(method="static_hindsight")
+    ids = sorted(rows["item_id"].unique())
+    choices = pd.DataFrame({"task": task, "item_id": ids, "config": "{}", "selection_mean": 1.0, "n_candidates": 12,
+                            "n_tied": 1, "in_sample_max": 1.0, "reference_selection_mean": 0.2})  # fmt: skip
+    return pd.concat([oracle, static], ignore_index=True), choices
 
 
-def test_the_item_oracle_cell_runs_each_task_on_the_profiles_prefix(tmp_path: Path) -> None:
-    """The generation cell's wiring, with item_oracle stubbed: oracle_items items, search.draws draws, the
-    task's candidates, ties to the task oracle; its rows are saved and kept out of ``scores``."""
+def test_the_item_oracle_cell_runs_on_every_test_item_of_the_tasks_above_chance(tmp_path: Path) -> None:
+    """The generation cell's wiring, with item_oracle stubbed: the tasks above chance only, oracle_items items,
+    oracle_draws draws, the task's candidates and its oracle as the reference; both score frames are saved."""
     source = next(c for c in code_cells().values() if "oracles.item_oracle(" in c)
     calls = []
 
-    def item_oracle(engine, task, items, seeds, candidates, selection_draws, default):
-        calls.append((task.name, len(items), tuple(seeds), len(candidates), selection_draws, default))
+    def item_oracle(engine, task, items, seeds, candidates, selection_draws, reference):
+        calls.append((task.name, len(items), tuple(seeds), len(candidates), selection_draws, reference))
         rows = pd.DataFrame({"task": task.name, "method": "item_oracle", "item_id": [it.id for it in items],
                              "seed": 0, "score": 1.0})  # fmt: skip
-        return rows, pd.DataFrame({"task": [task.name], "item_id": [items[0].id], "config": ["{}"]})
+        return SimpleNamespace(scores=rows, static=rows.assign(method="static_hindsight"),
+                               choices=pd.DataFrame({"task": [task.name], "item_id": [items[0].id], "config": ["{}"]}))
 
     stub = SimpleNamespace(item_oracle=item_oracle, candidates_for=oracles.candidates_for)
     run = FakeRun(tmp_path)
-    p = SimpleNamespace(oracle_items=3, seeds=(0, 1), search=SimpleNamespace(draws=2))
-    ns = {"oracles": stub, "tasks": [tasks.get("coinflip"), tasks.get("arithmetic")], "base": "engine",
+    p = SimpleNamespace(oracle_items=3, oracle_draws=4, seeds=(0, 1))
+    ns = {"oracles": stub, "informative": [tasks.get("arithmetic")], "base": "engine", "methods": methods,
           "oracle": {"coinflip": decoding.GREEDY, "arithmetic": oracles.CANDIDATES[5]}, "p": p, "run": run, "pd": pd,
           "evaluation": evaluation, "stages": stages}  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(source, "04_inference[item oracle]", "exec"), ns)
-    assert calls == [("coinflip", 3, (0, 1), 12, 2, decoding.GREEDY), ("arithmetic", 3, (0, 1), 12, 2, oracles.CANDIDATES[5])]
-    assert len(pd.read_csv(tmp_path / "eval" / "item_oracle_scores.csv")) == 6
+    assert calls == [("arithmetic", 3, (0, 1), 12, 4, oracles.CANDIDATES[5])]
+    saved = pd.read_csv(tmp_path / "eval" / "item_oracle_scores.csv")
+    assert len(saved) == 6 and set(saved["method"]) == {"item_oracle", "static_hindsight"}
     assert (tmp_path / "tables" / "item_oracle_choices.csv").is_file() and "scores" not in ns
 
 
@@ -84,16 +90,18 @@ def test_statistics_cells_run_on_synthetic_scores(tmp_path: Path) -> None:
     ids = list(cells)
     after_scores = [i for i in ids[ids.index("04-03") + 1 :] if "oracles.item_oracle(" not in cells[i]]
     scores = synthetic_scores()
-    item_scores = synthetic_item_oracle(scores)
+    item_scores, choices = synthetic_item_oracle(scores)
     proposals = scores.loc[scores["method"].isin(["hag", "zero_shot"]) & (scores["seed"] == 0), ["task", "method", "item_id"]]
     ns = {"evaluation": evaluation, "findings": findings, "registry": registry, "plots": plots, "pd": pd, "run": FakeRun(tmp_path),
-          "stages": stages, "contrasts": contrasts,
-          "scores": scores, "item_scores": item_scores, "proposals": proposals.assign(status="ok"), "learned": ["hag"], "gates": {}}  # fmt: skip
+          "stages": stages, "contrasts": contrasts, "headroom": headroom, "tasks": [tasks.get("coinflip"), tasks.get("arithmetic")],
+          "scores": scores, "item_scores": item_scores, "choices": choices, "proposals": proposals.assign(status="ok"),
+          "learned": ["hag"], "gates": {}}  # fmt: skip
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         for cell_id in after_scores:
             exec(compile(cells[cell_id], f"04_inference[{cell_id}]", "exec"), ns)
 
+    assert [t.name for t in ns["informative"]] == ["arithmetic"]
     main = pd.read_csv(tmp_path / "tables" / "main.csv")
     assert list(main.loc[main["task"] == "coinflip", "method"])[0] == "chance"
     assert list(main["task"].drop_duplicates()) == ["coinflip", "arithmetic"]
@@ -103,24 +111,17 @@ def test_statistics_cells_run_on_synthetic_scores(tmp_path: Path) -> None:
         rel = pd.read_csv(tmp_path / "tables" / name)
         assert list(rel.columns) == list(evaluation.RELATIVE_COLUMNS)
         assert set(rel["verdict"]) <= set(evaluation.VERDICTS)
-    difficulty = pd.read_csv(tmp_path / "tables" / "difficulty.csv").set_index("task")
-    relative = pd.read_csv(tmp_path / "tables" / "relative.csv")
-    vs_default = relative.loc[relative["baseline"] == "default"].set_index("task")
-    assert (difficulty["p_holm"] == vs_default["p_holm"]).all()  # one contrast, one set of numbers
-    confirmatory = pd.read_csv(tmp_path / "tables" / "confirmatory.csv", keep_default_na=False)
-    assert list(confirmatory.columns) == list(evaluation.RELATIVE_COLUMNS)
-    assert set(confirmatory["family"]) == {"confirmatory"} and set(relative["family"]) == {"exploratory"}
-    assert list(zip(confirmatory["task"], confirmatory["baseline"])) == [("arithmetic", "greedy"), ("arithmetic", "task_oracle")]
-    mde = pd.read_csv(tmp_path / "tables" / "mde.csv")
-    assert list(mde.columns) == list(evaluation.MDE_COLUMNS) and list(mde["alpha"]) == [0.025, 0.025]
-    io_rows = main.loc[main["method"] == "item_oracle"]
-    assert list(io_rows["n_items"]) == [30, 30] and set(main.loc[main["method"] == "hag", "n_items"]) == {100}
+    assert "p_holm" in pd.read_csv(tmp_path / "tables" / "difficulty.csv").columns
+    io_rows = main.loc[main["method"].isin(["item_oracle", "static_hindsight"])]
+    assert list(io_rows["n_items"]) == [100, 100] and set(io_rows["task"]) == {"arithmetic"}
     assert "item_oracle" not in set(chance["best_method"])
-    headroom = pd.read_csv(tmp_path / "tables" / "headroom.csv").set_index("task")
-    assert list(headroom.columns) == list(evaluation.HEADROOM_COLUMNS[1:])
-    assert headroom["headroom_shown"].to_dict() == {"coinflip": False, "arithmetic": True}
+    room = pd.read_csv(tmp_path / "tables" / "headroom.csv").set_index("task")
+    assert list(room.columns) == list(headroom.COLUMNS[1:])
+    assert room["verdict"].to_dict() == {"arithmetic": "headroom shown"}
+    vs_item = pd.read_csv(tmp_path / "tables" / "relative_item_oracle.csv")
+    assert list(vs_item["baseline"]) == ["item_oracle", "static_hindsight"]
     text = out.getvalue()
-    assert "arithmetic: per-query choice could gain up to" in text and "coinflip: no headroom shown" in text
+    assert "arithmetic: per-query choice can beat the task's best fixed config" in text
     assert "coinflip is at chance for this model" in text and "Holm-corrected" in text
     assert "■ Confirmatory family, declared before the run: HAG against the task oracle and greedy on the 1 task(s) " \
            "above chance (arithmetic), 2 tests" in text

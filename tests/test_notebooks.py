@@ -70,13 +70,17 @@ def test_the_results_readme_shows_the_headroom_table(tmp_path, monkeypatch):
     monkeypatch.setenv(config.ROOT_ENV, str(tmp_path))
     tables = tmp_path / "artifacts" / "smoke" / "results" / "tables"
     tables.mkdir(parents=True)
-    (tables / "headroom.csv").write_text(
-        "task,n_items,n_seeds,item_oracle_mean,task_oracle_mean,headroom,headroom_ci_low,headroom_ci_high,headroom_shown\n"
-        "coinflip,2,2,0.75,0.5,0.25,0.1,0.4,True\n"
-    )
+    import pandas as pd
+
+    from hagstudy.report import headroom
+
+    row = dict.fromkeys(headroom.COLUMNS, 0.0) | {"task": "coinflip", "n_items": 2, "n_seeds": 2, "item_oracle_mean": 0.75,
+                                                  "task_oracle_mean": 0.5, "headroom": 0.25, "headroom_ci_low": 0.1,
+                                                  "headroom_ci_high": 0.4, "verdict": "headroom shown"}  # fmt: skip
+    pd.DataFrame([row]).to_csv(tables / "headroom.csv", index=False)
     text = render.write_readme("smoke").read_text()
-    assert "## Headroom: item oracle - task oracle on the first 2 test items per task" in text
-    assert "| coinflip | 2 | 2 | 0.750 | 0.500 | 0.250 | 0.100 | 0.400 | True |" in text
+    assert "## Headroom: item oracle - task oracle on the first 2 test items of each task above chance (2 selection draws" in text
+    assert "| coinflip | 2 | 2 | 0.750 | 0.500 | 0.000 | 0.250 | 0.100 | 0.400 |" in text and "headroom shown" in text
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -67,10 +67,6 @@ FAMILIES: tuple[str, str] = ("confirmatory", "exploratory")
 # exploratory: Holm-corrected within itself, read as a description.
 CONFIRMATORY_BASELINES: tuple[str, ...] = registry.names((registry.TASK_ORACLE, registry.GREEDY))
 MDE_COLUMNS: tuple[str, ...] = ("task", "baseline", "n_items", "sd_diff", "alpha", "power", "mde", "margin")
-HEADROOM_COLUMNS: tuple[str, ...] = (
-    "task", "n_items", "n_seeds", "item_oracle_mean", "task_oracle_mean", "headroom", "headroom_ci_low",
-    "headroom_ci_high", "headroom_shown",
-)  # fmt: skip
 AT_CHANCE_COLUMNS: tuple[str, ...] = (
     "task", "chance_mean", "best_method", "best_mean", "best_ci_low", "best_above_chance", "n_above_chance",
     "at_chance",
@@ -410,67 +406,6 @@ def at_chance(main: pd.DataFrame, chance: str = registry.CHANCE.name) -> pd.Data
             }
         )
     return pd.DataFrame(rows, columns=list(AT_CHANCE_COLUMNS))
-
-
-def headroom_table(
-    scores: pd.DataFrame,
-    oracle_scores: pd.DataFrame,
-    n_boot: int = CI_BOOT,
-    alpha: float = 0.05,
-    rng_seed: int = 0,
-    task_order: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """Per task, the headroom of per-query choice: ``item_oracle - task_oracle`` on the item oracle's items.
-
-    ``oracle_scores`` holds the item oracle's rows (``oracles.item_oracle``, usually on a prefix of the
-    test items); ``scores`` the main score table, whose ``task_oracle`` rows are cut down to the same
-    (item_id, seed) pairs, so the two are paired per item and seed. The difference, its (1 - alpha)
-    CI and its p come from :func:`stats.paired_bootstrap` (items resampled).
-
-    Columns (:data:`HEADROOM_COLUMNS`): task, n_items, n_seeds, item_oracle_mean, task_oracle_mean,
-    headroom (their difference), headroom_ci_low, headroom_ci_high, and headroom_shown: the CI's lower
-    bound is above 0. The CI is per task and not corrected across tasks. A headroom that is not shown
-    means that, on these items, even choosing the best candidate per query on separate draws does not
-    beat the one per-task config: no per-query method among those candidates has room to beat it.
-    The headroom can be negative: the item oracle chooses on a few noisy draws and is scored on others.
-    """
-    check_boot_args(n_boot, alpha)
-    target, base = registry.ITEM_ORACLE.name, registry.TASK_ORACLE.name
-    oracle = validate_scores(oracle_scores)
-    others = sorted(set(map(str, oracle["method"])) - {target})
-    if others:
-        raise ValueError(f"headroom_table: oracle_scores must hold only {target!r} rows, got also {others}")
-    frame = validate_scores(scores)
-    rows = []
-    for task, mine in oracle.groupby("task", sort=True):
-        ref = frame.loc[(frame["task"] == task) & (frame["method"] == base)]
-        if ref.empty:
-            raise ValueError(f"headroom_table: task {task!r} has item oracle rows but no {base!r} scores")
-        keys = pd.MultiIndex.from_frame(mine[["item_id", "seed"]])
-        have = pd.MultiIndex.from_frame(ref[["item_id", "seed"]])
-        lacking = keys.difference(have)
-        if len(lacking):
-            raise ValueError(
-                f"headroom_table: task {task!r}: {base!r} lacks {len(lacking)} of the item oracle's (item_id, seed) "
-                f"pairs, e.g. {list(lacking[:3])}; score both on the same test items and seeds"
-            )
-        paired = pd.concat([mine, ref.loc[have.isin(keys)]], ignore_index=True)
-        res = paired_bootstrap(paired, target, base, str(task), n_boot, alpha, rng_seed, validated=True)
-        rows.append(
-            {
-                "task": task,
-                "n_items": int(mine["item_id"].nunique()),
-                "n_seeds": int(mine["seed"].nunique()),
-                "item_oracle_mean": float(item_means(mine).mean()),
-                "task_oracle_mean": float(item_means(paired.loc[paired["method"] == base]).mean()),
-                "headroom": res.diff_mean,
-                "headroom_ci_low": res.ci_low,
-                "headroom_ci_high": res.ci_high,
-                "headroom_shown": bool(res.ci_low > 0.0),
-            }
-        )
-    out = pd.DataFrame(rows, columns=list(HEADROOM_COLUMNS))
-    return sort_canonical(out, task_order_of(frame, task_order))
 
 
 def difficulty_correlation(frame: pd.DataFrame) -> tuple[float, float]:

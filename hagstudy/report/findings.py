@@ -163,31 +163,36 @@ def lines(
 
 
 def headroom_lines(headroom: pd.DataFrame) -> list[str]:
-    """One sentence per task of ``evaluation.headroom_table``: how much choosing a config per query could gain.
+    """One sentence per task of ``report.headroom.headroom_table``: what choosing a config per query could gain.
 
-    A gain is claimed only where the headroom's 95% CI lies above 0 (``headroom_shown``); otherwise
-    the sentence says that no headroom is shown, whatever the sign of the point estimate.
+    The sentence follows the table's ``verdict`` (Holm across tasks): a gain only where it is shown, "no
+    headroom" only where the TOST shows it below the task's margin, and otherwise that the data cannot tell,
+    with the in-sample bracket (an upper bound) so the reader sees how large it could still be.
     """
     _need(headroom, ("task", "n_items", "item_oracle_mean", "task_oracle_mean", "headroom", "headroom_ci_low",
-                     "headroom_ci_high", "headroom_shown"), "headroom")
+                     "headroom_ci_high", "margin", "verdict", "per_query_gain", "per_query_gain_ci_low",
+                     "per_query_gain_ci_high", "in_sample_bracket"), "headroom")
     out = []
     for _, row in headroom.iterrows():
-        numbers = (
-            f"item oracle {row['item_oracle_mean']:.3f} vs task oracle {row['task_oracle_mean']:.3f}, difference "
-            f"{row['headroom']:+.3f}, 95% CI [{row['headroom_ci_low']:+.3f}, {row['headroom_ci_high']:+.3f}], "
-            f"on the first {int(row['n_items'])} test items"
-        )
-        if bool(row["headroom_shown"]):
-            out.append(
-                f"{row['task']}: per-query choice could gain up to {row['headroom']:+.3f} "
-                f"(CI {row['headroom_ci_low']:+.3f}..{row['headroom_ci_high']:+.3f}) over the best per-task config "
-                f"({numbers})."
-            )
+        ci = f"{row['headroom']:+.3f}, 95% CI [{row['headroom_ci_low']:+.3f}, {row['headroom_ci_high']:+.3f}]"
+        numbers = (f"item oracle {row['item_oracle_mean']:.3f} vs task oracle {row['task_oracle_mean']:.3f} on "
+                   f"{int(row['n_items'])} test items")
+        gain = (f"; over the best fixed candidate chosen in hindsight on the same items, per-query choice adds "
+                f"{row['per_query_gain']:+.3f} [{row['per_query_gain_ci_low']:+.3f}, {row['per_query_gain_ci_high']:+.3f}]")
+        verdict = str(row["verdict"])
+        if verdict == "headroom shown":
+            out.append(f"{row['task']}: per-query choice can beat the task's best fixed config: headroom {ci} "
+                       f"({numbers}){gain}.")
+        elif verdict == "item oracle below":
+            out.append(f"{row['task']}: no headroom: even the item oracle, choosing per query on separate draws, "
+                       f"scores below the task oracle ({ci}; {numbers}).")
+        elif verdict == "below margin":
+            out.append(f"{row['task']}: headroom is shown to be within ±{row['margin']:.3f} (TOST, Holm): {ci} "
+                       f"({numbers}); no per-query choice among these candidates gains more than that.")
         else:
-            out.append(
-                f"{row['task']}: no headroom shown: no per-query method can beat a per-task config here, since even "
-                f"the best candidate per query, chosen on separate draws, does not ({numbers})."
-            )
+            out.append(f"{row['task']}: the data cannot tell: headroom {ci} is neither shown above 0 nor within "
+                       f"±{row['margin']:.3f} ({numbers}); the in-sample bracket, an upper bound, is "
+                       f"{row['in_sample_bracket']:+.3f}.")
     return out
 
 
@@ -283,7 +288,7 @@ def answer(
     ``confirmatory`` (``evaluation.confirmatory_table``) and ``mde`` (``evaluation.mde_table``) give the
     answer (:func:`confirmatory_lines`); without them the best fixed configs are read from ``strong``.
     ``strong``: ``evaluation.relative_table`` of the target against the strong baselines (an exploratory
-    family, whose size each sentence quotes); ``headroom``: ``evaluation.headroom_table``; ``at_chance``:
+    family, whose size each sentence quotes); ``headroom``: ``report.headroom.headroom_table``; ``at_chance``:
     ``evaluation.at_chance`` (to flag tasks at chance).
     """
     chance = set() if at_chance is None else set(at_chance.loc[at_chance["at_chance"].astype(bool), "task"])
@@ -308,16 +313,15 @@ def answer(
         verdicts(FIXED, "the best fixed configs")
     verdicts(ADAPTIVE, "training-free adaptive decoding")
     if headroom is not None and not headroom.empty:
-        shown = headroom[headroom["headroom_shown"].astype(bool)]
-        if shown.empty:
-            out.append("Headroom: on no task does even the item oracle (the best of a fixed candidate set per query, "
-                       "chosen on separate draws) beat the task oracle, so no per-query method can be shown to here.")
-        else:
-            tasks = [f"{r.task} {r.headroom:+.3f} [{r.headroom_ci_low:+.3f}, {r.headroom_ci_high:+.3f}]"
-                     + (" (at chance)" if r.task in chance else "") for r in shown.itertuples()]
-            rest = sorted(set(headroom["task"]) - set(shown["task"]))
-            out.append(f"Headroom (item oracle - task oracle): shown on {len(shown)} of {len(headroom)} tasks: "
-                       f"{'; '.join(tasks)}." + (f" None shown on {', '.join(rest)}." if rest else ""))
+        _need(headroom, ("task", "verdict"), "headroom")
+        groups = {v: [str(t) + (" (at chance)" if t in chance else "") for t in headroom.loc[headroom["verdict"] == v, "task"]]
+                  for v in ("headroom shown", "below margin", "item oracle below", "cannot tell")}
+        said = [f"{label} on {', '.join(groups[v])}" for v, label in (
+            ("headroom shown", "shown"), ("below margin", "shown below the task's margin"),
+            ("item oracle below", "negative (the item oracle below the task oracle)"),
+            ("cannot tell", "not resolved either way")) if groups[v]]
+        out.append(f"Headroom (item oracle - task oracle, on the test items of {len(headroom)} task(s), Holm across "
+                   f"them): {'; '.join(said)}.")
     return out
 
 

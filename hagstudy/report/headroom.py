@@ -11,7 +11,8 @@ selection draws and is scored on the evaluation seeds. Three numbers bracket wha
 * ``in_sample_bracket`` = the best candidate per item minus the task oracle, both on the *selection*
   draws (chosen and scored on the same texts): biased upward, an upper bracket on the headroom.
 
-Both tests are Holm-corrected across the table's tasks (one family).
+Both tests are Holm-corrected across the table's tasks (one family); every contrast goes through
+``contrasts.paired_contrast``, the study's one paired path (sign-flip permutation p, bootstrap CI and TOST).
 """
 
 from __future__ import annotations
@@ -22,17 +23,9 @@ import numpy as np
 import pandas as pd
 
 from hagstudy import registry
+from hagstudy.report.contrasts import margin_for, paired_contrast
 from hagstudy.report.evaluation import sort_canonical, task_order_of
-from hagstudy.report.stats import (
-    check_boot_args,
-    equivalence_p,
-    holm,
-    item_means,
-    paired_bootstrap,
-    validate_scores,
-)
-
-N_BOOT = 20_000  # smallest p ~ 1e-4: resolves Holm's corrected alpha over a handful of tasks
+from hagstudy.report.stats import N_BOOT, check_boot_args, holm, validate_scores
 COLUMNS: tuple[str, ...] = (
     "task", "n_items", "n_seeds", "item_oracle_mean", "task_oracle_mean", "static_hindsight_mean",
     "headroom", "headroom_ci_low", "headroom_ci_high", "margin", "p_value", "p_holm", "p_tost", "p_tost_holm",
@@ -99,25 +92,23 @@ def headroom_table(
         ref = frame.loc[(frame["task"] == task) & (frame["method"] == base)]
         if io.empty or ref.empty:
             raise ValueError(f"headroom_table: task {task!r} needs {target!r} rows and {base!r} scores")
-        m = float(margin[task]) if isinstance(margin, Mapping) else float(margin)
+        m = margin_for(margin, task)
         paired = _paired(io, ref, base, task)
-        res = paired_bootstrap(paired, target, base, task, n_boot, alpha, rng_seed, validated=True)
-        p_tost = equivalence_p(paired, target, base, task, m, n_boot, rng_seed, validated=True)
+        res = paired_contrast(paired, target, base, task, margin=m, n_boot=n_boot, alpha=alpha, rng_seed=rng_seed)
         st = mine.loc[mine["method"] == static]
-        gain = paired_bootstrap(pd.concat([io, st], ignore_index=True), target, static, task, n_boot, alpha, rng_seed,
-                                validated=True) if not st.empty else None
+        gain = (paired_contrast(pd.concat([io, st], ignore_index=True), target, static, task, margin=m, n_boot=n_boot,
+                                alpha=alpha, rng_seed=rng_seed) if not st.empty else None)
         mine_choices = choices.loc[choices["task"] == task]
         bracket, bracket_hi, tied = _bracket(mine_choices, n_boot, alpha, rng_seed) if len(mine_choices) else (np.nan,) * 3
         rows.append({
             "task": task, "n_items": int(io["item_id"].nunique()), "n_seeds": int(io["seed"].nunique()),
-            "item_oracle_mean": float(item_means(io).mean()),
-            "task_oracle_mean": float(item_means(paired.loc[paired["method"] == base]).mean()),
-            "static_hindsight_mean": float(item_means(st).mean()) if not st.empty else np.nan,
-            "headroom": res.diff_mean, "headroom_ci_low": res.ci_low, "headroom_ci_high": res.ci_high,
-            "margin": m, "p_value": res.p_value, "p_tost": p_tost,
-            "per_query_gain": gain.diff_mean if gain else np.nan,
-            "per_query_gain_ci_low": gain.ci_low if gain else np.nan,
-            "per_query_gain_ci_high": gain.ci_high if gain else np.nan,
+            "item_oracle_mean": res["target_mean"], "task_oracle_mean": res["base_mean"],
+            "static_hindsight_mean": gain["base_mean"] if gain else np.nan,
+            "headroom": res["diff"], "headroom_ci_low": res["diff_ci_low"], "headroom_ci_high": res["diff_ci_high"],
+            "margin": m, "p_value": res["p_value"], "p_tost": res["p_tost"],
+            "per_query_gain": gain["diff"] if gain else np.nan,
+            "per_query_gain_ci_low": gain["diff_ci_low"] if gain else np.nan,
+            "per_query_gain_ci_high": gain["diff_ci_high"] if gain else np.nan,
             "in_sample_bracket": bracket, "in_sample_bracket_ci_high": bracket_hi, "mean_tied": tied,
         })  # fmt: skip
     out = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("p_holm", "p_tost_holm", "verdict")])

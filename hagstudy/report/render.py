@@ -362,8 +362,9 @@ def write_readme(profile: str = "default") -> Path:
         lines += ["## What each confirmatory test could detect (MDE at 80 % power, Bonferroni level)", "",
                   to_markdown(df, decimals=3)]
     if (df := _read_optional(tables, stages.HEADROOM)) is not None:
-        lines += [f"## Headroom: item oracle - task oracle on the first {p.oracle_items} test items per task "
-                  "(95 % paired CI; shown when above 0)", "", to_markdown(df, decimals=3)]
+        lines += [f"## Headroom: item oracle - task oracle on the first {p.oracle_items} test items of each task above "
+                  f"chance ({p.oracle_draws} selection draws; 95 % paired CI, permutation p and TOST, Holm across tasks)",
+                  "", to_markdown(df, decimals=3)]
     if (df := _read_optional(tables, stages.ABLATION_GATE)) is not None:
         lines += ["## Ablation arms: did each adapter learn its labels? (notebook 05)", "",
                   to_markdown(df[["method", "status", "parse_rate", "exact_match", "majority_exact_match", "distance",

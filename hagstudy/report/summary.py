@@ -98,17 +98,19 @@ def _limits(rows: pd.DataFrame, mde: pd.DataFrame | None, informative: list[str]
 
 
 def _headroom(headroom: pd.DataFrame, informative: list[str]) -> str | None:
-    _need(headroom, ["task", "headroom_shown"], "headroom")
+    _need(headroom, ["task", "verdict"], "headroom")
     own = headroom.loc[headroom["task"].astype(str).isin(informative)]
     if own.empty:
         return None
-    shown = [str(t) for t in own.loc[flags(own["headroom_shown"]), "task"]]
-    on = f" (on the first {_span(own['n_items'], '{:.0f}')} test items)" if "n_items" in own.columns else ""
-    if not shown:
-        return (f"Even picking the best config per item with hindsight (the item oracle) beats the task oracle{on} on "
-                f"none of the {len(own)} informative tasks, so no per-query method can be shown to help there.")
-    return (f"Picking the best config per item with hindsight (the item oracle) beats the task oracle{on} on "
-            f"{_join(shown)} of the {len(own)} informative tasks: that is where a per-query method could help.")
+    shown = [str(t) for t in own.loc[own["verdict"] == "headroom shown", "task"]]
+    absent = [str(t) for t in own.loc[own["verdict"].isin(["below margin", "item oracle below"]), "task"]]
+    on = f" on {_span(own['n_items'], '{:.0f}')} test items" if "n_items" in own.columns else ""
+    said = [f"beats the task oracle on {_join(shown)}"] if shown else []
+    said += [f"is shown not to beat it by more than the task's margin on {_join(absent)}"] if absent else []
+    rest = len(own) - len(shown) - len(absent)
+    said += [f"cannot be told apart from it on the other {rest}"] if rest else []
+    return (f"Picking the best config per item with hindsight (the item oracle{on}) {'; it '.join(said)}, "
+            f"of the {len(own)} informative tasks.")
 
 
 def opening(main: pd.DataFrame, at_chance: pd.DataFrame | None, confirmatory: pd.DataFrame | None = None,
