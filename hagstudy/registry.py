@@ -58,10 +58,12 @@ ZERO_SHOT_JSON = Method("zero_shot_json", STAGE1, "#7f3c8d",
                         "methods.stage1_then_answer with the untuned model, prefilled with hag.JSON_PREFILL")
 HAG = Method("hag", HAG_ADAPTER, "#08519c", "methods.stage1_then_answer per adapter, then methods.pooled",
              shades=("#9ecae1", "#6baed6", "#3182bd"))
-# min_p and edt have no fixed rank: they sort by name among the unranked names (edt, hag_seed0, ..., min_p),
-# where every committed table has them; a rank would reorder those tables.
+# min_p, edt and top_nsigma have no fixed rank: they sort by name among the unranked names (edt, hag_seed0, ...,
+# min_p, top_nsigma), where every committed table has them; a rank would reorder those tables.
 MIN_P = Method("min_p", ADAPTIVE_SAMPLER, "#e7298a", "methods.fixed with oracles.tune_adaptive's setting", ranked=False)
 EDT = Method("edt", ADAPTIVE_SAMPLER, "#66a61e", "methods.fixed with oracles.tune_adaptive's setting", ranked=False)
+TOP_NSIGMA = Method("top_nsigma", ADAPTIVE_SAMPLER, "#7570b3", "methods.fixed with oracles.tune_adaptive's setting",
+                    ranked=False)
 
 _ARM = "ablations.gated_arm or ablations.hag_arm"
 ARMS: tuple[Method, ...] = (
@@ -76,7 +78,7 @@ ARMS: tuple[Method, ...] = (
 
 REGISTRY: tuple[Method, ...] = (
     CHANCE, DEFAULT, GREEDY, RANDOM, BEST_SINGLE_CONFIG, TASK_ORACLE, ITEM_ORACLE, ZERO_SHOT, ZERO_SHOT_JSON, HAG,
-    MIN_P, EDT, *ARMS,
+    MIN_P, EDT, TOP_NSIGMA, *ARMS,
 )  # fmt: skip
 ORDER: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.ranked)  # the tables' method order
 BY_NAME: dict[str, Method] = {m.name: m for m in REGISTRY}
@@ -84,7 +86,7 @@ BY_NAME: dict[str, Method] = {m.name: m for m in REGISTRY}
 # Groups the notebooks and findings compare HAG against, in the order their sentences name them.
 WEAK: tuple[Method, ...] = (DEFAULT, RANDOM)
 BEST_FIXED: tuple[Method, ...] = (TASK_ORACLE, BEST_SINGLE_CONFIG)  # the best fixed choices a per-query method must beat
-ADAPTIVE: tuple[Method, ...] = tuple(m for m in REGISTRY if m.kind == ADAPTIVE_SAMPLER)  # min_p, edt
+ADAPTIVE: tuple[Method, ...] = tuple(m for m in REGISTRY if m.kind == ADAPTIVE_SAMPLER)  # min_p, edt, top_nsigma
 STAGE1_BASELINES: tuple[Method, ...] = tuple(m for m in REGISTRY if m.kind == STAGE1)  # zero_shot, zero_shot_json
 STRONG: tuple[Method, ...] = (GREEDY, TASK_ORACLE, BEST_SINGLE_CONFIG, *ADAPTIVE, *STAGE1_BASELINES)
 
