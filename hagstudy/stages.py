@@ -178,11 +178,11 @@ ZERO_SHOT_CONFIGS = table("zero_shot_configs.csv", "configs the untuned model wr
 # 01_search
 SEARCH = artifact("search", fmt=FOLDER, about="per task: evaluations, labels, pruning, budget, checked labels")
 ORACLES = artifact("search", "oracles.json", fmt=JSON, about="task oracle per task, best single config ('*')")
-ADAPTIVE = artifact("search", "adaptive.json", fmt=JSON, about="min_p and edt tuned per task")
+ADAPTIVE = artifact("search", "adaptive.json", fmt=JSON, about="min_p, edt and top_nsigma tuned per task")
 SEARCH_PRUNE = table("search_prune.csv", "the coarse grid's configs per task, and which survived")
 SEARCH_LABELS = table("search_labels.csv", "the searched label per item")
 SEARCH_BUDGET = table("search_budget.csv", "evaluations the search spent")
-ADAPTIVE_TUNING = table("adaptive_tuning.csv", "min_p and edt candidates and the chosen one")
+ADAPTIVE_TUNING = table("adaptive_tuning.csv", "min_p, edt and top_nsigma candidates and the chosen one")
 LABEL_CHECK = table("label_check.csv", "labels kept per task after the held-out check")
 LABEL_CHECK_ITEMS = table("label_check_items.csv", "the held-out check per item")
 SEARCH_RELIABILITY = table("search_reliability.csv", "a repeated search's agreement with the first")
@@ -220,6 +220,7 @@ ABLATION_SEARCH = table("ablation_search.csv", "label quality per search strateg
 ABLATION_GATE = table("ablation_gate.csv", "the gate per ablation arm")
 ABLATION = table("ablation.csv", "mean score per arm and task")
 ABLATION_VS_HAG = table("ablation_vs_hag.csv", "each arm against HAG")
+GRID_EDGES = table("grid_edges.csv", "tuned baselines at their grid's edge, re-tuned on an extended grid")
 # 06_figures
 FIGURE_CONFIGS = artifact("06_figures", "configs.csv", fmt=FRAME, about="checked labels and stage-1 configs")
 MAIN_FIGURE = figure("main", "mean score per method and task")
@@ -249,8 +250,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("04_inference", (ORACLES, ADAPTIVE, GATES, ADAPTERS),
           (SCORES, ITEM_ORACLE_SCORES, HAG_CONFIGS, ITEM_ORACLE_CHOICES, HEADROOM, PARSE_RATES, MAIN, AT_CHANCE,
            RELATIVE, RELATIVE_STRONG, RELATIVE_ITEM_ORACLE, DIFFICULTY)),
-    Stage("05_ablations", (SEARCH, GATES, ADAPTERS),
-          (ABLATION_SEARCH, ABLATION_GATE, ABLATION_SCORES, ABLATION, ABLATION_VS_HAG)),
+    Stage("05_ablations", (SEARCH, ORACLES, ADAPTIVE, GATES, ADAPTERS),
+          (ABLATION_SEARCH, ABLATION_GATE, ABLATION_SCORES, ABLATION, ABLATION_VS_HAG, GRID_EDGES)),
     Stage("06_figures", (MAIN, LABEL_CHECK_ITEMS, HAG_CONFIGS, SENSITIVITY, DIFFICULTY, ABLATION_SEARCH, TRAIN_LOG),
           (FIGURE_CONFIGS, MAIN_FIGURE, CONFIG_DISTRIBUTIONS, SENSITIVITY_FIGURE, IMPROVEMENT_VS_DIFFICULTY,
            LOSS_CURVE)),
