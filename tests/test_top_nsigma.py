@@ -90,6 +90,16 @@ def test_top_nsigma_rows_equal_a_per_row_reference(seed):
     assert removed >= 4  # top-nσ removed tokens in most of its rows (the test is not vacuous)
 
 
+def test_top_nsigma_rows_at_temperature_one_reuse_the_scores_and_equal_the_reference():
+    """When every top-nσ row samples at T = 1 (no EDT), the scores are its logits: the shortcut path."""
+    cfgs = [C(1.0, 1.0, 0, 1.0, top_nsigma=1.0), C(1.0, 0.9, 0, 1.3, top_nsigma=0.5), C(0.7, 1.0, 0, 1.0)]
+    logits, seen = synthetic(len(cfgs), 1000, 4)
+    ours = filter_logits(logits, seen, RowParams.from_configs(cfgs))
+    for r, cfg in enumerate(cfgs):
+        assert torch.equal(ours[r], reference(cfg, logits[r], seen[r])), f"row {r} {cfg}"
+    assert int(torch.isfinite(ours[0]).sum()) < 1000 // 4
+
+
 def test_top_nsigma_keeps_the_same_set_at_any_temperature():
     logits, seen = synthetic(3, 2000, 5)
     sets = [torch.isfinite(filter_logits(logits, seen, RowParams.from_configs([C(t, 1.0, 0, 1.1, top_nsigma=1.0)] * 3)))

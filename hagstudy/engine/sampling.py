@@ -216,8 +216,9 @@ def top_nsigma_warp(logits: torch.Tensor, seen: torch.Tensor | None, params: Row
     deviation of the row's logits over the vocabulary; rows with top_nsigma 0 are untouched.
 
     The logits are the row's repetition-penalised logits at temperature 1 (``scaled_scores`` with T = 1,
-    as EDT's entropy): the paper's rule is on the pre-temperature logits, so the kept set does not depend
-    on the temperature. max and σ (the population standard deviation, in float64) are taken over the
+    as EDT's entropy; ``scores`` themselves when every top-nσ row samples at T = 1 without EDT, which is the
+    same numbers): the paper's rule is on the pre-temperature logits, so the kept set does not depend on
+    the temperature. max and σ (the population standard deviation, in float64) are taken over the
     whole vocabulary, so the set does not depend on top-k/top-p either; it is intersected with theirs
     (and min-p's) by raising the row's threshold on ``scores`` (the temperature-scaled scores it samples
     from) to the least kept score, exactly as ``min_p_warp`` does, which keeps the candidate path valid.
@@ -226,7 +227,10 @@ def top_nsigma_warp(logits: torch.Tensor, seen: torch.Tensor | None, params: Row
     if not len(rows):
         return w
     sub = params.select(rows)
-    raw = scaled_scores(logits[rows], None if seen is None else seen[rows], sub, torch.ones_like(sub.temperature))
+    if bool(((sub.temperature == 1.0) & (sub.edt_theta == 0)).all()):
+        raw = scores[rows]  # already the penalised logits at T = 1 (a division by 1 is exact): no second pass
+    else:
+        raw = scaled_scores(logits[rows], None if seen is None else seen[rows], sub, torch.ones_like(sub.temperature))
     z = raw.to(torch.float64)
     limit = z.amax(-1) - params.top_nsigma[rows] * z.std(-1, correction=0)
     cut = scores[rows].masked_fill(z < limit[:, None], float("inf")).amin(-1)
