@@ -7,8 +7,9 @@ that the same config is always the same string.
 Two training-free adaptive baselines ride on the same config, off by default and never searched by
 stage 1: ``min_p`` (Nguyen et al. 2024; transformers' ``MinPLogitsWarper``) and ``edt_theta`` (EDT,
 Zhang et al. 2024: per-step temperature ``T = temperature * EDT_N ** (edt_theta / H)``, H the entropy
-of the step's distribution). They enter the JSON text and the cache key only when non-zero, so every
-config without them keeps its text and key byte for byte.
+of the step's distribution). A third, ``top_nsigma`` (top-nσ, Tang et al. 2024), keeps the tokens whose
+logit is within n standard deviations (over the vocabulary) of the row's top logit. They enter the JSON
+text and the cache key only when non-zero, so every config without them keeps its text and key byte for byte.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 DECIMALS = 2
 # Not searched by stage 1 (not in HYPERPARAMETERS): each is 0 = off, and in the JSON text only when on.
-ADAPTIVE: tuple[str, ...] = ("min_p", "edt_theta")
-ADAPTIVE_RANGES: dict[str, tuple[float, float]] = {"min_p": (0.0, 1.0), "edt_theta": (0.0, 10.0)}  # min_p: [0, 1)
+ADAPTIVE: tuple[str, ...] = ("min_p", "edt_theta", "top_nsigma")
+ADAPTIVE_RANGES: dict[str, tuple[float, float]] = {
+    "min_p": (0.0, 1.0),  # [0, 1)
+    "edt_theta": (0.0, 10.0),
+    "top_nsigma": (0.0, 10.0),  # n beyond ~5 keeps nearly the whole vocabulary (plain sampling)
+}
 EDT_N = 0.8  # EDT's base N (Zhang et al. 2024, "EDT: ... entropy-based dynamic temperature sampling")
 EDT_MIN_TEMPERATURE = 0.05  # floor on EDT's per-step temperature (H -> 0 sends it to 0)
 
@@ -50,6 +55,7 @@ class DecodingConfig:
     # Adaptive baselines (0 = off): after max_new_tokens, so positional construction keeps its meaning.
     min_p: float = 0.0  # keep tokens with probability >= min_p * the top probability (after top-k/top-p)
     edt_theta: float = 0.0  # EDT: per-step temperature T = temperature * EDT_N ** (edt_theta / entropy)
+    top_nsigma: float = 0.0  # top-nσ: keep tokens whose logit is >= max logit - top_nsigma * std of the row's logits
 
     def __post_init__(self) -> None:
         for name in ("temperature", "top_p", "repetition_penalty", *ADAPTIVE):
@@ -84,6 +90,9 @@ class DecodingConfig:
         lo, hi = ADAPTIVE_RANGES["edt_theta"]
         if not lo <= self.edt_theta <= hi:
             raise ConfigError(f"edt_theta must be in [{lo}, {hi}] (0 = off), got {self.edt_theta}")
+        lo, hi = ADAPTIVE_RANGES["top_nsigma"]
+        if not lo <= self.top_nsigma <= hi:
+            raise ConfigError(f"top_nsigma must be in [{lo}, {hi}] (0 = off), got {self.top_nsigma}")
 
     @property
     def greedy(self) -> bool:
@@ -100,19 +109,20 @@ class DecodingConfig:
     def to_json(self) -> str:
         """Canonical text: fixed key order, rounded values, no spaces. The training target.
 
-        ``min_p``/``edt_theta`` follow the four hyperparameters only when non-zero (existing texts unchanged)."""
+        ``min_p``/``edt_theta``/``top_nsigma`` follow the four hyperparameters only when non-zero (existing texts
+        unchanged)."""
         return json.dumps({**self.hyperparameters(), **self.adaptive()}, separators=(", ", ": "))
 
     @classmethod
     def from_json(cls, text: str, max_new_tokens: int = 64) -> "DecodingConfig":
-        """The inverse of ``to_json`` (strict: the four keys, plus min_p/edt_theta if present; the token
+        """The inverse of ``to_json`` (strict: the four keys, plus min_p/edt_theta/top_nsigma if present; the token
         budget is not in the text)."""
         return cls(**json.loads(text), max_new_tokens=max_new_tokens)
 
     def effective(self) -> "DecodingConfig":
-        """The config that decodes identically: greedy ignores top_p, top_k, min_p and edt_theta. Used for cache keys."""
+        """The config that decodes identically: greedy ignores top_p, top_k and the adaptive baselines. Used for cache keys."""
         if self.greedy:
-            return replace(self, top_p=1.0, top_k=0, min_p=0.0, edt_theta=0.0)
+            return replace(self, top_p=1.0, top_k=0, min_p=0.0, edt_theta=0.0, top_nsigma=0.0)
         return self
 
     def identity(self) -> str:

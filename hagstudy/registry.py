@@ -53,16 +53,18 @@ RANDOM = Method("random", RANDOM_CONFIG, "#ece133", "methods.random_configs")
 BEST_SINGLE_CONFIG = Method("best_single_config", TUNED, "#029e73", "methods.fixed with oracles.best_single_config")
 TASK_ORACLE = Method("task_oracle", TUNED, "#cc78bc", "methods.fixed with oracles.task_oracle")
 ITEM_ORACLE = Method("item_oracle", ORACLE, "#fbafe4", "oracles.item_oracle (on the test items of the tasks above chance)")
-STATIC_HINDSIGHT = Method("static_hindsight", ORACLE, "#7570b3", "oracles.item_oracle's best fixed candidate on the test items")
+STATIC_HINDSIGHT = Method("static_hindsight", ORACLE, "#b15928", "oracles.item_oracle's best fixed candidate on the test items")
 ZERO_SHOT = Method("zero_shot", STAGE1, "#d55e00", "methods.stage1_then_answer with the untuned model")
 ZERO_SHOT_JSON = Method("zero_shot_json", STAGE1, "#7f3c8d",
                         "methods.stage1_then_answer with the untuned model, prefilled with hag.JSON_PREFILL")
 HAG = Method("hag", HAG_ADAPTER, "#08519c", "methods.stage1_then_answer per adapter, then methods.pooled",
              shades=("#9ecae1", "#6baed6", "#3182bd"))
-# min_p and edt have no fixed rank: they sort by name among the unranked names (edt, hag_seed0, ..., min_p),
-# where every committed table has them; a rank would reorder those tables.
+# min_p, edt and top_nsigma have no fixed rank: they sort by name among the unranked names (edt, hag_seed0, ...,
+# min_p, top_nsigma), where every committed table has them; a rank would reorder those tables.
 MIN_P = Method("min_p", ADAPTIVE_SAMPLER, "#e7298a", "methods.fixed with oracles.tune_adaptive's setting", ranked=False)
 EDT = Method("edt", ADAPTIVE_SAMPLER, "#66a61e", "methods.fixed with oracles.tune_adaptive's setting", ranked=False)
+TOP_NSIGMA = Method("top_nsigma", ADAPTIVE_SAMPLER, "#7570b3", "methods.fixed with oracles.tune_adaptive's setting",
+                    ranked=False)
 
 _ARM = "ablations.gated_arm or ablations.hag_arm"
 ARMS: tuple[Method, ...] = (
@@ -82,7 +84,7 @@ LABEL_ARMS: tuple[Method, ...] = (SHUFFLED_LABELS, DENOISED_LABELS, UNCHECKED_LA
 
 REGISTRY: tuple[Method, ...] = (
     CHANCE, DEFAULT, GREEDY, RANDOM, BEST_SINGLE_CONFIG, TASK_ORACLE, ITEM_ORACLE, STATIC_HINDSIGHT, ZERO_SHOT, ZERO_SHOT_JSON, HAG,
-    MIN_P, EDT, *ARMS, *LABEL_ARMS,
+    MIN_P, EDT, TOP_NSIGMA, *ARMS, *LABEL_ARMS,
 )  # fmt: skip
 ORDER: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.ranked)  # the tables' method order
 BY_NAME: dict[str, Method] = {m.name: m for m in REGISTRY}
@@ -90,7 +92,7 @@ BY_NAME: dict[str, Method] = {m.name: m for m in REGISTRY}
 # Groups the notebooks and findings compare HAG against, in the order their sentences name them.
 WEAK: tuple[Method, ...] = (DEFAULT, RANDOM)
 BEST_FIXED: tuple[Method, ...] = (TASK_ORACLE, BEST_SINGLE_CONFIG)  # the best fixed choices a per-query method must beat
-ADAPTIVE: tuple[Method, ...] = tuple(m for m in REGISTRY if m.kind == ADAPTIVE_SAMPLER)  # min_p, edt
+ADAPTIVE: tuple[Method, ...] = tuple(m for m in REGISTRY if m.kind == ADAPTIVE_SAMPLER)  # min_p, edt, top_nsigma
 STAGE1_BASELINES: tuple[Method, ...] = tuple(m for m in REGISTRY if m.kind == STAGE1)  # zero_shot, zero_shot_json
 STRONG: tuple[Method, ...] = (GREEDY, TASK_ORACLE, BEST_SINGLE_CONFIG, *ADAPTIVE, *STAGE1_BASELINES)
 

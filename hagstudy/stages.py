@@ -178,11 +178,11 @@ ZERO_SHOT_CONFIGS = table("zero_shot_configs.csv", "configs the untuned model wr
 # 01_search
 SEARCH = artifact("search", fmt=FOLDER, about="per task: evaluations, labels, pruning, budget, checked labels")
 ORACLES = artifact("search", "oracles.json", fmt=JSON, about="task oracle per task, best single config ('*')")
-ADAPTIVE = artifact("search", "adaptive.json", fmt=JSON, about="min_p and edt tuned per task")
+ADAPTIVE = artifact("search", "adaptive.json", fmt=JSON, about="min_p, edt and top_nsigma tuned per task")
 SEARCH_PRUNE = table("search_prune.csv", "the coarse grid's configs per task, and which survived")
 SEARCH_LABELS = table("search_labels.csv", "the searched label per item")
 SEARCH_BUDGET = table("search_budget.csv", "evaluations the search spent")
-ADAPTIVE_TUNING = table("adaptive_tuning.csv", "min_p and edt candidates and the chosen one")
+ADAPTIVE_TUNING = table("adaptive_tuning.csv", "min_p, edt and top_nsigma candidates and the chosen one")
 LABEL_CHECK = table("label_check.csv", "labels kept per task after the held-out check")
 LABEL_CHECK_ITEMS = table("label_check_items.csv", "the held-out check per item")
 SEARCH_RELIABILITY = table("search_reliability.csv", "a repeated search's agreement with the first")
@@ -225,6 +225,7 @@ ABLATION_VS_HAG = table("ablation_vs_hag.csv", "each arm against HAG")
 CONSISTENCY = table("consistency.csv", "stage-1 configs under meaning-preserving query variations")
 OVERHEAD = table("overhead.csv", "what each method costs to set up and per query")
 ABLATION_LABELS = table("ablation_labels.csv", "per arm and task: how often a label differs from the most common")
+GRID_EDGES = table("grid_edges.csv", "tuned baselines at their grid's edge, re-tuned on an extended grid")
 # 06_figures
 FIGURE_CONFIGS = artifact("06_figures", "configs.csv", fmt=FRAME, about="checked labels and stage-1 configs")
 FOREST_FIGURE = figure("forest", "HAG minus each baseline per task, with paired CIs and verdicts")
@@ -255,9 +256,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("04_inference", (ORACLES, ADAPTIVE, GATES, ADAPTERS),
           (SCORES, ITEM_ORACLE_SCORES, HAG_CONFIGS, ITEM_ORACLE_CHOICES, HEADROOM, PARSE_RATES, MAIN, AT_CHANCE,
            RELATIVE, RELATIVE_STRONG, RELATIVE_ITEM_ORACLE, DIFFICULTY, CONFIRMATORY, MDE)),
-    Stage("05_ablations", (SEARCH, GATES, ADAPTERS, SEARCH_BUDGET, SEARCH_PRUNE, ADAPTIVE_TUNING, LABEL_CHECK_ITEMS,
+    Stage("05_ablations", (SEARCH, ORACLES, ADAPTIVE, GATES, ADAPTERS, SEARCH_BUDGET, SEARCH_PRUNE, ADAPTIVE_TUNING, LABEL_CHECK_ITEMS,
                            SCORES),
-          (ABLATION_SEARCH, ABLATION_GATE, ABLATION_SCORES, ABLATION, ABLATION_VS_HAG, ABLATION_LABELS, CONSISTENCY, OVERHEAD)),
+          (ABLATION_SEARCH, ABLATION_GATE, ABLATION_SCORES, ABLATION, ABLATION_VS_HAG, ABLATION_LABELS, CONSISTENCY, OVERHEAD,
+           GRID_EDGES)),
     Stage("06_figures", (RELATIVE, RELATIVE_STRONG, AT_CHANCE, MAIN, LABEL_CHECK_ITEMS, HAG_CONFIGS, SENSITIVITY,
                          DIFFICULTY, ABLATION_SEARCH, TRAIN_LOG),
           (FIGURE_CONFIGS, FOREST_FIGURE, MAIN_FIGURE, CONFIG_DISTRIBUTIONS, SENSITIVITY_FIGURE,

@@ -190,6 +190,40 @@ def test_greedy_drops_the_adaptive_fields():
     assert DecodingConfig(temperature=0.5, min_p=0.2).effective().min_p == 0.2
 
 
+# -- top-nσ: a third adaptive field, off by default; every existing text, identity and key unchanged ---------
+
+
+@pytest.mark.parametrize("value", [-0.5, 10.5, float("inf"), True, "1"])
+def test_top_nsigma_out_of_range_names_the_field(value):
+    with pytest.raises(ConfigError, match="top_nsigma"):
+        DecodingConfig(top_nsigma=value)
+
+
+def test_top_nsigma_off_leaves_existing_texts_identities_and_keys_byte_identical():
+    """Pinned before top_nsigma existed (the same strings and sha256 as the min_p/EDT pin above, and a tuned
+    min-p and EDT config's text as adaptive.json holds it): no stored text or cached completion moves."""
+    from hagstudy.engine.requests import Request, request_key
+
+    cfg = DecodingConfig(0.7, 0.9, 40, 1.1, 32)
+    assert cfg.with_(top_nsigma=0.0) == cfg and "top_nsigma" not in cfg.to_json() + cfg.identity() + cfg.key()
+    assert request_key("tiny", Request("p", cfg, seed=3)) == "160dde8901ba1b54418b18ef6d5bc24238acd4f60b9608d03f2fe59c15b80943"
+    edt = DecodingConfig(0.7, 1.0, 0, 1.0, edt_theta=1.0)
+    assert edt.to_json() == '{"temperature": 0.7, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0, "edt_theta": 1.0}'
+    assert edt.key() == ('{"edt_theta": 1.0, "max_new_tokens": 64, "repetition_penalty": 1.0, "temperature": 0.7, '
+                         '"top_k": 0, "top_p": 1.0}')
+
+
+def test_top_nsigma_enters_text_and_key_when_on_round_trips_and_greedy_ignores_it():
+    base = DecodingConfig(1.0, 1.0, 0, 1.0)
+    ns = base.with_(top_nsigma=1.5)
+    assert ns.to_json() == '{"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0, "top_nsigma": 1.5}'
+    assert base.with_(min_p=0.1, top_nsigma=1.0).to_json().endswith('"min_p": 0.1, "top_nsigma": 1.0}')
+    assert DecodingConfig.from_json(ns.to_json()) == ns and ns.key() != base.key() and ns.adaptive() == {"top_nsigma": 1.5}
+    assert ns.distance(base) == 0.0
+    g = GREEDY.with_(top_nsigma=2.0)
+    assert g.effective() == GREEDY and g.identity() == GREEDY.identity() and g.key() == GREEDY.key()
+
+
 def _identity_configs() -> list[DecodingConfig]:
     """Many configs for the identity check: the grid, seeded draws, greedy variants, float noise (0.1 + 0.2),
     ints where floats go and floats where ints go, the adaptive fields, other budgets, and parsed partial texts
@@ -209,6 +243,7 @@ def _identity_configs() -> list[DecodingConfig]:
             temperature=rng.choice([0, 0.0, rng.uniform(0, 2)]), top_p=rng.uniform(0.01, 1.0), top_k=rng.randint(0, 1000),
             repetition_penalty=rng.uniform(1.0, 2.0), max_new_tokens=rng.randint(1, 512),
             min_p=rng.choice([0.0, rng.uniform(0, 0.99)]), edt_theta=rng.choice([0.0, rng.uniform(0, 10)]),
+            top_nsigma=rng.choice([0.0, rng.uniform(0, 10)]),
         ))
     for text in ('{"temperature": 0.7}', '{"temperature": null, "top_k": 5}', "top_p = 0.3", '{"t": 1e999}'):
         parsed = parse_config(text)

@@ -258,15 +258,29 @@ def test_ablation_arms_train_as_many_steps_as_the_reference_adapter(tmp_path):
     assert ablations.arm_settings(same_epochs) == profile.train
 
 
+def test_top_nsigma_settings_run_mild_to_strong_so_a_tie_keeps_the_mildest():
+    """Five settings as min-p and EDT have, plain sampling at T = 1, n from 3 (keeps most) down to 0.5."""
+    settings = oracles.ADAPTIVE["top_nsigma"]
+    assert [c.top_nsigma for c in settings] == [3.0, 2.0, 1.5, 1.0, 0.5]
+    assert {len(c) for c in oracles.ADAPTIVE.values()} == {5}
+    assert all(c.with_(top_nsigma=0.0) == DecodingConfig(1.0, 1.0, 0, 1.0) for c in settings)
+    engine, task = FakeEngine(), FakeTask(lambda text: 0.5, n_items=2)
+    chosen, _ = oracles.tune_adaptive(engine, task, task.items("search", 2), draws=1,
+                                      methods={"top_nsigma": settings})
+    assert chosen["top_nsigma"].top_nsigma == 3.0
+
+
 def test_adaptive_samplers_are_tuned_per_task_on_the_given_items_and_round_trip(tmp_path):
-    def closeness(text: str) -> float:  # best: min_p 0.1, EDT theta 2.0 (the FakeEngine's text ends with the config)
+    def closeness(text: str) -> float:  # best: min_p 0.1, EDT theta 2.0, top-nσ n = 1 (the text ends with the config)
         cfg = json.loads(text.split("|", 1)[1])
-        return 1.0 - abs(cfg.get("min_p", 0.0) - 0.1) - abs(cfg.get("edt_theta", 0.0) - 2.0) / 10
+        return (1.0 - abs(cfg.get("min_p", 0.0) - 0.1) - abs(cfg.get("edt_theta", 0.0) - 2.0) / 10
+                - abs(cfg.get("top_nsigma", 0.0) - 1.0) / 10)
 
     engine, task = FakeEngine(), FakeTask(closeness, n_items=3)
     chosen, table = oracles.tune_adaptive(engine, task, task.items("search", 3), draws=2)
-    assert chosen["min_p"].min_p == 0.1 and chosen["edt"].edt_theta == 2.0
-    assert set(table["method"]) == {"min_p", "edt"} and table.groupby("method")["chosen"].sum().tolist() == [1, 1]
+    assert chosen["min_p"].min_p == 0.1 and chosen["edt"].edt_theta == 2.0 and chosen["top_nsigma"].top_nsigma == 1.0
+    assert set(table["method"]) == {"min_p", "edt", "top_nsigma"}
+    assert table.groupby("method")["chosen"].sum().tolist() == [1, 1, 1]
     assert len(table) == sum(len(c) for c in oracles.ADAPTIVE.values())
     # Each setting was scored on every item with the search's draws, as the task oracle's candidates are.
     assert sum(engine.calls) == 3 * 2 * len(table)

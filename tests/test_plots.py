@@ -190,7 +190,7 @@ def _legend_colors(fig: Figure) -> dict[str, tuple]:
 
 ALL_METHODS = [
     "chance", "default", "greedy", "random", "zero_shot", "zero_shot_json", "task_oracle", "best_single_config",
-    "item_oracle", "hag", "hag_seed0", "hag_seed1", "hag_seed2", "min_p", "edt", "hag_train25", "hag_train50",
+    "item_oracle", "hag", "hag_seed0", "hag_seed1", "hag_seed2", "min_p", "edt", "top_nsigma", "hag_train25", "hag_train50",
     "hag_random_search_labels", "hag_tpe_labels", "hag_per_task_labels", "hag_temperature_only", "hag_adapter_stage2",
     "hag_shuffled_labels", "hag_denoised_labels", "hag_unchecked_labels",
     "some_new_arm", "another_arm",

@@ -19,6 +19,7 @@ TABLES = ROOT / "results" / "tables"
 # Literals equal to a method's name that are not that method, with why they may stay.
 ALLOWED: dict[tuple[str, str], str] = {
     ("hagstudy/decoding.py", "min_p"): "the DecodingConfig field the min_p sampler sets",
+    ("hagstudy/decoding.py", "top_nsigma"): "the DecodingConfig field the top_nsigma sampler sets",
     ("hagstudy/config.py", "default"): "the default profile's name",
     ("hagstudy/data.py", "default"): "the default profile's name",
     ("hagstudy/replay/receipts.py", "default"): "the default profile's name",
@@ -31,10 +32,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("hagstudy/method/ablations.py", "random"): "the random search strategy, compared with greedy and TPE",
     ("hagstudy/method/label_arms.py", "greedy"): "the greedy search stage's rows in the search log",
 }
-# The engine wing, whichever of its modules: sampling fields and flags (min_p, EDT, greedy rows) and model-config
-# values ("default" rope, the default profile's model cache), never a compared method.
+# The engine wing, whichever of its modules: sampling fields and flags (min_p, EDT, top_nsigma, greedy rows) and
+# model-config values ("default" rope, the default profile's model cache), never a compared method.
 ENGINE = "hagstudy/engine/"
-ENGINE_ALLOWED = {"min_p", "edt", "greedy", "default"}
+ENGINE_ALLOWED = {"min_p", "edt", "top_nsigma", "greedy", "default"}
 ALLOWED[("notebooks/00_preliminary.ipynb", "zero_shot")] = "notebook 00 labels the untuned model's configs"
 # Notebook 05 names its ablation arms (it is outside the change that made this registry); the arms' colours are here.
 ALLOWED.update({("notebooks/05_ablations.ipynb", n): "notebook 05 names its own arms, its reference and strategies"
@@ -110,8 +111,8 @@ def test_every_method_of_the_committed_tables_is_registered_or_an_adapter() -> N
 def test_colours_are_the_committed_figures_colours() -> None:
     assert plots.METHOD_COLORS == {
         "chance": "#8c8c8c", "default": "#ca9161", "greedy": "#de8f05", "random": "#ece133",
-        "best_single_config": "#029e73", "task_oracle": "#cc78bc", "item_oracle": "#fbafe4", "static_hindsight": "#7570b3", "zero_shot": "#d55e00",
-        "zero_shot_json": "#7f3c8d", "min_p": "#e7298a", "edt": "#66a61e", "hag": "#08519c", "hag_seed0": "#9ecae1",
+        "best_single_config": "#029e73", "task_oracle": "#cc78bc", "item_oracle": "#fbafe4", "static_hindsight": "#b15928", "zero_shot": "#d55e00",
+        "zero_shot_json": "#7f3c8d", "min_p": "#e7298a", "edt": "#66a61e", "top_nsigma": "#7570b3", "hag": "#08519c", "hag_seed0": "#9ecae1",
         "hag_seed1": "#6baed6", "hag_seed2": "#3182bd", "hag_train25": "#17becf", "hag_train50": "#0e7c86",
         "hag_random_search_labels": "#bcbd22", "hag_tpe_labels": "#8c6d31", "hag_per_task_labels": "#393b79",
         "hag_temperature_only": "#ad494a", "hag_adapter_stage2": "#000000", "hag_shuffled_labels": "#d6616b",
@@ -120,10 +121,10 @@ def test_colours_are_the_committed_figures_colours() -> None:
 
 
 def test_groups_keep_the_order_the_sentences_and_tables_name_them_in() -> None:
-    assert findings.FIXED == ("task_oracle", "best_single_config") and findings.ADAPTIVE == ("min_p", "edt")
+    assert findings.FIXED == ("task_oracle", "best_single_config") and findings.ADAPTIVE == ("min_p", "edt", "top_nsigma")
     assert registry.names(registry.WEAK) == ("default", "random")
     assert registry.names(registry.STRONG) == (
-        "greedy", "task_oracle", "best_single_config", "min_p", "edt", "zero_shot", "zero_shot_json")
+        "greedy", "task_oracle", "best_single_config", "min_p", "edt", "top_nsigma", "zero_shot", "zero_shot_json")
     assert all(isinstance(m.scored_by, str) and m.scored_by for m in registry.REGISTRY)
 
 

@@ -182,6 +182,18 @@ def test_edt_is_refused_naming_the_field(fake):
     assert len(backend.generate(requests(backend, GREEDY.with_(edt_theta=1.0)))) == 3  # greedy ignores EDT
 
 
+def test_top_nsigma_is_refused_naming_the_field(fake):
+    backend = fake(seeds=True)
+    ns = requests(backend, SAMPLED.with_(top_nsigma=1.0))
+    with pytest.raises(ValueError, match="top_nsigma"):
+        backend.generate(ns)
+    with pytest.raises(ValueError, match="top_nsigma"):
+        backend.sampling_params(ns[0])
+    assert not backend.worker.sent and not backend.worker.loaded  # refused before vLLM is even loaded
+    assert len(backend.generate(requests(backend, GREEDY.with_(top_nsigma=1.0)))) == 3  # greedy ignores top-nσ
+    assert "top_n_sigma" not in backend.sampling_params(requests(backend, SAMPLED)[0])
+
+
 def test_missing_vllm_says_how_to_get_it(monkeypatch, tmp_path):
     monkeypatch.delenv(vllm_backend.PYTHON_ENV, raising=False)
     monkeypatch.setattr(vllm_backend, "repo_root", lambda: tmp_path)

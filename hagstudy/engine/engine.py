@@ -50,6 +50,7 @@ from hagstudy.engine.sampling import (
     min_p_warp,
     sample_rows,
     scaled_scores,
+    top_nsigma_warp,
     uniforms,
     warp,
 )
@@ -468,12 +469,12 @@ class Engine:
         batch.last = tokens
 
     def _next_tokens(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Penalty, temperature (EDT rows: their own), top-k/top-p, min-p and a per-row draw (greedy rows:
-        argmax); ``filter_logits`` inline.
+        """Penalty, temperature (EDT rows: their own), top-k/top-p, min-p, top-nσ and a per-row draw (greedy
+        rows: argmax); ``filter_logits`` inline.
 
         Every row goes through the same vectorized passes; greedy rows ride along as top-k 1 (cheap)
         and take the argmax of their penalised logits, transformers' greedy rule (first of ties).
-        EDT and min-p run only when a row of the batch uses them (``flags``).
+        EDT, min-p and top-nσ run only when a row of the batch uses them (``flags``).
         """
         p, flags = batch.params, batch.flags
         seen = batch.seen if flags["penalty"] else None
@@ -485,6 +486,8 @@ class Engine:
         w = warp(x, top_k, top_p)
         if flags["min_p"]:
             w = min_p_warp(x, w, p.min_p)
+        if flags["nsigma"]:
+            w = top_nsigma_warp(logits, seen, p, x, w)
         tokens = sample_rows(x, w, u)
         if flags["any_greedy"]:
             g = p.greedy.nonzero().squeeze(1)

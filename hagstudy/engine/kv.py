@@ -199,6 +199,7 @@ class Batch:
             "penalty": bool((p.penalty != 1.0).any()),
             "min_p": bool((p.min_p > 0).any()),
             "edt": bool((p.edt_theta > 0).any()),
+            "nsigma": bool((p.top_nsigma > 0).any()),
             "any_greedy": bool(p.greedy.any()),
             "all_greedy": bool(p.greedy.all()),
         }

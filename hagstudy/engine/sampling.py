@@ -8,9 +8,11 @@
   its warper order) raises a row's keep threshold to the least probable token it keeps, so the
   candidate path and the draw need nothing new. ``edt_theta`` (EDT) replaces a row's temperature
   by ``T0 * EDT_N ** (theta / H)`` per step, H the entropy of its penalised logits at temperature 1
-  (floored at ``EDT_MIN_TEMPERATURE``). Both are skipped when no row in the batch uses them, so rows
-  without them run exactly the arithmetic they would otherwise (a config carries ``min_p``/``edt_theta``
-  in its key only when they are on).
+  (floored at ``EDT_MIN_TEMPERATURE``). ``top_nsigma`` (top-nσ, Tang et al. 2024) keeps the tokens
+  whose penalised logit at temperature 1 is >= the row's max - n * its standard deviation over the
+  vocabulary, and raises the row's threshold like min-p (``top_nsigma_warp``). All are skipped when no
+  row in the batch uses them, so rows without them run exactly the arithmetic they would otherwise (a
+  config carries ``min_p``/``edt_theta``/``top_nsigma`` in its key only when they are on).
 * **Per-row randomness.** A row's draw at step t is inverse-CDF sampling over its own filtered
   distribution (in vocabulary order) with a uniform taken from a Philox stream seeded by
   (seed, sha256(prompt)) (``uniforms``). No generator is shared between rows, so a row's text depends
@@ -48,7 +50,7 @@ def uniforms(seed: int, prompt: str, n: int) -> np.ndarray:
 
 @dataclass
 class RowParams:
-    """One tensor per hyperparameter, one value per row (greedy rows carry temperature 1, min_p and edt 0)."""
+    """One tensor per hyperparameter, one value per row (greedy rows carry temperature 1, the adaptive fields 0)."""
 
     temperature: torch.Tensor  # float32 [B]
     greedy: torch.Tensor  # bool [B]
@@ -57,6 +59,7 @@ class RowParams:
     penalty: torch.Tensor  # float32 [B]
     min_p: torch.Tensor  # float32 [B], 0 = off
     edt_theta: torch.Tensor  # float64 [B], 0 = off
+    top_nsigma: torch.Tensor  # float64 [B], 0 = off
 
     @classmethod
     def from_configs(cls, configs: Sequence[DecodingConfig], device: torch.device | str = "cpu") -> RowParams:
@@ -68,13 +71,14 @@ class RowParams:
             penalty=torch.tensor([c.repetition_penalty for c in configs], dtype=torch.float32, device=device),
             min_p=torch.tensor([0.0 if c.greedy else c.min_p for c in configs], dtype=torch.float32, device=device),
             edt_theta=torch.tensor([0.0 if c.greedy else c.edt_theta for c in configs], dtype=torch.float64, device=device),
+            top_nsigma=torch.tensor([0.0 if c.greedy else c.top_nsigma for c in configs], dtype=torch.float64, device=device),
         )
 
     def select(self, idx: torch.Tensor) -> RowParams:
         return RowParams(*(getattr(self, f)[idx] for f in PARAM_FIELDS))
 
 
-PARAM_FIELDS = ("temperature", "greedy", "top_k", "top_p", "penalty", "min_p", "edt_theta")
+PARAM_FIELDS = ("temperature", "greedy", "top_k", "top_p", "penalty", "min_p", "edt_theta", "top_nsigma")
 
 
 def scaled_scores(
@@ -207,6 +211,37 @@ def min_p_warp(scores: torch.Tensor, w: Warp, min_p: torch.Tensor) -> Warp:
     return Warp(new_thr, w.vals, w.idx, fits)
 
 
+def top_nsigma_warp(logits: torch.Tensor, seen: torch.Tensor | None, params: RowParams, scores: torch.Tensor, w: Warp) -> Warp:
+    """Top-nσ (Tang et al. 2024), per row: keep the tokens whose logit is >= max - n * σ, σ the standard
+    deviation of the row's logits over the vocabulary; rows with top_nsigma 0 are untouched.
+
+    The logits are the row's repetition-penalised logits at temperature 1 (``scaled_scores`` with T = 1,
+    as EDT's entropy; ``scores`` themselves when every top-nσ row samples at T = 1 without EDT, which is the
+    same numbers): the paper's rule is on the pre-temperature logits, so the kept set does not depend on
+    the temperature. max and σ (the population standard deviation, in float64) are taken over the
+    whole vocabulary, so the set does not depend on top-k/top-p either; it is intersected with theirs
+    (and min-p's) by raising the row's threshold on ``scores`` (the temperature-scaled scores it samples
+    from) to the least kept score, exactly as ``min_p_warp`` does, which keeps the candidate path valid.
+    """
+    rows = (params.top_nsigma > 0).nonzero().squeeze(1)
+    if not len(rows):
+        return w
+    sub = params.select(rows)
+    if bool(((sub.temperature == 1.0) & (sub.edt_theta == 0)).all()):
+        raw = scores[rows]  # already the penalised logits at T = 1 (a division by 1 is exact): no second pass
+    else:
+        raw = scaled_scores(logits[rows], None if seen is None else seen[rows], sub, torch.ones_like(sub.temperature))
+    z = raw.to(torch.float64)
+    limit = z.amax(-1) - params.top_nsigma[rows] * z.std(-1, correction=0)
+    cut = scores[rows].masked_fill(z < limit[:, None], float("inf")).amin(-1)
+    new_thr = w.thr.clone()
+    new_thr[rows] = torch.maximum(w.thr[rows], cut)
+    fits = w.fits.clone()
+    if w.vals is not None:
+        fits[rows] = w.vals[rows, -1] < new_thr[rows]
+    return Warp(new_thr, w.vals, w.idx, fits)
+
+
 def topk(x: torch.Tensor, m: int, block: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """``x.topk(m)`` (values exact, descending), ~2x faster for small m on CPU.
 
@@ -276,14 +311,17 @@ def filter_logits(logits: torch.Tensor, seen: torch.Tensor, params: RowParams) -
     """The processed logits each row samples from (-inf = removed), as transformers' processors give them.
 
     Greedy rows get the repetition penalty only (transformers applies no warper without sampling);
-    their argmax is the greedy token. Min-p follows top-p and EDT sets the temperature (``min_p_warp``,
-    ``edt_temperature``). ``Engine`` runs the same functions inline.
+    their argmax is the greedy token. Min-p follows top-p, top-nσ intersects its set with theirs and EDT sets
+    the temperature (``min_p_warp``, ``top_nsigma_warp``, ``edt_temperature``). ``Engine`` runs the same
+    functions inline.
     """
     temp = edt_temperature(logits, seen, params) if bool((params.edt_theta > 0).any()) else None
     x = scaled_scores(logits, seen, params, temp)
     w = warp(x, torch.where(params.greedy, 0, params.top_k), torch.where(params.greedy, 1.0, params.top_p))
     if bool((params.min_p > 0).any()):
         w = min_p_warp(x, w, params.min_p)
+    if bool((params.top_nsigma > 0).any()):
+        w = top_nsigma_warp(logits, seen, params, x, w)
     return x.masked_fill(x < w.thr[:, None], float("-inf"))
 
 

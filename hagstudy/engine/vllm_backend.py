@@ -26,8 +26,10 @@ What a run promises.
   distinct texts, reruns read them back, but a fresh cache draws new ones, and no unseeded text is
   ever stored under, or served for, a seeded key. Greedy requests need no seed and are keyed normally.
 * Adaptive baselines: ``min_p`` goes to ``SamplingParams.min_p`` (vLLM applies it in its own sampler,
-  whose order relative to top-k/top-p is vLLM's, not transformers'); EDT (``edt_theta``) has no vLLM
-  counterpart, so a request using it is refused with an error naming the field (use the engine).
+  whose order relative to top-k/top-p is vLLM's, not transformers'); EDT (``edt_theta``) and top-nσ
+  (``top_nsigma``) have no vLLM counterpart (its ``SamplingParams`` has neither an entropy-based
+  temperature nor a top-n-sigma field), so a request using one is refused with an error naming the field
+  (use the engine).
 """
 
 from __future__ import annotations
@@ -295,7 +297,7 @@ class VLLMBackend:
             "stop_token_ids": self.eos_ids,
             "skip_special_tokens": True,
         }
-        _refuse_edt(request)
+        _refuse_unsupported(request)
         if cfg.greedy:
             params["temperature"] = 0.0
         else:
@@ -312,7 +314,7 @@ class VLLMBackend:
         for r in requests:
             if not r.prompt:
                 raise ValueError("empty prompt: render the chat messages with render() first")
-            _refuse_edt(r)
+            _refuse_unsupported(r)
         sampled = sum(1 for r in requests if not r.config.greedy)
         if sampled and not self.seeded and not self.allow_unseeded:
             raise UnseededError(
@@ -385,10 +387,16 @@ class VLLMBackend:
         return rows
 
 
-def _refuse_edt(request: Request) -> None:
-    """EDT has no vLLM sampling parameter: refuse it rather than decode it as plain temperature sampling."""
-    if request.config.effective().edt_theta > 0:
+def _refuse_unsupported(request: Request) -> None:
+    """EDT and top-nσ have no vLLM sampling parameter: refuse them rather than decode them as plain sampling."""
+    cfg = request.config.effective()
+    if cfg.edt_theta > 0:
         raise ValueError(
-            f"edt_theta={request.config.edt_theta}: the vLLM backend cannot decode EDT (vLLM's SamplingParams has "
+            f"edt_theta={cfg.edt_theta}: the vLLM backend cannot decode EDT (vLLM's SamplingParams has "
             "no entropy-based temperature); use the engine backend for EDT configs"
+        )
+    if cfg.top_nsigma > 0:
+        raise ValueError(
+            f"top_nsigma={cfg.top_nsigma}: the vLLM backend cannot decode top-nσ (vLLM's SamplingParams has "
+            "no top-n-sigma field); use the engine backend for top-nσ configs"
         )

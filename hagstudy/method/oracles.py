@@ -4,8 +4,9 @@
   tuning one config per task would deploy).
 * ``best_single_config``: one config for every task, chosen on the search split under the same
   budget rule (the strongest "no adaptation at all" baseline).
-* ``min_p`` and ``edt``: training-free adaptive decoding (min-p sampling; entropy-dependent temperature),
-  their settings tuned per task on the search split with the task oracle's final budget (``tune_adaptive``).
+* ``min_p``, ``edt`` and ``top_nsigma``: training-free adaptive decoding (min-p sampling; entropy-dependent
+  temperature; top-nσ), their settings tuned per task on the search split with the task oracle's final budget
+  (``tune_adaptive``).
 * ``item_oracle``: for each test item, the best of a fixed candidate set chosen on one set of draws
   of that very item (ties broken at random) and scored on a disjoint set (``seeds.OFFSET_ORACLE`` for
   selection, the evaluation seeds for scoring). It estimates the ceiling of any per-query choice among
@@ -27,7 +28,7 @@ import pandas as pd
 from hagstudy.decoding import GREEDY, TRANSFORMERS_DEFAULT, DecodingConfig
 from hagstudy.files import atomic_write
 from hagstudy.methods import fixed, per_item
-from hagstudy.registry import EDT, ITEM_ORACLE, MIN_P, STATIC_HINDSIGHT
+from hagstudy.registry import EDT, ITEM_ORACLE, MIN_P, STATIC_HINDSIGHT, TOP_NSIGMA
 from hagstudy.scoring import EPS, Engine, Task, evaluate, pick_best
 from hagstudy.seeds import OFFSET_ORACLE, stable_hash
 
@@ -57,12 +58,15 @@ CANDIDATES: tuple[DecodingConfig, ...] = (
 # Training-free adaptive decoding, as it is used: plain sampling (no top-k/top-p, no penalty) plus the method's
 # own control. Five settings each, as many as the task oracle re-scores (``task_oracle``'s ``top``), on the same
 # search items and draws; ties go to the earlier (milder) setting. min-p: Nguyen et al. 2024 recommend 0.05-0.1
-# at T = 1. EDT: T = T0 * N^(theta / H) with N = decoding.EDT_N (Zhang et al. 2024).
+# at T = 1. EDT: T = T0 * N^(theta / H) with N = decoding.EDT_N (Zhang et al. 2024). top-nσ (Tang et al. 2024)
+# recommend n = 1 at T = 1; a larger n keeps more tokens (milder), so its settings run from n = 3 down to 0.5: as
+# for min-p, a tie goes to the setting that truncates least (n = 1 is not favoured over the data).
 _PLAIN = DecodingConfig(temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0)
 ADAPTIVE: dict[str, tuple[DecodingConfig, ...]] = {
     MIN_P.name: tuple(_PLAIN.with_(min_p=v) for v in (0.02, 0.05, 0.1, 0.2, 0.3)),
     EDT.name: tuple(_PLAIN.with_(temperature=t0, edt_theta=theta) for t0, theta in
                  ((1.0, 0.5), (1.0, 1.0), (1.0, 2.0), (0.7, 1.0), (1.5, 1.0))),
+    TOP_NSIGMA.name: tuple(_PLAIN.with_(top_nsigma=n) for n in (3.0, 2.0, 1.5, 1.0, 0.5)),
 }
 
 
