@@ -270,7 +270,9 @@ def test_grid_overrides_are_validated():
 
 
 def test_oracle_items_is_a_prefix_of_the_test_items():
-    assert (load_profile("default").oracle_items, load_profile("smoke").oracle_items) == (30, 2)
+    default = load_profile("default")
+    assert (default.oracle_items, default.oracle_draws) == (default.n_test, 4)  # every test item, 4 selection draws
+    assert load_profile("smoke").oracle_items == 2
     assert load_profile("smoke", oracle_items=4).oracle_items == 4
     for bad, shown in ((0, "0"), (5, "5"), (True, "True"), ("2", "'2'")):
         with pytest.raises(ProfileError) as err:
@@ -279,6 +281,8 @@ def test_oracle_items_is_a_prefix_of_the_test_items():
         assert shown in str(err.value)
     with pytest.raises(ProfileError, match=r"oracle_items: must be in \[1, 4\], got 5"):
         load_profile("smoke", oracle_items=5)
+    with pytest.raises(ProfileError, match=r"oracle_draws: must be >= 1, got 0"):
+        load_profile("smoke", oracle_draws=0)
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")))

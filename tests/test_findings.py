@@ -267,4 +267,4 @@ def test_the_answer_reads_the_confirmatory_family_when_given() -> None:
     text = findings.answer(strong, None, confirmatory=confirmatory())
     assert text[0].startswith("Confirmatory family, declared before the run") and len(text) == 6
     assert not any("best fixed configs (task_oracle" in t for t in text)  # the exploratory reading is replaced
-    assert text[-1].startswith("HAG against training-free adaptive decoding (min_p / edt, 1 of the 2 exploratory")
+    assert text[-1].startswith("HAG against training-free adaptive decoding (min_p / edt / top_nsigma, 1 of the 2 exploratory")

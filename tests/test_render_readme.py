@@ -115,7 +115,7 @@ def test_opening_says_what_was_tested_shown_and_not_shown_from_the_tables() -> N
     mde = pd.DataFrame({"task": ["taboo", "arithmetic", "coinflip"], "baseline": ["task_oracle"] * 3,
                         "n_items": [100, 80, 100], "sd_diff": [0.2, 0.3, 0.9], "alpha": [0.05] * 3, "power": [0.8] * 3,
                         "mde": [0.056, 0.094, 0.5], "margin": [0.02] * 3})
-    headroom = pd.DataFrame({"task": ["taboo", "arithmetic"], "n_items": [30, 30], "headroom_shown": [False, True]})
+    headroom = pd.DataFrame({"task": ["taboo", "arithmetic"], "n_items": [100, 100], "verdict": ["below margin", "headroom shown"]})
     said = summary.opening(_main(), _chance(), confirmatory=confirmatory, mde=mde, headroom=headroom)
     assert 3 <= len(said) <= 5
     assert said[0].startswith("This run tested whether HAG") and "(task_oracle)" in said[0]
@@ -124,7 +124,9 @@ def test_opening_says_what_was_tested_shown_and_not_shown_from_the_tables() -> N
     assert "the data cannot tell on arithmetic" in said[1] and "coinflip" not in said[1]  # at chance: apart
     assert said[2].startswith("coinflip is at chance")
     assert "0.056 to 0.094" in said[3] and "80% power" in said[3] and "0.500" not in said[3]  # informative tasks only
-    assert "arithmetic of the 2 informative tasks" in said[4] and "first 30 test items" in said[4]
+    assert said[4] == ("Picking the best config per item with hindsight (the item oracle on 100 test items) beats the task "
+                       "oracle on arithmetic; it is shown not to beat it by more than the task's margin on taboo, of the 2 "
+                       "informative tasks.")
 
 
 def test_opening_falls_back_to_the_strong_table_and_its_ci_widths() -> None:

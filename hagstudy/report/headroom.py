@@ -26,6 +26,7 @@ from hagstudy import registry
 from hagstudy.report.contrasts import margin_for, paired_contrast
 from hagstudy.report.evaluation import sort_canonical, task_order_of
 from hagstudy.report.stats import N_BOOT, check_boot_args, holm, validate_scores
+
 COLUMNS: tuple[str, ...] = (
     "task", "n_items", "n_seeds", "item_oracle_mean", "task_oracle_mean", "static_hindsight_mean",
     "headroom", "headroom_ci_low", "headroom_ci_high", "margin", "p_value", "p_holm", "p_tost", "p_tost_holm",
