@@ -124,9 +124,9 @@ def test_opening_says_what_was_tested_shown_and_not_shown_from_the_tables() -> N
     assert "the data cannot tell on arithmetic" in said[1] and "coinflip" not in said[1]  # at chance: apart
     assert said[2].startswith("coinflip is at chance")
     assert "0.056 to 0.094" in said[3] and "80% power" in said[3] and "0.500" not in said[3]  # informative tasks only
-    assert said[4] == ("Picking the best config per item with hindsight (the item oracle on 100 test items) beats the task "
-                       "oracle on arithmetic; it is shown not to beat it by more than the task's margin on taboo, of the 2 "
-                       "informative tasks.")
+    assert said[4] == ("Picking the best config per item with hindsight (the item oracle, on 100 test items) beats the task "
+                       "oracle on arithmetic; it is shown not to beat the task oracle by more than the task's margin on taboo "
+                       "of the 2 informative tasks.")
 
 
 def test_opening_falls_back_to_the_strong_table_and_its_ci_widths() -> None:

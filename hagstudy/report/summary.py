@@ -104,13 +104,13 @@ def _headroom(headroom: pd.DataFrame, informative: list[str]) -> str | None:
         return None
     shown = [str(t) for t in own.loc[own["verdict"] == "headroom shown", "task"]]
     absent = [str(t) for t in own.loc[own["verdict"].isin(["below margin", "item oracle below"]), "task"]]
-    on = f" on {_span(own['n_items'], '{:.0f}')} test items" if "n_items" in own.columns else ""
+    on = f", on {_span(own['n_items'], '{:.0f}')} test items" if "n_items" in own.columns else ""
     said = [f"beats the task oracle on {_join(shown)}"] if shown else []
-    said += [f"is shown not to beat it by more than the task's margin on {_join(absent)}"] if absent else []
+    said += [f"is shown not to beat the task oracle by more than the task's margin on {_join(absent)}"] if absent else []
     rest = len(own) - len(shown) - len(absent)
-    said += [f"cannot be told apart from it on the other {rest}"] if rest else []
-    return (f"Picking the best config per item with hindsight (the item oracle{on}) {'; it '.join(said)}, "
-            f"of the {len(own)} informative tasks.")
+    said += [f"cannot be told apart from the task oracle on {'the other ' if said else ''}{rest}"] if rest else []
+    return (f"Picking the best config per item with hindsight (the item oracle{on}) {'; it '.join(said)} of the "
+            f"{len(own)} informative tasks.")
 
 
 def opening(main: pd.DataFrame, at_chance: pd.DataFrame | None, confirmatory: pd.DataFrame | None = None,
