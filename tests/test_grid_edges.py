@@ -32,16 +32,22 @@ def test_edges_extensions_and_the_original_grids():
     assert [(c.temperature, c.edt_theta) for c in grid_edges.extension("edt", PLAIN.with_(temperature=0.7, edt_theta=1.0))] == [
         (0.1, 1.0), (0.2, 1.0), (0.3, 1.0), (0.4, 1.0), (0.5, 1.0)]
     assert grid_edges.extension("task_oracle", ORACLE) == tuple(ORACLE.with_(top_p=v) for v in (0.2, 0.3, 0.4))
+    assert grid_edges.at_edge("top_nsigma", PLAIN.with_(top_nsigma=0.5), (1.0,))
+    assert not grid_edges.at_edge("top_nsigma", PLAIN.with_(top_nsigma=1.0), (1.0,))
+    assert [c.top_nsigma for c in grid_edges.extension("top_nsigma", PLAIN.with_(top_nsigma=0.5))] == [0.1, 0.25]
+    assert grid_edges.setting("top_nsigma", PLAIN.with_(top_nsigma=0.25).to_json()) == "n 0.25"
     for bad in (lambda: grid_edges.at_edge("top_k", PLAIN, (1.0,)), lambda: grid_edges.extension("top_k", PLAIN)):
         with pytest.raises(ValueError, match="'top_k'"):
             bad()
 
 
 def test_tuned_for_reads_each_methods_config_and_names_what_is_missing():
-    adaptive = {"min_p": {"t": PLAIN.with_(min_p=0.3)}, "edt": {"t": PLAIN.with_(edt_theta=1.0)}}
+    adaptive = {"min_p": {"t": PLAIN.with_(min_p=0.3)}, "edt": {"t": PLAIN.with_(edt_theta=1.0)},
+                "top_nsigma": {"t": PLAIN.with_(top_nsigma=1.0)}}
     assert grid_edges.tuned_for("t", adaptive, {"t": ORACLE}) == {
-        "min_p": PLAIN.with_(min_p=0.3), "edt": PLAIN.with_(edt_theta=1.0), "task_oracle": ORACLE}
-    with pytest.raises(ValueError, match=r"'u'.*'min_p', 'edt', 'task_oracle'.*01_search"):
+        "min_p": PLAIN.with_(min_p=0.3), "edt": PLAIN.with_(edt_theta=1.0), "top_nsigma": PLAIN.with_(top_nsigma=1.0),
+        "task_oracle": ORACLE}
+    with pytest.raises(ValueError, match=r"'u'.*'min_p', 'edt', 'top_nsigma', 'task_oracle'.*01_search"):
         grid_edges.tuned_for("u", adaptive, {"t": ORACLE})
 
 

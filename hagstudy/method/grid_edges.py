@@ -1,8 +1,8 @@
 """Grid-edge checks: does a tuned baseline's answer move when its grid is extended past the edge it chose?
 
 A setting tuned on a grid can only be as good as the grid: min-p chose its largest value (0.3) on half the
-tasks, EDT never starts below T0 = 0.7 (so it cannot approach greedy), and the task oracle's top_p can sit at
-the coarse grid's smallest value. For each (task, method) whose choice sits at that edge, the grid is extended
+tasks, EDT never starts below T0 = 0.7 (so it cannot approach greedy), top-nσ can choose its smallest n (0.5),
+and the task oracle's top_p can sit at the coarse grid's smallest value. For each (task, method) whose choice sits at that edge, the grid is extended
 past it (``extension``) and re-tuned on the search split as notebook 01 tuned it (``oracles.tune_adaptive``: the
 same items and draws, so the original choice comes from the completion cache). The candidates are the original
 choice first, then the extensions: the other original settings lost to it on these very draws in notebook 01,
@@ -22,7 +22,7 @@ import pandas as pd
 from hagstudy.decoding import DecodingConfig
 from hagstudy.method import oracles
 from hagstudy.methods import fixed
-from hagstudy.registry import EDT, MIN_P, TASK_ORACLE
+from hagstudy.registry import EDT, MIN_P, TASK_ORACLE, TOP_NSIGMA
 from hagstudy.report.stats import paired_bootstrap
 from hagstudy.scoring import Engine, Task
 
@@ -34,7 +34,8 @@ MIN_P_EXTENSION = (0.4, 0.5)  # past min-p's largest setting, 0.3
 EDT_T0_EXTENSION = (0.1, 0.2, 0.3, 0.4, 0.5)  # below EDT's smallest T0, 0.7, at theta = 1.0
 EDT_THETA = 1.0
 TOP_P_EXTENSION = (0.2, 0.3, 0.4)  # below the coarse grid's smallest top_p (0.5 by default)
-METHODS = (MIN_P.name, EDT.name, TASK_ORACLE.name)
+TOP_NSIGMA_EXTENSION = (0.1, 0.25)  # below top-nσ's smallest n, 0.5 (a smaller n keeps fewer tokens)
+METHODS = (MIN_P.name, EDT.name, TOP_NSIGMA.name, TASK_ORACLE.name)
 COLUMNS = ["task", "method", "grid_edge", "original", "extended", "moved", "search_original", "search_extended",
            "test_original", "test_extended", "diff", "diff_ci_low", "diff_ci_high"]
 
@@ -46,6 +47,8 @@ def at_edge(method: str, chosen: DecodingConfig, top_p_grid: Sequence[float]) ->
         return chosen.min_p >= max(c.min_p for c in oracles.ADAPTIVE[method])
     if method == EDT.name:
         return chosen.temperature <= min(c.temperature for c in oracles.ADAPTIVE[method])
+    if method == TOP_NSIGMA.name:
+        return chosen.top_nsigma <= min(c.top_nsigma for c in oracles.ADAPTIVE[method])
     if method == TASK_ORACLE.name:
         return chosen.top_p <= min(top_p_grid)
     raise ValueError(f"grid_edges: no grid extension for method {method!r}; known: {list(METHODS)}")
@@ -57,6 +60,8 @@ def extension(method: str, chosen: DecodingConfig) -> tuple[DecodingConfig, ...]
         return tuple(chosen.with_(min_p=v) for v in MIN_P_EXTENSION)
     if method == EDT.name:
         return tuple(chosen.with_(temperature=t0, edt_theta=EDT_THETA) for t0 in EDT_T0_EXTENSION)
+    if method == TOP_NSIGMA.name:
+        return tuple(chosen.with_(top_nsigma=v) for v in TOP_NSIGMA_EXTENSION)
     if method == TASK_ORACLE.name:
         return tuple(chosen.with_(top_p=v) for v in TOP_P_EXTENSION)
     raise ValueError(f"grid_edges: no grid extension for method {method!r}; known: {list(METHODS)}")
@@ -64,12 +69,13 @@ def extension(method: str, chosen: DecodingConfig) -> tuple[DecodingConfig, ...]
 
 def tuned_for(task: str, adaptive: Mapping[str, Mapping[str, DecodingConfig]], oracle: Mapping[str, DecodingConfig]
               ) -> dict[str, DecodingConfig]:
-    """The task's tuned min-p, EDT and task-oracle configs, from ``read_adaptive`` and ``read_oracles``."""
-    missing = [m for m in (MIN_P.name, EDT.name) if task not in adaptive.get(m, {})]
+    """The task's tuned min-p, EDT, top-nσ and task-oracle configs, from ``read_adaptive`` and ``read_oracles``."""
+    samplers = (MIN_P.name, EDT.name, TOP_NSIGMA.name)
+    missing = [m for m in samplers if task not in adaptive.get(m, {})]
     missing += [] if task in oracle else [TASK_ORACLE.name]
     if missing:
         raise ValueError(f"grid_edges: task {task!r} has no tuned config for {missing}: run notebook 01_search for it")
-    return {MIN_P.name: adaptive[MIN_P.name][task], EDT.name: adaptive[EDT.name][task], TASK_ORACLE.name: oracle[task]}
+    return {**{m: adaptive[m][task] for m in samplers}, TASK_ORACLE.name: oracle[task]}
 
 
 def check(
@@ -117,6 +123,8 @@ def setting(method: str, config_json: str) -> str:
         return f"min_p {cfg.min_p:g}"
     if method == EDT.name:
         return f"T0 {cfg.temperature:g} (theta {cfg.edt_theta:g})"
+    if method == TOP_NSIGMA.name:
+        return f"n {cfg.top_nsigma:g}"
     return f"top_p {cfg.top_p:g}"
 
 
