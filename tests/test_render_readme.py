@@ -115,6 +115,8 @@ def test_opening_says_what_was_tested_shown_and_not_shown_from_the_tables() -> N
     mde = pd.DataFrame({"task": ["taboo", "arithmetic", "coinflip"], "baseline": ["task_oracle"] * 3,
                         "n_items": [100, 80, 100], "sd_diff": [0.2, 0.3, 0.9], "alpha": [0.05] * 3, "power": [0.8] * 3,
                         "mde": [0.056, 0.094, 0.5], "margin": [0.02] * 3})
+    identical = mde.iloc[:1].assign(baseline="greedy", sd_diff=0.0, mde=0.0)  # HAG = greedy item for item: no MDE
+    mde = pd.concat([mde, identical], ignore_index=True)
     headroom = pd.DataFrame({"task": ["taboo", "arithmetic"], "n_items": [100, 100], "verdict": ["below margin", "headroom shown"]})
     said = summary.opening(_main(), _chance(), confirmatory=confirmatory, mde=mde, headroom=headroom)
     assert 3 <= len(said) <= 5

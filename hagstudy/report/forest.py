@@ -35,14 +35,11 @@ VERDICT_KEY = (("significant after Holm (better / worse)", "full"),
 
 
 def _repeats(relative: pd.DataFrame) -> dict[tuple[str, str], str]:
-    """(task, baseline) -> the baseline it repeats there: the table's ``same_as`` where given, else a
-    baseline whose difference, CI and verdict equal an earlier one's on every task."""
+    """(task, baseline) -> the baseline it repeats there: a baseline whose difference, CI and verdict equal an
+    earlier one's on every task. A table with a ``same_as`` column has merged its duplicates already (the kept
+    row names the ones it stands for, ``contrasts.same_scores``): nothing repeats, every row is drawn."""
     out: dict[tuple[str, str], str] = {}
-    if "same_as" in relative.columns:
-        for task, baseline, other in relative[["task", "baseline", "same_as"]].itertuples(index=False):
-            if isinstance(other, str) and other.strip() and other != baseline:
-                out[(str(task), str(baseline))] = other.strip()
-    if not out:
+    if "same_as" not in relative.columns:
         coded = relative.assign(verdict_code=pd.factorize(relative["verdict"].astype(str))[0])
         # the verdict too: default (relative.csv) and zero_shot (relative_strong.csv) share numbers but
         # not their Holm family, so their verdicts can differ, and then both are drawn
@@ -71,8 +68,9 @@ def forest(relative: pd.DataFrame, at_chance: pd.DataFrame | None = None, ncols:
     """HAG - baseline per task: a dot at the difference, a segment over its paired 95 % CI, zero dashed.
 
     ``relative`` has the columns of ``relative*.csv`` (task, baseline, diff, diff_ci_low, diff_ci_high,
-    verdict; optionally family, same_as, margin). A baseline that repeats another (``same_as``, else the
-    same numbers and verdict on every task) is drawn once, labelled ``first = copy``. Filled marker: significant
+    verdict; optionally family, same_as, margin). A baseline that repeats another (the same numbers and verdict
+    on every task) is drawn once, labelled ``first = copy``; rows merged upstream keep their ``same_as`` names
+    in the panel's label. Filled marker: significant
     after Holm; grey: equivalent within the margin (TOST), whose band is shaded when a ``margin``
     column is given; hollow: neither. Tasks ``at_chance`` marks get a grey panel and say so in the title.
     """
@@ -120,6 +118,10 @@ def forest(relative: pd.DataFrame, at_chance: pd.DataFrame | None = None, ncols:
             for (t, copy), first in repeats.items():
                 if t == task and first in here:
                     here[first] += f" = {copy}"
+            for r in rows.itertuples(index=False):  # merged duplicates (same_as): "greedy = task_oracle" here
+                merged = getattr(r, "same_as", None)
+                if isinstance(merged, str) and merged.strip():
+                    here[r.baseline] += " = " + " = ".join(m.strip() for m in merged.split(";"))
             ax.set_yticks(range(len(drawn)), [here[b] for b in drawn], fontsize=6)
             ax.set_ylim(len(drawn) - 0.5, -0.5)
             ax.tick_params(axis="x", labelsize=6)

@@ -85,6 +85,9 @@ def _limits(rows: pd.DataFrame, mde: pd.DataFrame | None, informative: list[str]
         _need(mde, ["task", "n_items", "alpha", "power", "mde"], "mde")
         own = mde.loc[mde["task"].astype(str).isin(informative)]
         own = own if not own.empty else mde
+        # identical outputs (HAG writes the baseline's config on every item) have no spread: no MDE to quote
+        varied = own.loc[own["mde"].astype(float) > 0]
+        own = varied if not varied.empty else own
         return (f"What the data cannot show: with {_span(own['n_items'], '{:.0f}')} items per task, the smallest "
                 f"difference this run detects with {float(own['power'].iloc[0]):.0%} power (alpha = "
                 f"{float(own['alpha'].iloc[0]):g}) is {_span(own['mde'], '{:.3f}')} depending on the task, so a "
