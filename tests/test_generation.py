@@ -408,11 +408,13 @@ def test_adaptive_rows_do_not_depend_on_batch_composition(tiny):
 
 
 def test_engine_first_tokens_follow_filter_logits_for_adaptive_rows(tiny):
-    """The engine's inline path (``_next_tokens``) draws what ``filter_logits`` plus the row's uniform give."""
+    """The engine's inline path (``_next_tokens``) draws what ``filter_logits`` plus the row's uniform give
+    (min-p, EDT and top-nσ rows beside a plain one)."""
     model, tok = tiny
     engine = Engine(model, tok, progress=False, max_batch_size=4)
     cfgs = [C(1.0, 1.0, 0, 1.0, 1, min_p=0.5), C(1.3, 0.9, 20, 1.1, 1, edt_theta=10.0),
-            C(0.8, 1.0, 0, 1.2, 1, min_p=0.3, edt_theta=5.0), C(1.0, 0.9, 0, 1.0, 1)]
+            C(0.8, 1.0, 0, 1.2, 1, min_p=0.3, edt_theta=5.0), C(1.0, 1.0, 0, 1.0, 1, top_nsigma=1.0),
+            C(1.3, 0.9, 20, 1.1, 1, top_nsigma=0.5), C(1.0, 0.9, 0, 1.0, 1)]
     p = prompts(engine)[1]
     reqs = [Request(p, c, seed=s) for c in cfgs for s in range(3)]
     outs = engine.generate(reqs)

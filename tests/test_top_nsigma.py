@@ -17,7 +17,7 @@ from transformers import (
 from hagstudy.decoding import DecodingConfig as C
 from hagstudy.engine.engine import Engine
 from hagstudy.engine.requests import Request
-from hagstudy.engine.sampling import RowParams, Warp, filter_logits, sample_rows, top_nsigma_warp, uniforms, warp
+from hagstudy.engine.sampling import RowParams, Warp, filter_logits, sample_rows, top_nsigma_warp, warp
 
 
 def nsigma_keep(cfg: C, logits_row: torch.Tensor, seen_row: torch.Tensor) -> torch.Tensor:
@@ -150,21 +150,3 @@ def test_plain_rows_get_the_same_tokens_beside_top_nsigma_rows(tiny):
     assert sum(changed) >= len(changed) // 2  # top-nσ changes texts: it bites on the tiny model
     alone = Engine(model, tok, progress=False, max_batch_size=1)
     assert alone.generate([reqs[0]])[0] == with_ns[0]  # a top-nσ row alone (the first batch's first row)
-
-
-def test_engine_first_tokens_follow_filter_logits_for_top_nsigma_rows(tiny):
-    """The engine's inline path (``_next_tokens``) draws what ``filter_logits`` plus the row's uniform give."""
-    model, tok = tiny
-    engine = Engine(model, tok, progress=False, max_batch_size=4)
-    cfgs = [C(1.0, 1.0, 0, 1.0, 1, top_nsigma=1.0), C(1.3, 0.9, 20, 1.1, 1, top_nsigma=0.5), C(1.0, 0.9, 0, 1.0, 1)]
-    p = _prompts(engine)[1]
-    reqs = [Request(p, c, seed=s) for c in cfgs for s in range(3)]
-    outs = engine.generate(reqs)
-    ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    with torch.inference_mode():
-        logits = model(input_ids=ids).logits[:, -1].float()
-    for r, out in zip(reqs, outs):
-        filtered = filter_logits(logits, ids, RowParams.from_configs([r.config]))
-        keep_all = Warp(torch.full((1,), float("-inf")), None, None, torch.zeros(1, dtype=torch.bool))
-        u = torch.tensor(uniforms(r.seed, r.prompt, 1), dtype=torch.float64)
-        assert out.text == tok.decode([int(sample_rows(filtered, keep_all, u)[0])], skip_special_tokens=True), r.config

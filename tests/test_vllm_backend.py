@@ -171,26 +171,16 @@ def test_sampling_params(fake):
     assert "min_p" not in on_gpu.sampling_params(gm)
 
 
-def test_edt_is_refused_naming_the_field(fake):
+@pytest.mark.parametrize("field", ["edt_theta", "top_nsigma"])
+def test_edt_and_top_nsigma_are_refused_naming_the_field(fake, field):
     backend = fake(seeds=True)
-    edt = requests(backend, SAMPLED.with_(edt_theta=1.0))
-    with pytest.raises(ValueError, match="edt_theta"):
-        backend.generate(edt)
-    with pytest.raises(ValueError, match="edt_theta"):
-        backend.sampling_params(edt[0])
+    unsupported = requests(backend, SAMPLED.with_(**{field: 1.0}))
+    with pytest.raises(ValueError, match=field):
+        backend.generate(unsupported)
+    with pytest.raises(ValueError, match=field):
+        backend.sampling_params(unsupported[0])
     assert not backend.worker.sent and not backend.worker.loaded  # refused before vLLM is even loaded
-    assert len(backend.generate(requests(backend, GREEDY.with_(edt_theta=1.0)))) == 3  # greedy ignores EDT
-
-
-def test_top_nsigma_is_refused_naming_the_field(fake):
-    backend = fake(seeds=True)
-    ns = requests(backend, SAMPLED.with_(top_nsigma=1.0))
-    with pytest.raises(ValueError, match="top_nsigma"):
-        backend.generate(ns)
-    with pytest.raises(ValueError, match="top_nsigma"):
-        backend.sampling_params(ns[0])
-    assert not backend.worker.sent and not backend.worker.loaded  # refused before vLLM is even loaded
-    assert len(backend.generate(requests(backend, GREEDY.with_(top_nsigma=1.0)))) == 3  # greedy ignores top-nσ
+    assert len(backend.generate(requests(backend, GREEDY.with_(**{field: 1.0})))) == 3  # greedy ignores both
     assert "top_n_sigma" not in backend.sampling_params(requests(backend, SAMPLED)[0])
 
 
