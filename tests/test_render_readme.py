@@ -186,3 +186,25 @@ def test_the_opening_quotes_the_mde_table(results) -> None:
                   "power": [0.8], "mde": [0.0567], "margin": [0.02]}).to_csv(tables / "mde.csv", index=False)
     first = render.write_readme("default").read_text().split("\n\n")[1]
     assert "is 0.057 depending on the task" in first
+
+
+def test_readme_shows_notebook_05s_label_arms_consistency_cost_and_grid_edges(results) -> None:
+    tables = results / "tables"
+    pd.DataFrame({"variant": ["hag_shuffled_labels", "hag_train25"], "task": ["taboo", "taboo"], "target_mean": [0.1, 0.2],
+                  "base_mean": [0.1, 0.1], "diff": [0.0, 0.1], "diff_ci_low": [0.0, 0.05], "diff_ci_high": [0.0, 0.15],
+                  "p_holm": [1.0, 0.01], "verdict": ["equivalent", "better"]}).to_csv(tables / "ablation_vs_hag.csv", index=False)
+    pd.DataFrame({"task": ["taboo"] * 2, "method": ["hag_seed0"] * 2, "variation": ["original", "whitespace"],
+                  "n": [30, 30], "changed": [None, 1.0]}).to_csv(tables / "consistency.csv", index=False)
+    pd.DataFrame({"method": ["hag"], "setup_generations": [15384], "setup_train_seconds": [231.4], "per_query_passes": [2],
+                  "per_query_tokens": [52.7], "note": ["search + check"]}).to_csv(tables / "overhead.csv", index=False)
+    pd.DataFrame({"task": ["taboo", "arithmetic"], "method": ["min_p", "edt"], "grid_edge": [True, False], "moved": [True, False],
+                  "search_original": [0.08, 0.25], "search_extended": [0.09, None], "test_original": [0.08, None],
+                  "test_extended": [0.1, None], "diff": [0.02, None], "diff_ci_low": [-0.01, None],
+                  "diff_ci_high": [0.05, None]}).to_csv(tables / "grid_edges.csv", index=False)  # fmt: skip
+    text = render.write_readme("default").read_text()
+    arms = text.split("## Label arms against HAG", 1)[1].split("\n## ", 1)[0]
+    assert "| hag_shuffled_labels | taboo |" in arms and "hag_train25" not in arms  # the label arms only
+    assert "| hag_seed0 | whitespace | 1.00 |" in text.split("## Stage-1 consistency", 1)[1]
+    assert "| hag | 15384 | 231.4 | 2 | 52.7 | search + check |" in text.split("## What each method costs", 1)[1]
+    edges = text.split("## Tuned baselines at their grid's edge", 1)[1].split("\n## ", 1)[0]
+    assert "| taboo | min_p |" in edges and "arithmetic" not in edges  # only choices at an edge

@@ -369,6 +369,7 @@ def write_readme(profile: str = "default") -> Path:
         lines += ["## Ablation arms: did each adapter learn its labels? (notebook 05)", "",
                   to_markdown(df[["method", "status", "parse_rate", "exact_match", "majority_exact_match", "distance",
                                   "majority_distance"]], decimals=3)]
+    lines += _ablation_sections(tables)
     if (df := _read_optional(tables, stages.PARSE_RATES)) is not None:
         lines += ["## Stage 1: did the generated configs parse? (notebook 04, test queries)", "",
                   "*ok*: parsed and in range; *clamped*: parsed, a value moved into its range; *failed*: no config "
@@ -431,5 +432,38 @@ def main() -> None:
         print(f"wrote {write_readme(args.profile)}")
 
 
+def _ablation_sections(tables: Path) -> list[str]:
+    """Notebook 05's readings of HAG and its baselines: the label arms, stage-1 consistency, cost, grid edges."""
+    from hagstudy import registry
+    from hagstudy.report.evaluation import flags, to_markdown
+
+    lines: list[str] = []
+    if (df := _read_optional(tables, stages.ABLATION_VS_HAG)) is not None and "variant" in df.columns:
+        arms = df.loc[df["variant"].isin(registry.names(registry.LABEL_ARMS))]
+        if len(arms):
+            lines += ["## Label arms against HAG (notebook 05; exploratory, Holm within the ablation table)", "",
+                      "Labels shuffled within each task, denoised on fresh draws, or kept without the check's margin; "
+                      "an arm that did not learn its labels (gate above) has no rows.", "",
+                      to_markdown(arms[[c for c in ("variant", "task", "target_mean", "base_mean", "diff", "diff_ci_low",
+                                                    "diff_ci_high", "p_holm", "verdict") if c in arms.columns]], decimals=3)]
+    if (df := _read_optional(tables, stages.CONSISTENCY)) is not None and "variation" in df.columns:
+        varied = df.loc[df["variation"] != "original"].pivot_table(index=["method", "variation"], columns="task",
+                                                                   values="changed", sort=False).reset_index()
+        lines += ["## Stage-1 consistency: share of items whose config changes when the query is reworded (notebook 05)",
+                  "", to_markdown(varied, decimals=2)]
+    if (df := _read_optional(tables, stages.OVERHEAD)) is not None:
+        lines += ["## What each method costs (notebook 05, from the run's own counts)", "", to_markdown(df, decimals=1)]
+    if (df := _read_optional(tables, stages.GRID_EDGES)) is not None and "grid_edge" in df.columns:
+        edges = df.loc[flags(df["grid_edge"])]
+        lines += ["## Tuned baselines at their grid's edge, re-tuned on an extended grid (notebook 05)", "",
+                  "*diff*: the new choice minus the original on the test split, with its paired 95 % CI (empty when "
+                  "the choice did not move).", "",
+                  to_markdown(edges[[c for c in ("task", "method", "moved", "search_original", "search_extended",
+                                                 "test_original", "test_extended", "diff", "diff_ci_low", "diff_ci_high")
+                                     if c in edges.columns]], decimals=3)]
+    return lines
+
+
 if __name__ == "__main__":
     main()
+
