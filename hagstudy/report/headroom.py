@@ -25,7 +25,14 @@ import pandas as pd
 from hagstudy import registry
 from hagstudy.report.contrasts import margin_for, paired_contrast
 from hagstudy.report.evaluation import sort_canonical, task_order_of
-from hagstudy.report.stats import N_BOOT, check_boot_args, holm, validate_scores
+from hagstudy.report.stats import (
+    N_BOOT,
+    check_boot_args,
+    holm,
+    paired_bootstrap_replicates,
+    upper_bound,
+    validate_scores,
+)
 
 COLUMNS: tuple[str, ...] = (
     "task", "n_items", "n_seeds", "item_oracle_mean", "task_oracle_mean", "static_hindsight_mean",
@@ -57,9 +64,8 @@ def _paired(frame: pd.DataFrame, ref: pd.DataFrame, what: str, task: str) -> pd.
 def _bracket(choices: pd.DataFrame, n_boot: int, alpha: float, rng_seed: int) -> tuple[float, float, float]:
     """(mean in-sample bracket, its one-sided (1 - alpha) upper bound over items, mean ties per item)."""
     d = (choices["in_sample_max"] - choices["reference_selection_mean"]).to_numpy(dtype=float)
-    rng = np.random.default_rng(rng_seed)
-    reps = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-    return float(d.mean()), float(np.quantile(reps, 1 - alpha)), float(choices["n_tied"].mean())
+    reps = paired_bootstrap_replicates(d, n_boot, rng_seed)
+    return float(d.mean()), upper_bound(reps, alpha), float(choices["n_tied"].mean())
 
 
 def headroom_table(
