@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import pandas as pd
 
@@ -49,6 +49,14 @@ def rounded(df: pd.DataFrame, decimals: int) -> pd.DataFrame:
         if pd.api.types.is_float_dtype(out[col]):
             out[col] = out[col].round(decimals) + 0.0
     return out
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    """Refuse a table without the columns its reader needs, naming the table, the missing columns and what it has
+    (a table from an older run, or the wrong file), rather than failing later on a KeyError."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {missing}; got {list(frame.columns)}")
 
 
 def write_table(df: pd.DataFrame, path: str | Path, decimals: int = 4) -> Path:

@@ -46,12 +46,6 @@ DENOISE_COLUMNS = ("task", "item_id", "query", "config", "start", "searched", "n
 MIX_COLUMNS = ("method", "task", "items", "distinct_labels", "majority_label", "label_mix", "differs_from_reference")
 
 
-def _need(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{what} lacks column(s) {missing}")
-
-
 def _canonical(text: str) -> str:
     return DecodingConfig.from_json(str(text)).to_json()
 
@@ -68,7 +62,7 @@ def shuffled(labels: pd.DataFrame, seed: int) -> pd.DataFrame:
     each task keeps exactly its label counts. Only ``config`` changes: the other columns still describe
     the original label (the dataset reads task, item_id, query and config).
     """
-    _need(labels, ("task", "item_id", "config"), "shuffled: the labels frame")
+    stages.require_columns(labels, ("task", "item_id", "config"), "shuffled: the labels frame")
     frame = labels.reset_index(drop=True).copy()
     for task, group in frame.groupby("task", sort=False):
         rows = sorted(group.index, key=lambda i: str(frame.at[i, "item_id"]))
@@ -81,7 +75,7 @@ def shuffled(labels: pd.DataFrame, seed: int) -> pd.DataFrame:
 def unchecked(checked: pd.DataFrame) -> pd.DataFrame:
     """The label check with no margin: an item keeps its searched label when its held-out mean is at least
     the start config's. ``checked`` is ``label_check.read``'s frame (its recorded held-out means)."""
-    _need(checked, ("searched", "start", "heldout_searched", "heldout_start", "config"), "unchecked: the checked labels")
+    stages.require_columns(checked, ("searched", "start", "heldout_searched", "heldout_start", "config"), "unchecked: the checked labels")
     frame = checked.reset_index(drop=True).copy()
     kept = [
         keeps(_canonical(a) != _canonical(b), float(hs), float(h0), 0.0)
@@ -130,7 +124,7 @@ def denoise(
     One ``scoring.evaluate`` call for the task (content-cached): at most items x ``top`` x ``draws``
     generations. ``labels`` are the task's checked labels (task, item_id, query; ``searched`` if present).
     """
-    _need(labels, ("task", "item_id", "query"), "denoise: the labels frame")
+    stages.require_columns(labels, ("task", "item_id", "query"), "denoise: the labels frame")
     by_id = {it.id: it for it in items}
     missing = [i for i in labels["item_id"] if i not in by_id]
     if missing:
@@ -153,7 +147,7 @@ def denoise(
 def denoised(run: study.Run, checked: pd.DataFrame) -> pd.DataFrame:
     """``denoise`` on every task of the run: its search log, its search items and its start config
     (the checked labels' ``start``), with the profile's ``ablation.denoise_top`` and ``denoise_draws``."""
-    _need(checked, ("task", "start"), "denoised: the checked labels")
+    stages.require_columns(checked, ("task", "start"), "denoised: the checked labels")
     p, base, folder = run.profile, run.engine(), stages.SEARCH.find(run)
     frames = []
     for task in run.tasks():
@@ -193,7 +187,7 @@ def label_mix(arms: Mapping[str, pd.DataFrame], reference: str = registry.HAG.na
                                                                    arms[reference]["config"])}
     rows = []
     for method, labels in arms.items():
-        _need(labels, ("task", "item_id", "config"), f"label_mix: the labels of {method!r}")
+        stages.require_columns(labels, ("task", "item_id", "config"), f"label_mix: the labels of {method!r}")
         majority = dataset.per_task_labels(labels)
         for task, group in labels.groupby("task", sort=False):
             configs = [_canonical(c) for c in group["config"]]
@@ -240,15 +234,15 @@ def verdict_lines(versus: pd.DataFrame, mix: pd.DataFrame, gates: pd.DataFrame |
     """Per label arm and task, what its comparison with HAG (``ablation_vs_hag.csv``) means, read with the
     label mix (``label_mix``): a comparison between identical label sets, or against labels that are
     one config per task, tests nothing and says so. Unlearned arms (``ablation_gate.csv``) come first."""
-    _need(mix, ("method", "task", "label_mix", "differs_from_reference"), "verdict_lines: the label mix")
+    stages.require_columns(mix, ("method", "task", "label_mix", "differs_from_reference"), "verdict_lines: the label mix")
     out = []
     if gates is not None and not gates.empty:
-        _need(gates, ("method", "status", "reason"), "verdict_lines: the ablation gate")
+        stages.require_columns(gates, ("method", "status", "reason"), "verdict_lines: the ablation gate")
         for row in gates[gates["method"].isin(list(_MEANING)) & (gates["status"] != "learned")].itertuples():
             out.append(f"{row.method} did not learn its labels ({row.reason}): no verdict.")
     if versus is None or versus.empty:
         return out + ["No label arm was compared with HAG."]
-    _need(versus, ("variant", "task", "verdict", "margin", "target_mean", "base_mean", "diff", "diff_ci_low",
+    stages.require_columns(versus, ("variant", "task", "verdict", "margin", "target_mean", "base_mean", "diff", "diff_ci_low",
                    "diff_ci_high", "p_holm"), "verdict_lines: the comparison with HAG")
     shares = {(str(r.method), str(r.task)): (float(r.label_mix), float(r.differs_from_reference)) for r in mix.itertuples()}
     for arm, meaning in _MEANING.items():

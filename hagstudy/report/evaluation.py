@@ -48,7 +48,7 @@ from hagstudy.report.stats import (
     pooled_ci,
     validate_scores,
 )
-from hagstudy.stages import rounded
+from hagstudy.stages import require_columns, rounded
 
 METHOD_ORDER: tuple[str, ...] = registry.ORDER  # the registry's ranked methods; the rest sort by name after them
 MAIN_COLUMNS: tuple[str, ...] = ("task", "method", "mean", "ci_low", "ci_high", "n_items", "n_seeds")
@@ -277,9 +277,7 @@ def confirmatory_table(
     family only; baselines identical to each other on a task (``same_as``) count as one test, so the
     family size is the number of rows. Margins are the per-task ones (:func:`contrasts.task_margins`).
     """
-    missing = [c for c in ("task", "at_chance") if c not in at_chance.columns]
-    if missing:
-        raise ValueError(f"confirmatory_table: the at_chance table lacks column(s) {missing}")
+    require_columns(at_chance, ("task", "at_chance"), "confirmatory_table: the at_chance table")
     informative = set(at_chance.loc[~flags(at_chance["at_chance"]), "task"].astype(str))
     chosen = scores.loc[scores["task"].astype(str).isin(informative)]
     if chosen.empty:
@@ -304,9 +302,7 @@ def mde_table(
     sqrt(n_items) (``stats.mde``) and margin (the row's equivalence margin). A true difference below the
     mde would usually go undetected: a "not significant" there is a test that could not tell.
     """
-    missing = [c for c in ("task", "baseline", "margin") if c not in family_rows.columns]
-    if missing:
-        raise ValueError(f"mde_table: the family table lacks column(s) {missing}")
+    require_columns(family_rows, ("task", "baseline", "margin"), "mde_table: the family table")
     frame = validate_scores(scores)
     per_test = alpha / max(1, len(family_rows))
     rows = []
@@ -376,9 +372,7 @@ def at_chance(main: pd.DataFrame, chance: str = registry.CHANCE.name) -> pd.Data
     chance are compared (with an ``n_items`` column): a subset's row, such as the item oracle's, is
     over other items than chance's and is left out.
     """
-    missing = [c for c in ("task", "method", "mean", "ci_low") if c not in main.columns]
-    if missing:
-        raise ValueError(f"at_chance: main table lacks column(s) {missing}")
+    require_columns(main, ("task", "method", "mean", "ci_low"), "at_chance: main table")
     rows = []
     for task in task_order_of(main):
         sub = main.loc[main["task"] == task]

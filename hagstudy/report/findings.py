@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from hagstudy import registry
+from hagstudy import registry, stages
 from hagstudy.report.evaluation import difficulty_correlation, flags
 
 _ORDER = {"worse": 0, "better": 1, "equivalent": 2, "not significant": 3}
@@ -22,9 +22,7 @@ _ORDER = {"worse": 0, "better": 1, "equivalent": 2, "not significant": 3}
 
 def _need(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
     """Refuse a table without the columns a sentence reads, naming the table and the columns."""
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"findings: {what} table lacks column(s) {missing}")
+    stages.require_columns(frame, columns, f"findings: {what} table")
 
 
 def _p(p: float, name: str = "p") -> str:

@@ -35,23 +35,16 @@ class Trained(Protocol):
     wall_seconds: float
 
 
-def need(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
-    """Fail naming the table and its missing columns (a table from an older run, or the wrong file)."""
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{name} lacks column(s) {missing}")
-
-
 def search_items(label_check_items: pd.DataFrame) -> dict[str, int]:
     """Search items per task: the held-out check runs on every labelled search item, one row each."""
-    need(label_check_items, ["task", "item_id"], stages.LABEL_CHECK_ITEMS.name)
+    stages.require_columns(label_check_items, ["task", "item_id"], stages.LABEL_CHECK_ITEMS.name)
     return {str(t): int(n) for t, n in label_check_items.groupby("task", sort=False)["item_id"].nunique().items()}
 
 
 def label_check_generations(label_check_items: pd.DataFrame, heldout_draws: int) -> int:
     """``label_check.check``'s requests: the start config on every item, the searched label once more
     where it differs, each on ``heldout_draws`` draws."""
-    need(label_check_items, ["task", "item_id", "changed"], stages.LABEL_CHECK_ITEMS.name)
+    stages.require_columns(label_check_items, ["task", "item_id", "changed"], stages.LABEL_CHECK_ITEMS.name)
     changed = label_check_items["changed"].map({True: 1, False: 0, "True": 1, "False": 0})
     if changed.isna().any():
         raise ValueError(f"{stages.LABEL_CHECK_ITEMS.name}: column 'changed' must hold True/False")
@@ -60,7 +53,7 @@ def label_check_generations(label_check_items: pd.DataFrame, heldout_draws: int)
 
 def adaptive_generations(adaptive_tuning: pd.DataFrame, items: Mapping[str, int], draws: int) -> dict[str, int]:
     """Per adaptive method: its settings tried per task (one row each) x that task's search items x draws."""
-    need(adaptive_tuning, ["task", "method", "config"], stages.ADAPTIVE_TUNING.name)
+    stages.require_columns(adaptive_tuning, ["task", "method", "config"], stages.ADAPTIVE_TUNING.name)
     counts = adaptive_tuning.groupby(["method", "task"], sort=False)["config"].nunique()
     out: dict[str, int] = {}
     for (method, task), settings in counts.items():
@@ -73,7 +66,7 @@ def adaptive_generations(adaptive_tuning: pd.DataFrame, items: Mapping[str, int]
 def oracle_rescoring(search_prune: pd.DataFrame, items: Mapping[str, int], draws: int) -> tuple[int, int]:
     """(task oracle, best single config) re-scoring requests: the ``top`` best pruning configs of each task
     (of those pruned on every task, for the single config) on every search item, ``draws`` each."""
-    need(search_prune, ["task", "config"], stages.SEARCH_PRUNE.name)
+    stages.require_columns(search_prune, ["task", "config"], stages.SEARCH_PRUNE.name)
     grids = {str(t): set(g) for t, g in search_prune.groupby("task", sort=False)["config"]}
     unknown = sorted(set(grids) - set(items))
     if unknown:
@@ -86,13 +79,13 @@ def oracle_rescoring(search_prune: pd.DataFrame, items: Mapping[str, int], draws
 
 def answer_tokens(scores: pd.DataFrame) -> dict[str, float]:
     """Mean generated tokens per answer (score row), by method."""
-    need(scores, ["method", "n_tokens"], stages.SCORES.name)
+    stages.require_columns(scores, ["method", "n_tokens"], stages.SCORES.name)
     return {str(m): float(v) for m, v in scores.groupby("method", sort=False)["n_tokens"].mean().items()}
 
 
 def stage1_tokens(consistency: pd.DataFrame, members: Sequence[str]) -> float:
     """Mean stage-1 tokens on the original queries over ``members`` (NaN when the table has none of them)."""
-    need(consistency, ["method", "variation", "n", "stage1_tokens"], stages.CONSISTENCY.name)
+    stages.require_columns(consistency, ["method", "variation", "n", "stage1_tokens"], stages.CONSISTENCY.name)
     sub = consistency[(consistency["variation"] == ORIGINAL) & consistency["method"].isin(list(members))]
     return float(np.average(sub["stage1_tokens"], weights=sub["n"])) if len(sub) else float("nan")
 
@@ -115,7 +108,7 @@ def overhead_table(
     ``draws`` is the search's R (the oracles and adaptive samplers are tuned on it), ``heldout_draws``
     the held-out check's; ``trained`` maps each HAG adapter the study used to its training log.
     """
-    need(search_budget, ["task", "requested", "prune_requested"], stages.SEARCH_BUDGET.name)
+    stages.require_columns(search_budget, ["task", "requested", "prune_requested"], stages.SEARCH_BUDGET.name)
     items = search_items(label_check_items)
     answers = answer_tokens(scores)
     prune = int(search_budget["prune_requested"].sum())
@@ -159,7 +152,7 @@ def overhead_table(
 
 def lines(table: pd.DataFrame) -> list[str]:
     """Two sentences from the table: what HAG costs to set up, and per query against the default."""
-    need(table, COLUMNS, stages.OVERHEAD.name)
+    stages.require_columns(table, COLUMNS, stages.OVERHEAD.name)
     by = table.set_index("method")
     out = []
     if registry.HAG.name in by.index:

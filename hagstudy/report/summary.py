@@ -12,7 +12,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from hagstudy import registry
+from hagstudy import registry, stages
 from hagstudy.report.evaluation import flags
 
 # Verdicts of the relative tables, as the opening words them; anything else (not significant) = cannot tell.
@@ -21,9 +21,7 @@ _OUTCOMES = (WORSE, BETTER, EQUIVALENT, UNKNOWN)  # the order they are named in:
 
 
 def _need(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"summary: {what} is missing column(s) {missing}; got {list(frame.columns)}")
+    stages.require_columns(frame, columns, f"summary: {what}")
 
 
 def _join(names: Sequence[str]) -> str:
