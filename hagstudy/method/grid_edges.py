@@ -9,7 +9,7 @@ choice first, then the extensions: the other original settings lost to it on the
 so they cannot win now, and ``pick_best`` gives a tie to the first candidate (the nearest to it), so an
 extension moves the choice only when it scores strictly better. When the choice moves, the new and the original
 choice are scored on the test split with the evaluation seeds (``methods.fixed``) and compared paired over items
-(``stats.paired_bootstrap``, ``N_BOOT`` resamples). Choices inside their grid are listed, not re-tuned.
+(``contrasts.paired_contrast``, the study's one paired path, ``N_BOOT`` resamples). Choices inside their grid are listed, not re-tuned.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from hagstudy.decoding import DecodingConfig
 from hagstudy.method import oracles
 from hagstudy.methods import fixed
 from hagstudy.registry import EDT, MIN_P, TASK_ORACLE, TOP_NSIGMA
-from hagstudy.report.stats import paired_bootstrap
+from hagstudy.report.contrasts import paired_contrast
+from hagstudy.report.stats import N_BOOT, validate_scores
 from hagstudy.scoring import Engine, Task
 
 if TYPE_CHECKING:
     from hagstudy.tasks.base import Item
 
-N_BOOT = 20_000
 MIN_P_EXTENSION = (0.4, 0.5)  # past min-p's largest setting, 0.3
 EDT_T0_EXTENSION = (0.1, 0.2, 0.3, 0.4, 0.5)  # below EDT's smallest T0, 0.7, at theta = 1.0
 EDT_THETA = 1.0
@@ -108,10 +108,9 @@ def check(
         if row["moved"]:
             scores = pd.concat([fixed(engine, task, test_items, seeds, chosen, "original"),
                                 fixed(engine, task, test_items, seeds, new, "extended")], ignore_index=True)
-            paired = paired_bootstrap(scores, "extended", "original", task.name, n_boot=n_boot)
-            means_test = scores.groupby("method")["score"].mean()
-            row.update(test_original=float(means_test["original"]), test_extended=float(means_test["extended"]),
-                       diff=paired.diff_mean, diff_ci_low=paired.ci_low, diff_ci_high=paired.ci_high)
+            c = paired_contrast(validate_scores(scores), "extended", "original", task.name, n_boot=n_boot)
+            row.update(test_original=c["base_mean"], test_extended=c["target_mean"], diff=c["diff"],
+                       diff_ci_low=c["diff_ci_low"], diff_ci_high=c["diff_ci_high"])
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
