@@ -95,7 +95,8 @@ def _connect(path: Path, schema: str, migrate: Callable[[sqlite3.Connection], No
         conn: sqlite3.Connection | None = None
         try:
             # isolation_level=None: we open transactions ourselves, so one put_many is exactly one transaction.
-            conn = sqlite3.connect(str(path), timeout=LOCK_TIMEOUT_S, isolation_level=None)
+            # check_same_thread=False: ``pool.map_pooled``'s pieces run in threads, one at a time, never concurrently.
+            conn = sqlite3.connect(str(path), timeout=LOCK_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal" and time.monotonic() < deadline:
                 raise sqlite3.OperationalError("database is locked (journal mode not switched to WAL yet)")

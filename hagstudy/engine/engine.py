@@ -129,6 +129,7 @@ class Engine:
         self._desc = ""
         self._weights: Any = None
         self._weights_stamp: Any = None
+        self.pool: Any = None  # the open ``pool.Pool`` while ``pool.map_pooled`` runs
         self.stats: dict[str, Any] = {
             "hits": 0,
             "misses": 0,
@@ -162,7 +163,22 @@ class Engine:
         """Completions in request order. Cached ones are read, identical requests decoded once.
 
         ``stats``: ``hits`` counts requests served from the cache, ``misses`` distinct requests decoded.
+        Inside ``pool.map_pooled`` the requests join the pool's next pooled call.
         """
+        if self.pool is not None and self.pool.inside():
+            return self.pool.ask(requests, desc)
+        return self.generate_now(requests, desc)
+
+    @property
+    def can_pool(self) -> bool:
+        """Whether ``pool.map_pooled`` can pool this engine's calls (not in the cache-only mode: it decodes nothing)."""
+        return self.model is not None
+
+    def pooling(self) -> bool:
+        return self.pool is not None
+
+    def generate_now(self, requests: Sequence[Request], desc: str = "generate") -> list[Completion]:
+        """``generate`` as one engine call, whatever pool is open."""
         start = time.perf_counter()
         require_prompts(requests)
         keys = [self.key(r) for r in requests]

@@ -21,8 +21,12 @@ from hagstudy.engine.sampling import PARAM_FIELDS, RowParams
 
 log = logging.getLogger(__name__)
 
-KV_BUCKET = 16  # the fused step attends over the cache rounded up to this many columns (grown in these steps)
-CPU_BATCH = 96  # default rows per batch on CPU: on 2 cores 96 beat 48/64 and tied 128 (scripts/benchmarks/bench_generation.py)
+# The fused step attends over the cache rounded up to this many columns (grown in these steps). A multiple of 32:
+# oneDNN issue 5717 reports AMX bf16 matmuls with K > 32 and K % 32 != 0 reading neighbouring rows, and P.V has K = this width.
+KV_BUCKET = 32
+# Default rows per batch on CPU (fewer when memory is short). With pooled calls of thousands of requests, 256 rows
+# decoded a 512-request search-shaped call at 1.2x the rate of 96 rows, and 512 rows no faster (2 cores, AMX).
+CPU_BATCH = 256
 
 
 def _kv_layer_class() -> type:

@@ -19,7 +19,7 @@ from hagstudy.decoding import DecodingConfig
 # Part of every cache key: bump it whenever the same request could decode to a different text.
 ENGINE_VERSION = "2"  # 2: the final sampling path of the first release (1 was used during its development)
 # The keys of texts decoded with ``decode_step`` (step "fused") carry this version and the step's name instead.
-STEP_VERSION = "3"
+STEP_VERSION = "4"  # 4: pooled calls, 256-row CPU batches and 32-column KV buckets (other bf16 rounding)
 
 
 class ReplayMiss(RuntimeError):

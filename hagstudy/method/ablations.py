@@ -18,6 +18,7 @@ import pandas as pd
 from hagstudy import methods, registry, stages, study
 from hagstudy.config import TrainSettings
 from hagstudy.decoding import HYPERPARAMETERS, DecodingConfig
+from hagstudy.engine.pool import map_pooled
 from hagstudy.method import dataset, gate, label_check, search, strategies
 from hagstudy.method.label_check import heldout_means
 from hagstudy.method.search import ItemLabel, PruneResult, generations_per_item
@@ -189,8 +190,8 @@ def search_strategies(run: study.Run, labels: pd.DataFrame) -> tuple[pd.DataFram
     Returns the per-(strategy, item) quality rows and each strategy's labels over all tasks.
     """
     p, base = run.profile, run.engine()
-    quality, strategy_labels = [], {"greedy": [], "random": [], "tpe": []}
-    for task in run.tasks():
+
+    def one(task: Task) -> tuple[pd.DataFrame, dict[str, list[ItemLabel]]]:
         task_labels = first_fraction(labels[labels.task == task.name], p.ablation.search_fraction)
         items = task.items("search", p.n_search)[: len(task_labels)]
         draws = p.search.greedy_r  # the draws greedy's labels were chosen on: an equal budget in generations
@@ -201,10 +202,14 @@ def search_strategies(run: study.Run, labels: pd.DataFrame) -> tuple[pd.DataFram
             "random": strategies.random_search(base, task, items, default, draws, budget, seed=p.seed),
             "tpe": strategies.tpe_search(base, task, items, default, draws, budget, seed=p.seed),
         }
+        q = label_quality(base, task, items, by_strategy, default, p.search.heldout_draws)
+        return q.assign(generations=q["strategy"].map({"greedy": budget}).fillna(q["generations"])), by_strategy
+
+    quality, strategy_labels = [], {"greedy": [], "random": [], "tpe": []}
+    for q, by_strategy in map_pooled(base, one, run.tasks()):  # the tasks' engine calls pooled
+        quality.append(q)
         for k, v in by_strategy.items():
             strategy_labels[k].extend(v)
-        q = label_quality(base, task, items, by_strategy, default, p.search.heldout_draws)
-        quality.append(q.assign(generations=q["strategy"].map({"greedy": budget}).fillna(q["generations"])))
     return pd.concat(quality, ignore_index=True), strategy_labels
 
 
@@ -220,15 +225,15 @@ def checked_labels(run: study.Run, labels: Sequence[ItemLabel]) -> pd.DataFrame:
     arm trained on random or TPE labels gets the same treatment as HAG's own labels.
     """
     p, base = run.profile, run.engine()
-    out = []
-    for task in run.tasks():
+    tasks = [task for task in run.tasks() if any(lab.task == task.name for lab in labels)]
+
+    def one(task: Task) -> list[Any]:
         own = [lab for lab in labels if lab.task == task.name]
-        if not own:
-            continue
         start = search.read_prune(stages.SEARCH.find(run), task.name).best()
-        out += label_check.check(base, task, task.items("search", p.n_search), own, start,
+        return label_check.check(base, task, task.items("search", p.n_search), own, start,
                                  p.search.heldout_draws, p.search.keep_margin)
-    return label_check.frame_of(out)
+
+    return label_check.frame_of([row for rows in map_pooled(base, one, tasks) for row in rows])
 
 
 def arm_seeds(run: study.Run) -> list[int]:
@@ -266,15 +271,14 @@ def hag_arm(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Two-stage HAG over every task's first ``ablation.n_test`` test items: score rows and proposals."""
     base = run.engine()
-    frames, props = [], []
-    for task in run.tasks():
+
+    def one(task: Task) -> tuple[pd.DataFrame, pd.DataFrame]:
         items = task.items("test", run.profile.ablation.n_test)
-        scores, proposed = methods.stage1_then_answer(
-            stage1, stage2 or base, task, items, arm_seeds(run), base.default_config(), method, keep=keep
-        )
-        frames.append(scores)
-        props.append(proposed)
-    return pd.concat(frames, ignore_index=True), pd.concat(props, ignore_index=True)
+        return methods.stage1_then_answer(stage1, stage2 or base, task, items, arm_seeds(run), base.default_config(),
+                                          method, keep=keep)
+
+    parts = map_pooled(stage1, one, run.tasks())  # stage 1's calls pooled over the tasks
+    return pd.concat([f for f, _ in parts], ignore_index=True), pd.concat([q for _, q in parts], ignore_index=True)
 
 
 def reference_adapter(run: study.Run) -> str | None:
@@ -316,10 +320,8 @@ def with_unlearned(table: pd.DataFrame, gates: Mapping[str, gate.Gate]) -> pd.Da
 def default_arm(run: study.Run) -> pd.DataFrame:
     """The default config on the ablation items and seeds (the reference every arm is read against)."""
     base = run.engine()
-    frames = [
-        methods.fixed(base, t, t.items("test", run.profile.ablation.n_test), arm_seeds(run), base.default_config(), registry.DEFAULT.name)
-        for t in run.tasks()
-    ]
+    frames = map_pooled(base, lambda t: methods.fixed(base, t, t.items("test", run.profile.ablation.n_test), arm_seeds(run),
+                                                      base.default_config(), registry.DEFAULT.name), run.tasks())
     return pd.concat(frames, ignore_index=True)
 
 

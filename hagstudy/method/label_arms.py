@@ -27,6 +27,7 @@ import pandas as pd
 
 from hagstudy import registry, stages
 from hagstudy.decoding import DecodingConfig
+from hagstudy.engine.pool import map_pooled
 from hagstudy.method import dataset, search
 from hagstudy.method.label_check import keeps
 from hagstudy.scoring import Engine, Task, evaluate, pick_best
@@ -149,16 +150,18 @@ def denoised(run: study.Run, checked: pd.DataFrame) -> pd.DataFrame:
     (the checked labels' ``start``), with the profile's ``ablation.denoise_top`` and ``denoise_draws``."""
     stages.require_columns(checked, ("task", "start"), "denoised: the checked labels")
     p, base, folder = run.profile, run.engine(), stages.SEARCH.find(run)
-    frames = []
-    for task in run.tasks():
-        own = checked[checked["task"] == task.name]
-        if own.empty:
-            continue
-        starts = sorted(set(own["start"]))
+    tasks = [task for task in run.tasks() if (checked["task"] == task.name).any()]
+    for task in tasks:
+        starts = sorted(set(checked.loc[checked["task"] == task.name, "start"]))
         if len(starts) != 1:
             raise ValueError(f"task {task.name}: the checked labels name {len(starts)} start configs, expected one")
-        frames.append(denoise(base, task, task.items("search", p.n_search), own, search.read_evaluations(folder, task.name),
-                              DecodingConfig.from_json(starts[0]), p.ablation.denoise_top, p.ablation.denoise_draws))
+
+    def one(task: Task) -> pd.DataFrame:
+        own = checked[checked["task"] == task.name]
+        return denoise(base, task, task.items("search", p.n_search), own, search.read_evaluations(folder, task.name),
+                       DecodingConfig.from_json(own["start"].iloc[0]), p.ablation.denoise_top, p.ablation.denoise_draws)
+
+    frames = map_pooled(base, one, tasks)  # the tasks' re-scoring calls pooled
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(DENOISE_COLUMNS))
 
 
