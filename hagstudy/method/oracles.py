@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from hagstudy.decoding import GREEDY, TRANSFORMERS_DEFAULT, DecodingConfig
+from hagstudy.engine.pool import map_pooled
 from hagstudy.files import atomic_write
 from hagstudy.methods import fixed, per_item
 from hagstudy.registry import EDT, ITEM_ORACLE, MIN_P, STATIC_HINDSIGHT, TOP_NSIGMA
@@ -102,10 +103,12 @@ def best_single_config(
     pooled = {c: float(np.mean([p.table[c] for _, _, p in searched])) for c in common}
     ranked = sorted(pooled.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
     candidates = [DecodingConfig.from_json(c) for c, _ in ranked]
-    per_task = []
-    for task, items, _ in searched:
-        evals, _ = evaluate(engine, task, [(item, c) for item in items for c in candidates], draws, stage="oracle")
-        per_task.append([_mean_item_means(evals, c) for c in candidates])
+
+    def one(s: tuple[Task, Sequence[Item], PruneResult]) -> list[float]:
+        evals, _ = evaluate(engine, s[0], [(item, c) for item in s[1] for c in candidates], draws, stage="oracle")
+        return [_mean_item_means(evals, c) for c in candidates]
+
+    per_task = map_pooled(engine, one, searched)  # the tasks' calls decoded as one
     options = [(c, float(np.mean([means[i] for means in per_task]))) for i, c in enumerate(candidates)]
     return options[pick_best(options, searched[0][2].default)][0]
 
