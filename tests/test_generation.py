@@ -433,12 +433,12 @@ def test_a_memory_capped_cpu_batch_is_logged(monkeypatch, caplog):
     """Batch shape decides bf16 rounding and is not in the keys: a batch smaller than CPU_BATCH must be said."""
     model, _ = models.load("tiny-random")
     per_row = kv.row_bytes(model)
-    monkeypatch.setattr(kv, "available_memory", lambda: 4 * per_row * 10)
+    monkeypatch.setattr(kv, "available_memory", lambda: int(per_row * 10 / kv.CPU_MEMORY_SHARE))
     with caplog.at_level("WARNING", logger="hagstudy.engine.kv"):
         assert kv.default_batch_size(model, torch.device("cpu")) == 10
     assert "capped at 10 rows" in caplog.text
     caplog.clear()
-    monkeypatch.setattr(kv, "available_memory", lambda: 4 * per_row * (kv.CPU_BATCH + 1))
+    monkeypatch.setattr(kv, "available_memory", lambda: int(per_row * (kv.CPU_BATCH + 1) / kv.CPU_MEMORY_SHARE))
     with caplog.at_level("WARNING", logger="hagstudy.engine.kv"):
         assert kv.default_batch_size(model, torch.device("cpu")) == kv.CPU_BATCH
     assert "capped" not in caplog.text

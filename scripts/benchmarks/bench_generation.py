@@ -20,9 +20,10 @@ Four ways to produce the same completions, timed in one process, interleaved per
 
   (c) is timed once per engine decode step (``--steps``, default eager and fused), and (d) times the
       engine on a second, search-shaped workload: items x 8 configs x ``--draws`` seeds, 16-96 tokens.
-  (f) the fuller-batch lever on one set of search-shaped requests (``--pooled-items`` items): decoded in
-      calls of ``--search-items`` items at the engine batch, as the search issues them, and in one call
-      at ``--pooled-batch`` rows. The rate of each engine arm is also printed as a fraction of the
+  (f) the fuller-batch lever on one set of search-shaped requests (``--pooled-items`` items, 48 by default: 8 per
+      task): decoded as the search issued them before calls were pooled (calls of ``--search-items`` items at
+      ``--per-call-batch`` rows, 96, the former CPU batch: the old code's arm) and as ``pool.map_pooled`` issues them
+      now (one call at ``--pooled-batch`` rows, default the engine's batch). The rate of each engine arm is also printed as a fraction of the
       decode-shaped bf16 matmul bound measured in the same run.
 
 Under load, ``--threads 1`` can be far faster than two threads (a parallel region waits for a
@@ -323,10 +324,11 @@ def main() -> None:
     ap.add_argument("--steps", default="eager,fused", help="engine decode steps to time, comma-separated (eager, fused)")
     ap.add_argument("--search-items", type=int, default=4, help="items of the search-shaped workload (x 8 configs x --draws; 0: skip)")
     ap.add_argument("--draws", type=int, default=2, help="seeds per item and config in the search-shaped workload")
-    ap.add_argument("--pooled-items", type=int, default=16,
-                    help="(f): the search-shaped workload over this many items, decoded as the search issues it (one call per "
-                         "--search-items items, engine batch) and as one call at --pooled-batch rows (0: skip)")
-    ap.add_argument("--pooled-batch", type=int, default=256, help="(f): rows per batch of the pooled call")
+    ap.add_argument("--pooled-items", type=int, default=48,
+                    help="(f): the search-shaped workload over this many items, decoded in calls of --search-items items at "
+                         "--per-call-batch rows (as before pooling) and as one pooled call (0: skip)")
+    ap.add_argument("--pooled-batch", type=int, default=None, help="(f): rows per batch of the pooled call (default: the engine's)")
+    ap.add_argument("--per-call-batch", type=int, default=96, help="(f): rows per batch of the per-call arm (the former CPU batch)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda without embedded weights: random weights, same shape)")
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(models.DTYPES))
@@ -362,6 +364,7 @@ def main() -> None:
     pooled = search_requests(first, args.pooled_items, args.draws) if args.pooled_items and args.search_items else []
     per_call = args.search_items * len(CONFIGS) * args.draws
     pooled_engine = Engine(model, tok, cache=None, progress=False, max_batch_size=args.pooled_batch, step=steps[-1]) if pooled else None
+    per_call_engine = Engine(model, tok, cache=None, progress=False, max_batch_size=args.per_call_batch, step=steps[-1]) if pooled else None
     cb_set = cb_settings(tok, reqs, first.max_batch_size, args.cb_page_size, args.cb_max_batch_tokens)
     cb: dict[str, Any] = {"limits": CB_LIMITS, "settings": cb_set, "error": None, "failed_at": None, "skipped": bool(args.no_cb),
                           "rows_not_engine_distribution": sum(not cb_same_distribution(r.config) for r in reqs),
@@ -408,7 +411,7 @@ def main() -> None:
         for s, e in engines.items() if search else ():
             arm(f"d_search_engine_{s}", time_engine(e, search))
         if pooled:
-            arm("f_search_per_call", time_calls(engines[steps[-1]], pooled, per_call))
+            arm("f_search_per_call", time_calls(per_call_engine, pooled, per_call))
             arm("f_search_pooled", time_engine(pooled_engine, pooled))
         if "e_transformers_continuous_batching" in runs:
             cb["error"] = cb_attempt(model, tok, reqs, eos, cb_set, runs["e_transformers_continuous_batching"])
@@ -485,8 +488,8 @@ def main() -> None:
         )
     if pooled:
         print(f"  (f) search-shaped, {len(pooled)} requests ({args.pooled_items} items), step {steps[-1]}: "
-              f"{med['f_search_per_call']:.1f} as the search issues them ({len(pooled) // per_call} calls of {per_call}, batch "
-              f"{first.max_batch_size}), {med['f_search_pooled']:.1f} in one call at batch {args.pooled_batch}")
+              f"{med['f_search_per_call']:.1f} in {len(pooled) // per_call} calls of {per_call} at batch {per_call_engine.max_batch_size} "
+              f"(before pooling), {med['f_search_pooled']:.1f} in one pooled call at batch {pooled_engine.max_batch_size}")
     fraction = {}
     if "bfloat16" in bounds:
         bound = bounds["bfloat16"]["token_bound_decode_shape"]
@@ -522,7 +525,8 @@ def main() -> None:
         "step_ratios": step_ratios,
         "compute_bound": bounds,
         "fraction_of_decode_bound": fraction,
-        "pooled": {"items": args.pooled_items, "requests": len(pooled), "per_call": per_call, "batch": args.pooled_batch} if pooled else None,
+        "pooled": {"items": args.pooled_items, "requests": len(pooled), "per_call": per_call, "batch": pooled_engine.max_batch_size,
+                   "per_call_batch": per_call_engine.max_batch_size} if pooled else None,
         "machine": {
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
