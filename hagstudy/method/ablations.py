@@ -8,6 +8,7 @@ maximum over noisy candidates and is optimistic; a fresh draw is not.
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -296,7 +297,11 @@ def gated_arm(run: study.Run, method: str, adapter: str, labels: pd.DataFrame) -
     engine, verdict = train_arm(run, adapter, labels)
     if not verdict.passed:
         return None, verdict
-    return hag_arm(run, method, engine)[0], verdict
+    try:
+        return hag_arm(run, method, engine)[0], verdict
+    finally:  # each arm's model copy goes back: eight of them held at once ran a 24 GiB machine out of memory
+        run.drop_engine(gate.adapter_path(stages.ADAPTERS.find(run) / adapter, verdict))
+        gc.collect()
 
 
 def gate_table(gates: Mapping[str, gate.Gate]) -> pd.DataFrame:
