@@ -48,7 +48,7 @@ RENDER    := $(PY) -m hagstudy.report.render --profile $(PROFILE) --no-html
 # (fingerprint, training log, the keys of its completions), so no CPU retrains it and its completions
 # replay from the shipped file; FRESH=1 removes receipt-only adapters first (they train).
 FRESH    ?=
-SHIPPED  := $(RESULTS)/generations.jsonl.gz
+SHIPPED  := $(RESULTS)/generations.jsonl.xz
 RECEIPTS := $(RESULTS)/adapters.json
 COSINES  := $(RESULTS)/cosines.json.gz
 IMPORTED := artifacts/cache/.imported-$(PROFILE)

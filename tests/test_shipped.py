@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import lzma
 import sqlite3
 from pathlib import Path
 
@@ -38,20 +39,20 @@ def make_cache(path: Path, rows: dict = ROWS) -> Path:
 
 
 def lines(path: Path) -> list[dict]:
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
+    with lzma.open(path, "rt", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh]
 
 
 def write_lines(path: Path, records: list[dict | str]) -> Path:
     text = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records)
-    with gzip.open(path, "wt", encoding="utf-8") as fh:
+    with lzma.open(path, "wt", encoding="utf-8") as fh:
         fh.write(text)
     return path
 
 
 def test_round_trip_into_an_empty_cache_gives_identical_rows(tmp_path):
     source = make_cache(tmp_path / "a.sqlite")
-    out = tmp_path / "g.jsonl.gz"
+    out = tmp_path / "g.jsonl.xz"
     assert export(source, out) == 3
     assert [r["key"] for r in lines(out)] == ["k1", "k2", "k3"]  # sorted by key
     counts = import_into(out, tmp_path / "b.sqlite")
@@ -63,20 +64,20 @@ def test_round_trip_into_an_empty_cache_gives_identical_rows(tmp_path):
 
 def test_export_is_byte_deterministic(tmp_path):
     source = make_cache(tmp_path / "a.sqlite")
-    export(source, tmp_path / "one.gz")
+    export(source, tmp_path / "one.xz")
     # The same rows put in another order, at another time, into another file export to the same bytes.
     make_cache(tmp_path / "b.sqlite", dict(reversed(list(ROWS.items()))))
-    export(tmp_path / "b.sqlite", tmp_path / "two.gz")
-    data = (tmp_path / "one.gz").read_bytes()
-    assert data == (tmp_path / "two.gz").read_bytes()
-    assert data[4:8] == b"\0\0\0\0" and not data[3] & 0x08  # gzip header: mtime 0, no FNAME flag
-    export(source, tmp_path / "one.gz")  # replaces the previous file
-    assert (tmp_path / "one.gz").read_bytes() == data
-    assert not list(tmp_path.glob(".one.gz.*"))  # no temporary file left behind
+    export(tmp_path / "b.sqlite", tmp_path / "two.xz")
+    data = (tmp_path / "one.xz").read_bytes()
+    assert data == (tmp_path / "two.xz").read_bytes()
+    assert data[:6] == b"\xfd7zXZ\x00"  # an xz stream: no name or time in its header to vary
+    export(source, tmp_path / "one.xz")  # replaces the previous file
+    assert (tmp_path / "one.xz").read_bytes() == data
+    assert not list(tmp_path.glob(".one.xz.*"))  # no temporary file left behind
 
 
 def test_a_row_whose_text_was_edited_is_refused(tmp_path, caplog):
-    out = tmp_path / "g.jsonl.gz"
+    out = tmp_path / "g.jsonl.xz"
     export(make_cache(tmp_path / "a.sqlite"), out)
     records = lines(out)
     records[1]["text"] = "beta, edited"  # line 2, key k2
@@ -90,7 +91,7 @@ def test_a_row_whose_text_was_edited_is_refused(tmp_path, caplog):
 
 
 def test_a_text_moved_to_another_key_is_refused(tmp_path):
-    out = tmp_path / "g.jsonl.gz"
+    out = tmp_path / "g.jsonl.xz"
     export(make_cache(tmp_path / "a.sqlite"), out)
     records = lines(out)
     records[0]["key"], records[1]["key"] = "k2", "k1"  # swapped keys, digests kept
@@ -100,7 +101,7 @@ def test_a_text_moved_to_another_key_is_refused(tmp_path):
 
 
 def test_import_skips_keys_already_cached(tmp_path, caplog):
-    out = tmp_path / "g.jsonl.gz"
+    out = tmp_path / "g.jsonl.xz"
     export(make_cache(tmp_path / "a.sqlite"), out)
     target = make_cache(tmp_path / "b.sqlite", {"k1": {"text": "decoded here", "n_tokens": 2, "finished": True},
                                                 "k2": ROWS["k2"]})
@@ -115,8 +116,8 @@ def test_import_skips_keys_already_cached(tmp_path, caplog):
     assert (again.imported, again.present) == (0, 3)
 
 
-def test_corrupt_gzip_names_the_file_and_line(tmp_path):
-    out = tmp_path / "g.jsonl.gz"
+def test_corrupt_xz_names_the_file_and_line(tmp_path):
+    out = tmp_path / "g.jsonl.xz"
     make_cache(tmp_path / "a.sqlite", {f"k{i:04d}": {"text": f"text {i}" * 20, "n_tokens": i, "finished": True}
                                        for i in range(300)})
     export(tmp_path / "a.sqlite", out)
@@ -125,18 +126,18 @@ def test_corrupt_gzip_names_the_file_and_line(tmp_path):
     with pytest.raises(ShippedError, match=rf"{out}:\d+: cannot decompress .*git checkout"):
         import_into(out, tmp_path / "b.sqlite")
     assert not (tmp_path / "b.sqlite").exists()  # nothing stored: the file is checked before the cache opens
-    out.write_bytes(b"not gzip at all\n")
-    with pytest.raises(ShippedError, match=rf"{out}:1: cannot decompress \(BadGzipFile"):
+    out.write_bytes(b"not xz at all\n")
+    with pytest.raises(ShippedError, match=rf"{out}:1: cannot decompress \(LZMAError"):
         import_into(out, tmp_path / "b.sqlite")
     out.write_bytes(b"")
     with pytest.raises(ShippedError, match=rf"{out}: empty file"):
         import_into(out, tmp_path / "b.sqlite")
     with pytest.raises(ShippedError, match="no such file"):
-        import_into(tmp_path / "missing.gz", tmp_path / "b.sqlite")
+        import_into(tmp_path / "missing.xz", tmp_path / "b.sqlite")
 
 
 def test_a_bad_json_line_names_the_file_and_line(tmp_path):
-    out = tmp_path / "g.jsonl.gz"
+    out = tmp_path / "g.jsonl.xz"
     export(make_cache(tmp_path / "a.sqlite"), out)
     records = lines(out)
     write_lines(out, [records[0], records[1], '{"key": "k3", "text": ', records[2]])
@@ -158,7 +159,7 @@ def test_a_bad_json_line_names_the_file_and_line(tmp_path):
     ],
 )
 def test_a_malformed_row_names_the_file_line_and_field(tmp_path, change, message):
-    out = tmp_path / "g.jsonl.gz"
+    out = tmp_path / "g.jsonl.xz"
     export(make_cache(tmp_path / "a.sqlite"), out)
     records = lines(out)
     change(records[1])
@@ -168,7 +169,7 @@ def test_a_malformed_row_names_the_file_line_and_field(tmp_path, change, message
 
 
 def test_a_repeated_key_is_an_error(tmp_path):
-    out = tmp_path / "g.jsonl.gz"
+    out = tmp_path / "g.jsonl.xz"
     export(make_cache(tmp_path / "a.sqlite"), out)
     records = lines(out)
     write_lines(out, [*records, records[0]])
@@ -182,7 +183,7 @@ def test_export_leaves_out_rows_failing_their_digest_and_needs_a_cache(tmp_path)
     conn.execute("UPDATE completions SET text = 'tampered' WHERE key = 'k2'")
     conn.commit()
     conn.close()
-    out = tmp_path / "g.jsonl.gz"
+    out = tmp_path / "g.jsonl.xz"
     assert export(source, out) == 2
     assert [r["key"] for r in lines(out)] == ["k1", "k3"]
     with pytest.raises(ShippedError, match="no completion cache here"):
@@ -191,14 +192,14 @@ def test_export_leaves_out_rows_failing_their_digest_and_needs_a_cache(tmp_path)
 
 def test_an_empty_cache_exports_a_valid_empty_file(tmp_path):
     CompletionCache(tmp_path / "a.sqlite").close()
-    out = tmp_path / "g.jsonl.gz"
+    out = tmp_path / "g.jsonl.xz"
     assert export(tmp_path / "a.sqlite", out) == 0
     assert out.stat().st_size > 0 and lines(out) == []
     assert import_into(out, tmp_path / "b.sqlite").rows == 0
 
 
 def test_cli_exports_and_imports_at_a_profile(tmp_path, monkeypatch):
-    """The CLI picks the profile's paths: the shared cache and <results>/generations.jsonl.gz."""
+    """The CLI picks the profile's paths: the shared cache and <results>/generations.jsonl.xz."""
     from hagstudy import config
 
     root = tmp_path / "repo"
@@ -216,7 +217,7 @@ def test_cli_exports_and_imports_at_a_profile(tmp_path, monkeypatch):
     reference = make_cache(tmp_path / "ref.sqlite")
     assert raw_rows(root / "artifacts" / "cache" / "completions.sqlite") == raw_rows(reference)
     out.write_bytes(b"junk")
-    with pytest.raises(SystemExit, match=r"error: .*generations.jsonl.gz:1: cannot decompress"):
+    with pytest.raises(SystemExit, match=r"error: .*generations.jsonl.xz:1: cannot decompress"):
         shipped.main(["import"])
 
 

@@ -46,7 +46,7 @@ from hagstudy.files import atomic_write, shown
 
 log = logging.getLogger(__name__)
 
-FILE_NAME = "adapters.json"  # beside generations.jsonl.gz in the results folder
+FILE_NAME = "adapters.json"  # beside generations.jsonl.xz in the results folder
 VERSION = RECEIPT_VERSION  # the file's version is its receipts'
 
 
