@@ -321,7 +321,8 @@ def test_many_processes_open_a_new_file_at_once(tmp_path):
 
 def test_keys_and_row_meta_are_the_committed_bytes():
     """``request_key`` and a cache row's meta, for eager and fused rows with and without min-p/EDT, are the
-    strings the shipped generations were keyed by (computed before the engine module was split)."""
+    strings the shipped generations were keyed by (eager rows: computed before the engine module was split;
+    fused rows: at STEP_VERSION 4; a version bump changes them, and must update them here)."""
     ident = "smollm2|bfloat16|abcd"
     reqs = [
         Request("<|im_start|>user\nhi é<|im_end|>\n", C(0.7, 0.9, 50, 1.1, 64), 3),
@@ -331,19 +332,19 @@ def test_keys_and_row_meta_are_the_committed_bytes():
     ]
     want = [
         ("641abeb626f7e5eebac849d686c6839eb209be8d4ab501f6ebb77a725ea79fc2", "8e709a640ee63a30"),
-        ("e87f8902879d9dbcded7643b5895eb46a30d75b9d727ca1890b8f13dd43b28d1", "8e709a640ee63a30"),
+        ("0263c821a528225fdfb0fcc86df17e8d73be39314498371e1fd7be021a8bf80a", "8e709a640ee63a30"),
         ("070a91a12cccfcf531d132aa7364709db8d893ccc3add42466e19a018d6cfb39", "148de9c5a7a44d19"),
-        ("f5fc63902acf1f4fcbe6bac6281f5fd2768df961563822390b42f23444c2abd8", "148de9c5a7a44d19"),
+        ("0ee96d6868a9e9b9a0179728529d740a5082850c3a89ce1c3126a6f657210d68", "148de9c5a7a44d19"),
         ("67d93c84f084da8303ef1496828eacd93cf933d5cc7b42495d0d2f1a428aff34", "8e35c2cd3bf6641b"),
-        ("becca9d4e391d1ee25f1479edb373432a34aaccd3d0c51c4a921a59b1699f0ca", "8e35c2cd3bf6641b"),
+        ("5201dff68560f8832eab3285e1af220c442a7847137bfae63fee933a98dd3b09", "8e35c2cd3bf6641b"),
         ("021c5fadb0a18dbdaa05fdc5434fec0e84db33e42c0c1a231c582cd4b64ccc27", "8e35c2cd3bf6641b"),
-        ("b530b7d8c3e8c09b87f5254cd6aede78ef427cc2a505854e52da76948c3761c8", "8e35c2cd3bf6641b"),
+        ("d77d8b0bfaeb786cd149f7f14a6a489ce9bc26f10b616eb904654b835320c588", "8e35c2cd3bf6641b"),
     ]
     got = []
     for r in reqs:
         for step in ("eager", "fused"):
             meta = requests_mod.meta(ident, r, step)
-            assert meta["engine"] == ("2" if step == "eager" else "3") and meta.get("step") == (None if step == "eager" else step)
+            assert meta["engine"] == ("2" if step == "eager" else "4") and meta.get("step") == (None if step == "eager" else step)
             assert meta["model"] == ident and meta["seed"] == r.seed and meta["config"] == json.loads(r.config.key())
             got.append((request_key(ident, r, step), meta["prompt_sha256"]))
     assert got == want
