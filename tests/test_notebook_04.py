@@ -15,6 +15,7 @@ from test_evaluation import make_scores
 
 from hagstudy import decoding, methods, registry, stages, tasks
 from hagstudy.config import Paths, repo_root
+from hagstudy.engine.pool import map_pooled
 from hagstudy.method import oracles
 from hagstudy.report import contrasts, evaluation, findings, headroom, plots
 
@@ -76,7 +77,7 @@ def test_the_item_oracle_cell_runs_on_every_test_item_of_the_tasks_above_chance(
     p = SimpleNamespace(oracle_items=3, oracle_draws=4, seeds=(0, 1))
     ns = {"oracles": stub, "informative": [tasks.get("arithmetic")], "base": "engine", "methods": methods,
           "oracle": {"coinflip": decoding.GREEDY, "arithmetic": oracles.CANDIDATES[5]}, "p": p, "run": run, "pd": pd,
-          "evaluation": evaluation, "stages": stages}  # fmt: skip
+          "evaluation": evaluation, "stages": stages, "map_pooled": map_pooled}  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(source, "04_inference[item oracle]", "exec"), ns)
     assert calls == [("arithmetic", 3, (0, 1), 12, 4, oracles.CANDIDATES[5])]
@@ -136,4 +137,4 @@ def test_the_chance_call_of_the_generation_cell(tmp_path: Path) -> None:
     ns = {"methods": methods, "task": task, "items": task.items("test", 20), "p": SimpleNamespace(seeds=(0, 1, 2))}
     rows = eval(call.group(0), ns)
     assert len(rows) == 60 and set(rows["method"]) == {"chance"}
-    assert source.index("methods.chance(") < source.index("scores = pd.concat(frames")
+    assert source.index("methods.chance(") < source.index("scores = pd.concat(")

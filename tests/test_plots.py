@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -130,6 +132,29 @@ def test_save_is_byte_stable_across_rebuilds(name, tmp_path) -> None:
     for pa, pb in zip(a, b):
         assert pa.read_bytes() == pb.read_bytes(), pa.suffix
     assert b"<dc:date>" not in a[1].read_bytes()
+
+
+def test_svg_ids_do_not_carry_float_noise_below_the_printed_precision(tmp_path) -> None:
+    """Axes 1e-12 apart print the same coordinates; matplotlib's hashed clip ids would still differ."""
+    import matplotlib.pyplot as plt
+
+    saved = []
+    for shift in (0.0, 1e-12):
+        fig = plt.figure(figsize=(3, 2))
+        ax = fig.add_axes((0.1 + shift, 0.1, 0.8, 0.8))
+        ax.plot([0, 1], [0, 1], marker="o")
+        saved.append(plots.save(fig, "f", tmp_path / str(shift))[1].read_bytes())
+        plt.close(fig)
+    assert saved[0] == saved[1]
+    assert b'clip-path="url(#p' in saved[0] and re.search(rb'id="p\d+"', saved[0])
+
+
+def test_stable_svg_ids_renumbers_definitions_and_their_references() -> None:
+    svg = (b'<clipPath id="pabcdef0123"/><path id="m0123456789"/><g clip-path="url(#pabcdef0123)">'
+           b'<use xlink:href="#m0123456789"/></g><text>pabcdef0123 stays</text><path id="DejaVuSans-31"/>')
+    out = plots.stable_svg_ids(svg)
+    assert out == (b'<clipPath id="p0"/><path id="m1"/><g clip-path="url(#p0)"><use xlink:href="#m1"/></g>'
+                   b'<text>pabcdef0123 stays</text><path id="DejaVuSans-31"/>')
 
 
 def test_global_rng_untouched() -> None:

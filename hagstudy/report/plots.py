@@ -9,7 +9,9 @@ the inline backend is active (``%matplotlib inline`` or importing ``matplotlib.p
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -485,18 +487,42 @@ def stage1_curve(curve: pd.DataFrame, gates: pd.DataFrame | None = None) -> Figu
 def save(fig: Figure, stem: str, folder: str | os.PathLike, dpi: int = DPI) -> tuple[Path, Path]:
     """Write ``folder/stem.png`` and ``folder/stem.svg`` atomically, byte-stable across reruns.
 
-    SVG ids come from a fixed hash salt and the date is dropped; the PNG carries no timestamp.
-    Returns the two paths.
+    SVG ids are numbered in order of definition (``stable_svg_ids``) and the date is dropped; the PNG
+    carries no timestamp. Returns the two paths.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt, metadata in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
         path = folder / f"{stem}.{fmt}"
-        with atomic_open(path, "wb") as fh, matplotlib.rc_context(RC):
-            fig.savefig(fh, format=fmt, dpi=dpi, metadata=metadata)
+        buf = io.BytesIO()
+        with matplotlib.rc_context(RC):
+            fig.savefig(buf, format=fmt, dpi=dpi, metadata=metadata)
+        data = stable_svg_ids(buf.getvalue()) if fmt == "svg" else buf.getvalue()
+        with atomic_open(path, "wb") as fh:
+            fh.write(data)
         paths.append(path)
     return paths[0], paths[1]
+
+
+_SVG_ID = re.compile(rb'id="([a-z])([0-9a-f]{10})"')
+
+
+def stable_svg_ids(svg: bytes) -> bytes:
+    """Matplotlib's SVG ids renumbered in order of definition (``p0``, ``m1``, ...).
+
+    It names clip paths and markers by a hash of their coordinates at full float precision, while the
+    file prints them rounded to 6 decimals: two runs that draw the same picture could differ in their ids
+    alone (seen on a clip box of notebook 06's config_distributions). Numbering removes that hidden input.
+    """
+    mapping: dict[bytes, bytes] = {}
+    for m in _SVG_ID.finditer(svg):
+        old = m.group(1) + m.group(2)
+        mapping.setdefault(old, m.group(1) + str(len(mapping)).encode())
+    if not mapping:
+        return svg
+    refs = re.compile(rb'(?<=[#"])(' + b"|".join(re.escape(k) for k in mapping) + rb')(?=[")])')
+    return refs.sub(lambda m: mapping[m.group(1)], svg)
 
 
 __all__ = [
@@ -509,6 +535,7 @@ __all__ = [
     "method_colors",
     "save",
     "sensitivity_curves",
+    "stable_svg_ids",
 ]
 
 
