@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -242,8 +243,8 @@ def arm_seeds(run: study.Run) -> list[int]:
     return list(run.profile.seeds[: run.profile.ablation.n_seeds])
 
 
-def train_arm(run: study.Run, name: str, labels: pd.DataFrame) -> tuple[Engine, gate.Gate]:
-    """An adapter trained on ``labels`` (reused when its inputs are unchanged), as a stage-1 engine, and its gate.
+def train_arm(run: study.Run, name: str, labels: pd.DataFrame) -> tuple[Path, gate.Gate]:
+    """An adapter trained on ``labels`` (reused when its inputs are unchanged): the folder of its chosen snapshot, and its gate.
 
     The arm's own labels are split as the main chain's are, and the gate judges the adapter on its
     own validation rows: did it learn *its* labels? Its snapshot is chosen by the main chain's rule
@@ -253,7 +254,7 @@ def train_arm(run: study.Run, name: str, labels: pd.DataFrame) -> tuple[Engine, 
     p = run.profile
     rows_train, rows_val = dataset.build(labels, p.train.validation_fraction, p.seed)
     _, verdict, _ = gate.train_and_judge(run, name, p.seed, rows_train, rows_val, settings=arm_settings(run))
-    return run.engine(adapter=gate.adapter_path(stages.ADAPTERS.find(run) / name, verdict)), verdict
+    return gate.adapter_path(stages.ADAPTERS.find(run) / name, verdict), verdict
 
 
 def arm_settings(run: study.Run) -> TrainSettings:
@@ -294,13 +295,13 @@ def gated_arm(run: study.Run, method: str, adapter: str, labels: pd.DataFrame) -
     An adapter that did not learn its labels gets no score rows (``None``): its parse rate and exact
     match are reported from the gate instead, never a score that silently equals the default's.
     """
-    engine, verdict = train_arm(run, adapter, labels)
-    if not verdict.passed:
+    path, verdict = train_arm(run, adapter, labels)
+    if not verdict.passed:  # no engine for an adapter that is not scored
         return None, verdict
     try:
-        return hag_arm(run, method, engine)[0], verdict
+        return hag_arm(run, method, run.engine(adapter=path))[0], verdict
     finally:  # each arm's model copy goes back: eight of them held at once ran a 24 GiB machine out of memory
-        run.drop_engine(gate.adapter_path(stages.ADAPTERS.find(run) / adapter, verdict))
+        run.drop_engine(path)
         gc.collect()
 
 
