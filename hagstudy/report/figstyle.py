@@ -24,7 +24,6 @@ from hagstudy import registry
 
 DPI = 150
 RC: dict[str, Any] = {
-    "svg.hashsalt": "hagstudy",  # fixed ids in SVG output instead of random ones
     "svg.fonttype": "path",  # glyphs as paths: no dependence on the viewer's fonts
     "path.simplify": True,
 }
